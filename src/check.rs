@@ -1,0 +1,149 @@
+//! `handoff check`: what is worth a warning in a valid config. Pure: the
+//! caller loads the config and prints.
+//!
+//! Owns: the stop-budget arithmetic against the supervisor's kill timeout,
+//! and warnings about parts that this build does not run yet.
+
+use std::time::Duration;
+
+use crate::config::{BackendKind, Config, RestartPolicy};
+
+/// Nomad's default `kill_timeout` (job specification, task block).
+pub const NOMAD_DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the kill timeout we compare against came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillBudget {
+    /// `--kill-timeout`.
+    Flag(Duration),
+    /// Running as a Nomad task without the flag: Nomad's default.
+    NomadDefault,
+    /// Nothing to compare against.
+    Unknown,
+}
+
+impl KillBudget {
+    /// `--kill-timeout`, else Nomad's default when `NOMAD_ALLOC_ID` is set.
+    pub fn find(flag: Option<Duration>, nomad_alloc_id: Option<&str>) -> Self {
+        match (flag, nomad_alloc_id) {
+            (Some(d), _) => KillBudget::Flag(d),
+            (None, Some(id)) if !id.is_empty() => KillBudget::NomadDefault,
+            _ => KillBudget::Unknown,
+        }
+    }
+
+    fn duration(self) -> Option<Duration> {
+        match self {
+            KillBudget::Flag(d) => Some(d),
+            KillBudget::NomadDefault => Some(NOMAD_DEFAULT_KILL_TIMEOUT),
+            KillBudget::Unknown => None,
+        }
+    }
+}
+
+/// The longest a planned stop can take: failover wait, settle, graceful stop.
+pub fn stop_budget(config: &Config) -> Duration {
+    config.failover.failover_timeout + config.failover.settle + config.proxy.stop_timeout
+}
+
+/// One line describing the budget, for `check`'s output.
+pub fn budget_line(config: &Config) -> String {
+    format!(
+        "stop budget {} = failover_timeout {} + settle {} + stop_timeout {}",
+        show(stop_budget(config)),
+        show(config.failover.failover_timeout),
+        show(config.failover.settle),
+        show(config.proxy.stop_timeout)
+    )
+}
+
+/// Everything worth a warning; an empty list means nothing to say.
+pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let budget = stop_budget(config);
+    if let Some(limit) = kill.duration()
+        && budget > limit
+    {
+        let source = match kill {
+            KillBudget::NomadDefault => {
+                " (Nomad's default kill_timeout; pass --kill-timeout to match the job)"
+            }
+            _ => "",
+        };
+        out.push(format!(
+            "{} exceeds the kill timeout {}{source}: the supervisor would SIGKILL handoff, and then the proxy, before the stop finishes",
+            budget_line(config),
+            show(limit)
+        ));
+    }
+    match config.failover.backend() {
+        kind @ (BackendKind::Carp | BackendKind::Keepalived) => out.push(format!(
+            "backend \"{}\" is not available in this build yet; `handoff run` refuses to start with it (exit 69)",
+            kind.name()
+        )),
+        BackendKind::Command | BackendKind::None => {}
+    }
+    if config.proxy.health.is_some() {
+        out.push(
+            "[proxy.health] is not run by this build yet: the proxy counts as healthy after running for 1s".into(),
+        );
+    }
+    if config.consul.is_some() {
+        out.push("[consul] is not used by this build yet: no role is reported to Consul".into());
+    }
+    if under_nomad && config.proxy.restart != RestartPolicy::Never {
+        out.push(
+            "restart is not \"never\" under Nomad: let Nomad's restart block restart the task"
+                .into(),
+        );
+    }
+    out
+}
+
+fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(std::path::Path::new("t.toml"), text).expect("valid config")
+    }
+
+    #[test]
+    fn budget_over_kill_timeout_warns() {
+        let c = config(
+            "[failover]\nfailover_timeout = \"10s\"\nsettle = \"1s\"\n[proxy]\nstop_timeout = \"10s\"\n",
+        );
+        assert_eq!(stop_budget(&c), Duration::from_secs(21));
+        let w = warnings(&c, KillBudget::Flag(Duration::from_secs(20)), false);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("stop budget 21s") && w[0].contains("kill timeout 20s"),
+            "{w:?}"
+        );
+        assert!(warnings(&c, KillBudget::Flag(Duration::from_secs(21)), false).is_empty());
+        assert!(warnings(&c, KillBudget::Unknown, false).is_empty());
+    }
+
+    #[test]
+    fn nomad_default_applies_only_without_the_flag() {
+        assert_eq!(
+            KillBudget::find(None, Some("abc")),
+            KillBudget::NomadDefault
+        );
+        assert_eq!(KillBudget::find(None, None), KillBudget::Unknown);
+        let flag = Duration::from_secs(30);
+        assert_eq!(
+            KillBudget::find(Some(flag), Some("abc")),
+            KillBudget::Flag(flag)
+        );
+        let w = warnings(&Config::default(), KillBudget::NomadDefault, true);
+        assert!(
+            w.iter().any(|w| w.contains("Nomad's default kill_timeout")),
+            "{w:?}"
+        );
+    }
+}

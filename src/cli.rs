@@ -1,0 +1,264 @@
+//! The command line: parsing, and one function per subcommand.
+//!
+//! Owns: what each subcommand prints and which exit status it returns (via
+//! [`Error::exit_code`]). The supervisor itself lives in `crate::supervisor`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+
+use crate::{
+    Error,
+    check::{self, KillBudget},
+    config::{self, Argv, BackendKind, Location},
+    exit,
+    failover::{CommandBackend, Failover, NoneBackend, spawn_worker},
+    logging,
+    machine::{Machine, Policy},
+    platform,
+    process::Children,
+    signals,
+    supervisor::Supervisor,
+};
+
+/// How long the proxy must run before it counts as healthy, until the real
+/// health checks arrive.
+const STARTUP_GATE: Duration = Duration::from_secs(1);
+
+/// Edge proxy supervisor: moves the floating IP away before the proxy stops.
+#[derive(Debug, Parser)]
+#[command(name = "handoff", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: $HANDOFF_CONFIG, else /etc/handoff.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Supervise the proxy (the main mode)
+    Run {
+        /// The proxy and its arguments; overrides [proxy] command
+        #[arg(last = true, value_name = "PROXY [ARGS]...")]
+        proxy: Vec<String>,
+    },
+    /// Validate the config and print warnings; exit 0 or 78
+    Check {
+        /// The supervisor's kill timeout to check the stop budget against
+        /// (Nomad kill_timeout, systemd TimeoutStopSec, rc.d daemon_timeout)
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        kill_timeout: Option<Duration>,
+    },
+    /// Hold this node demoted for maintenance (not yet available)
+    Demote {
+        /// Why, shown in status and Consul
+        #[arg(long)]
+        reason: Option<String>,
+        /// Do not wait for the IP to move
+        #[arg(long)]
+        no_wait: bool,
+        /// Longest wait for the move
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Release a maintenance demotion (not yet available)
+    Promote,
+    /// Show level, role, proxy and backend state (not yet available)
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected a duration such as 1.5s, 250ms, 2m)"))
+}
+
+/// Parses the command line, runs the subcommand, and returns the exit status.
+/// `blocked` is the result of blocking signals in `main`.
+pub fn main(blocked: nix::Result<()>) -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // clap's own exit code for usage errors is 2; the spec says 64.
+            return if error.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Short-lived tools: ^C should just end them.
+        let _ = signals::unblock();
+    }
+    let result = match cli.command {
+        Command::Run { proxy } => blocked
+            .map_err(|e| Error::Os { what: "blocking signals", source: e.into() })
+            .and_then(|()| run(cli.config.as_deref(), proxy)),
+        Command::Check { kill_timeout } => check(cli.config.as_deref(), kill_timeout),
+        Command::Demote { .. } | Command::Promote | Command::Status { .. } => Err(Error::Unavailable(
+            "demote, promote and status need the control socket, which is not yet available in this build".into(),
+        )),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Error::Config(errors)) => {
+            eprintln!("{errors}");
+            exit::CONFIG
+        }
+        Err(error) => {
+            eprintln!("handoff: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Result<u8, Error> {
+    let location = Location::find(flag);
+    let loaded = config::load(&location)?;
+    if loaded.path.is_none() {
+        println!(
+            "no config file at {}; `handoff run -- PROXY` uses the defaults",
+            location.path().display()
+        );
+    }
+    let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
+    let budget = KillBudget::find(kill_timeout, nomad.as_deref());
+    for warning in check::warnings(&loaded.config, budget, nomad.is_some()) {
+        eprintln!("warning: {warning}");
+    }
+    println!("{}", check::budget_line(&loaded.config));
+    println!("configuration OK");
+    Ok(exit::OK)
+}
+
+fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> {
+    // Config errors exit 78 here, before anything is spawned.
+    let loaded = config::load(&Location::find(flag))?;
+    let config = loaded.config;
+    let argv = match (proxy.is_empty(), &config.proxy.command) {
+        (false, _) => Argv(proxy),
+        (true, Some(command)) => command.clone(),
+        (true, None) => {
+            return Err(Error::Usage(
+                "no proxy command: give it after `--` (handoff run -- traefik ...) or set [proxy] command".into(),
+            ));
+        }
+    };
+    logging::init(&config.log);
+    for warning in check::warnings(&config, KillBudget::Unknown, false) {
+        tracing::warn!("{warning}");
+    }
+    let backend = config.failover.backend();
+    if matches!(backend, BackendKind::Carp | BackendKind::Keepalived) {
+        return Err(Error::Unavailable(format!(
+            "backend \"{}\" is not available in this build yet",
+            backend.name()
+        )));
+    }
+    if let Err(error) = platform::become_subreaper() {
+        tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Os {
+            what: "starting the runtime",
+            source,
+        })?;
+    let children = Children::default();
+    let (signal_tx, signal_rx) = mpsc::channel(64);
+    signals::start(children.clone(), signal_tx).map_err(|source| Error::Os {
+        what: "reading signals",
+        source,
+    })?;
+    let policy = Policy {
+        reload: config.proxy.reload(),
+        stop_signal: config.proxy.stop_signal(),
+        stop_timeout: config.proxy.stop_timeout,
+        failover_timeout: config.failover.failover_timeout,
+        settle: config.failover.settle,
+        restart: config.proxy.restart,
+        startup_gate: STARTUP_GATE,
+        exit_code_map: config.proxy.exit_code_map.clone(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        backend = backend.name(),
+        command = %argv,
+        stop_signal = policy.stop_signal.as_str(),
+        reload = ?policy.reload,
+        "starting"
+    );
+    // The supervisor runs on this (main) thread: it forks the proxy, and
+    // Linux's PDEATHSIG fires when the forking *thread* exits.
+    let code = runtime.block_on(async {
+        let (event_tx, event_rx) = mpsc::channel(64);
+        match config
+            .failover
+            .command
+            .as_ref()
+            .map(|c| c.get_ref().clone())
+        {
+            Some(command) if backend == BackendKind::Command => {
+                supervise(
+                    CommandBackend::new(command, children.clone()),
+                    event_tx,
+                    event_rx,
+                    signal_rx,
+                    &config,
+                    argv,
+                    policy,
+                    &children,
+                )
+                .await
+            }
+            _ => {
+                supervise(
+                    NoneBackend,
+                    event_tx,
+                    event_rx,
+                    signal_rx,
+                    &config,
+                    argv,
+                    policy,
+                    &children,
+                )
+                .await
+            }
+        }
+    });
+    Ok(code)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn supervise<F: Failover>(
+    backend: F,
+    event_tx: mpsc::Sender<crate::machine::Event>,
+    events: mpsc::Receiver<crate::machine::Event>,
+    signals: mpsc::Receiver<platform::Received>,
+    config: &config::Config,
+    argv: Argv,
+    policy: Policy,
+    children: &Children,
+) -> u8 {
+    let supervisor = Supervisor {
+        machine: Machine::new(policy),
+        argv,
+        group: config.proxy.process_group,
+        children: children.clone(),
+        backend: spawn_worker(backend, event_tx),
+        signals,
+        events,
+    };
+    supervisor.run().await
+}

@@ -1,0 +1,600 @@
+//! The configuration file: its schema, where it is found, and its validation.
+//!
+//! Owns: parsing TOML into typed sections (`deny_unknown_fields` everywhere,
+//! because a typo must not silently disable a safety), the defaults and
+//! presets, and checks across keys. Every error names `file:line:col`.
+//! Does not own: host checks and budget warnings (`crate::check`).
+//!
+//! Two phases, as in ripgrep: serde parses and checks each value where it
+//! stands (so errors carry that value's span); `validate` then checks keys
+//! against each other and reports every problem at once.
+
+mod error;
+mod preset;
+mod signal;
+mod values;
+
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use nix::sys::signal::Signal;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use preset::Preset;
+pub use signal::{Reload, SignalName};
+pub use values::{Argv, DemoteBy, ExitCodeMap, HostPort, HttpUrl, Listen, LogLevel, Probe};
+
+/// Used when neither `--config` nor `$HANDOFF_CONFIG` names a file.
+pub const DEFAULT_PATH: &str = "/etc/handoff.toml";
+/// The environment variable that names the config file.
+pub const ENV_VAR: &str = "HANDOFF_CONFIG";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[proxy]`
+    pub proxy: ProxyConfig,
+    /// `[failover]`
+    pub failover: FailoverConfig,
+    /// `[consul]`; absent means no Consul reporting.
+    pub consul: Option<ConsulConfig>,
+    /// `[control]`
+    pub control: ControlConfig,
+    /// `[http]`
+    pub http: HttpConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[proxy]`: the child handoff runs and how it is signalled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// The proxy's argv; the command line after `--` wins.
+    pub command: Option<Argv>,
+    /// Signal defaults.
+    pub preset: Preset,
+    /// Overrides the preset's reload translation.
+    pub reload_signal: Option<Reload>,
+    /// Overrides the preset's graceful stop signal.
+    pub stop_signal: Option<SignalName>,
+    /// How long the proxy gets after `stop_signal` before SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// Whether the proxy shares handoff's process group.
+    pub process_group: ProcessGroup,
+    /// Remaps the proxy's exit status.
+    pub exit_code_map: ExitCodeMap,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// The promotion gate; absent means "running for 1s".
+    pub health: Option<Spanned<HealthConfig>>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            command: None,
+            preset: Preset::default(),
+            reload_signal: None,
+            stop_signal: None,
+            stop_timeout: Duration::from_secs(10),
+            process_group: ProcessGroup::default(),
+            exit_code_map: ExitCodeMap::default(),
+            restart: RestartPolicy::default(),
+            health: None,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The graceful stop signal: explicit, else the preset's.
+    pub fn stop_signal(&self) -> Signal {
+        self.stop_signal
+            .map_or_else(|| self.preset.stop_signal(), |s| s.0)
+    }
+
+    /// What SIGHUP becomes: explicit, else the preset's.
+    pub fn reload(&self) -> Reload {
+        self.reload_signal.unwrap_or_else(|| self.preset.reload())
+    }
+}
+
+/// `process_group`: see the spec; Nomad's final kill reaches only handoff's group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessGroup {
+    /// Stay in handoff's group, so a supervisor's group kill reaches the proxy.
+    #[default]
+    Inherit,
+    /// A group of its own, signalled as a group.
+    Own,
+}
+
+/// `restart`: what happens when the proxy exits by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Exit with the proxy's status (right under Nomad, systemd and rc.d).
+    #[default]
+    Never,
+    /// Restart after a non-zero exit or a death by signal.
+    OnFailure,
+    /// Restart after any exit.
+    Always,
+}
+
+/// `[proxy.health]`: exactly one of `http`, `tcp`, `exec`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// GET this URL; 2xx passes.
+    pub http: Option<HttpUrl>,
+    /// Connect to this address.
+    pub tcp: Option<HostPort>,
+    /// Run this command; exit 0 passes.
+    pub exec: Option<Argv>,
+    /// Time between checks.
+    #[serde(with = "humantime_serde", default = "default_interval")]
+    pub interval: Duration,
+    /// Time one check may take.
+    #[serde(with = "humantime_serde", default = "default_check_timeout")]
+    pub timeout: Duration,
+    /// Consecutive passes before promotion.
+    #[serde(default = "default_threshold")]
+    pub rise: NonZeroU32,
+    /// Consecutive failures before demotion.
+    #[serde(default = "default_threshold")]
+    pub fall: NonZeroU32,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_threshold() -> NonZeroU32 {
+    NonZeroU32::MIN.saturating_add(1)
+}
+
+/// `[failover]`: which backend moves the floating IP, and the stop-path waits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    /// The backend; `none` when absent.
+    pub backend: Option<Spanned<BackendKind>>,
+    /// Longest wait for the IP to move on stop or demote.
+    #[serde(with = "humantime_serde")]
+    pub failover_timeout: Duration,
+    /// Extra wait after the move, before the proxy is stopped.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// Optional proof that the peer serves the VIP.
+    pub probe: Option<Probe>,
+    /// `[failover.carp]`
+    pub carp: Option<Spanned<CarpConfig>>,
+    /// `[failover.keepalived]`
+    pub keepalived: Option<Spanned<KeepalivedConfig>>,
+    /// `[failover.command]`
+    pub command: Option<Spanned<CommandConfig>>,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            backend: None,
+            failover_timeout: Duration::from_secs(10),
+            settle: Duration::ZERO,
+            probe: None,
+            carp: None,
+            keepalived: None,
+            command: None,
+        }
+    }
+}
+
+impl FailoverConfig {
+    /// The configured backend.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+            .as_ref()
+            .map_or(BackendKind::None, |b| *b.get_ref())
+    }
+}
+
+/// `backend`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// OpenBSD CARP group demotion.
+    Carp,
+    /// keepalived `track_file`.
+    Keepalived,
+    /// External demote/promote/state commands.
+    Command,
+    /// No floating IP: never waits.
+    None,
+}
+
+impl BackendKind {
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Carp => "carp",
+            BackendKind::Keepalived => "keepalived",
+            BackendKind::Command => "command",
+            BackendKind::None => "none",
+        }
+    }
+}
+
+/// `[failover.carp]` (OpenBSD).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CarpConfig {
+    /// Interface group whose demote counter we raise.
+    pub group: String,
+    /// carp interfaces whose state we watch.
+    pub interfaces: Vec<String>,
+    /// Our share of the group counter.
+    pub demote_by: DemoteBy,
+    /// The ifconfig(8) to run.
+    pub ifconfig: PathBuf,
+}
+
+impl Default for CarpConfig {
+    fn default() -> Self {
+        CarpConfig {
+            group: "edge".into(),
+            interfaces: vec!["carp0".into()],
+            demote_by: DemoteBy(50),
+            ifconfig: "/sbin/ifconfig".into(),
+        }
+    }
+}
+
+/// `[failover.keepalived]` (Linux, keepalived >= 2.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepalivedConfig {
+    /// The file keepalived tracks; written atomically.
+    pub track_file: PathBuf,
+    /// Priority drop in standby.
+    pub standby_value: i32,
+    /// Value that forces FAULT.
+    pub down_value: i32,
+    /// Planned-stop handover.
+    pub handover: Handover,
+    /// Addresses whose local presence means MASTER.
+    pub vip: Vec<IpAddr>,
+    /// keepalived instance name in notify_fifo.
+    pub instance: Option<String>,
+    /// keepalived's notify FIFO.
+    pub notify_fifo: Option<PathBuf>,
+}
+
+impl Default for KeepalivedConfig {
+    fn default() -> Self {
+        KeepalivedConfig {
+            track_file: "/var/lib/handoff/keepalived.track".into(),
+            standby_value: -100,
+            down_value: -254,
+            handover: Handover::default(),
+            vip: Vec::new(),
+            instance: None,
+            notify_fifo: None,
+        }
+    }
+}
+
+/// `handover`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Handover {
+    /// Standby first, down once moved: never a moment without a VIP holder.
+    #[default]
+    Graceful,
+    /// Down (FAULT) at once.
+    Fast,
+}
+
+/// `[failover.command]`: anything else, driven by three commands (no shell).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// Releases the floating IP.
+    pub demote: Argv,
+    /// Claims the floating IP.
+    pub promote: Argv,
+    /// Prints MASTER, BACKUP or FAULT.
+    pub state: Argv,
+    /// Longest time one command may run before it is killed.
+    #[serde(with = "humantime_serde", default = "default_command_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[consul]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsulConfig {
+    /// Agent address; default from `CONSUL_HTTP_ADDR`.
+    pub address: Option<String>,
+    /// Token file; default from `CONSUL_HTTP_TOKEN_FILE` / `CONSUL_HTTP_TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// Registered service name.
+    pub service: String,
+    /// Registered service ID; `${hostname}` is expanded.
+    pub service_id: String,
+    /// TTL of the check.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// On stop, also wait until another node reports master.
+    pub confirm_peer: bool,
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        ConsulConfig {
+            address: None,
+            token_file: None,
+            service: "edge".into(),
+            service_id: "edge-${hostname}".into(),
+            ttl: Duration::from_secs(10),
+            confirm_peer: false,
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// The control socket.
+    pub socket: PathBuf,
+    /// A group allowed to use the socket besides root.
+    pub group: Option<Spanned<String>>,
+    /// Where the ledger, lock and maintenance state live.
+    pub state_dir: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: "/var/run/handoff.sock".into(),
+            group: None,
+            state_dir: crate::platform::DEFAULT_STATE_DIR.into(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; `""` disables.
+    pub listen: Listen,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 9480));
+        HttpConfig {
+            listen: Listen(Some(loopback)),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// Filter; `RUST_LOG` wins when set.
+    pub level: Option<LogLevel>,
+}
+
+/// `format`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Named by `--config` or `$HANDOFF_CONFIG`: it must exist.
+    Explicit(PathBuf),
+    /// The default path: a missing file means "all defaults".
+    Default(PathBuf),
+}
+
+impl Location {
+    /// `--config`, else `$HANDOFF_CONFIG`, else the default path.
+    pub fn find(flag: Option<&Path>) -> Location {
+        if let Some(path) = flag {
+            return Location::Explicit(path.to_path_buf());
+        }
+        match std::env::var_os(ENV_VAR) {
+            Some(path) if !path.is_empty() => Location::Explicit(path.into()),
+            _ => Location::Default(DEFAULT_PATH.into()),
+        }
+    }
+
+    /// The path, whichever kind.
+    pub fn path(&self) -> &Path {
+        match self {
+            Location::Explicit(p) | Location::Default(p) => p,
+        }
+    }
+}
+
+/// A loaded config and the file it came from (None: defaults, no file).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The parsed, validated config.
+    pub config: Config,
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+}
+
+/// Reads, parses and validates the config at `location`.
+pub fn load(location: &Location) -> Result<Loaded, ConfigErrors> {
+    let path = location.path();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Loaded {
+            config: parse(path, &text)?,
+            path: Some(path.to_path_buf()),
+        }),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && matches!(location, Location::Default(_)) =>
+        {
+            Ok(Loaded {
+                config: Config::default(),
+                path: None,
+            })
+        }
+        Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(
+            path,
+            format!("cannot read config: {e}"),
+        )])),
+    }
+}
+
+/// Parses and validates config text; `path` is used in messages only.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim_end().to_owned();
+        ConfigErrors(vec![ConfigError::at(path, text, e.span(), message)])
+    })?;
+    let problems = validate(&config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    Err(ConfigErrors(
+        problems
+            .into_iter()
+            .map(|(span, message)| ConfigError::at(path, text, span, message))
+            .collect(),
+    ))
+}
+
+type Problem = (Option<std::ops::Range<usize>>, String);
+
+/// Checks across keys; every problem is returned with the span it belongs to.
+fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let failover = &config.failover;
+    let backend = failover.backend();
+    let backend_span = failover.backend.as_ref().map(Spanned::span);
+
+    // A backend section that does not match `backend` is almost always a
+    // forgotten `backend = ...`: running with `none` would silently drop the
+    // safety the operator configured.
+    let sections = [
+        (BackendKind::Carp, failover.carp.as_ref().map(Spanned::span)),
+        (
+            BackendKind::Keepalived,
+            failover.keepalived.as_ref().map(Spanned::span),
+        ),
+        (
+            BackendKind::Command,
+            failover.command.as_ref().map(Spanned::span),
+        ),
+    ];
+    for (kind, span) in sections {
+        if let Some(span) = span
+            && kind != backend
+        {
+            problems.push((
+                Some(span),
+                format!(
+                    "[failover.{0}] is set but backend is \"{1}\"; set backend = \"{0}\" or remove the section",
+                    kind.name(),
+                    backend.name()
+                ),
+            ));
+        }
+    }
+    if backend == BackendKind::Command && failover.command.is_none() {
+        problems.push((
+            backend_span,
+            "backend = \"command\" needs a [failover.command] section with demote, promote and state".into(),
+        ));
+    }
+
+    if let Some(keepalived) = &failover.keepalived {
+        let k = keepalived.get_ref();
+        if k.standby_value >= 0 || k.down_value >= 0 {
+            problems.push((
+                Some(keepalived.span()),
+                "standby_value and down_value must be negative (they lower this node's priority)"
+                    .into(),
+            ));
+        }
+        if k.down_value > k.standby_value {
+            problems.push((
+                Some(keepalived.span()),
+                format!(
+                    "down_value {} is above standby_value {}; down must lower the priority at least as far",
+                    k.down_value, k.standby_value
+                ),
+            ));
+        }
+    }
+
+    if let Some(health) = &config.proxy.health {
+        let h = health.get_ref();
+        let kinds = usize::from(h.http.is_some())
+            + usize::from(h.tcp.is_some())
+            + usize::from(h.exec.is_some());
+        if kinds != 1 {
+            problems.push((
+                Some(health.span()),
+                format!("[proxy.health] needs exactly one of http, tcp or exec (found {kinds})"),
+            ));
+        }
+        if h.timeout > h.interval {
+            problems.push((
+                Some(health.span()),
+                "[proxy.health] timeout is longer than interval; checks would overlap".into(),
+            ));
+        }
+    }
+
+    if let Some(group) = &config.control.group {
+        match nix::unistd::Group::from_name(group.get_ref()) {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push((
+                Some(group.span()),
+                format!("group `{}` does not exist", group.get_ref()),
+            )),
+            Err(e) => problems.push((
+                Some(group.span()),
+                format!("cannot look up group `{}`: {e}", group.get_ref()),
+            )),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! Config value types that check themselves while being parsed, so that a bad
+//! value is reported at its own `line:col` by the TOML parser.
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr};
+
+use serde::{Deserialize, Deserializer, de};
+
+/// A command line: program plus arguments, run without a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argv(pub Vec<String>);
+
+impl Argv {
+    /// The program to run.
+    pub fn program(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+
+    /// The arguments after the program.
+    pub fn args(&self) -> &[String] {
+        self.0.get(1..).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Argv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Argv {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let argv = Vec::<String>::deserialize(deserializer)?;
+        match argv.first() {
+            None => Err(de::Error::custom(
+                "empty command, expected [\"program\", \"arg\", ...]",
+            )),
+            Some(program) if program.is_empty() => Err(de::Error::custom(
+                "empty program name, expected [\"program\", \"arg\", ...]",
+            )),
+            Some(_) => Ok(Argv(argv)),
+        }
+    }
+}
+
+/// `exit_code_map = { 143 = 0 }`: remaps the proxy's exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitCodeMap(pub BTreeMap<u8, u8>);
+
+impl ExitCodeMap {
+    /// `code`, remapped if the map names it.
+    pub fn apply(&self, code: u8) -> u8 {
+        self.0.get(&code).copied().unwrap_or(code)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExitCodeMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, i64>::deserialize(deserializer)?;
+        let mut map = BTreeMap::new();
+        for (key, value) in raw {
+            let from = key.trim().parse::<u8>().map_err(|_| {
+                de::Error::custom(format!(
+                    "exit_code_map key `{key}` is not an exit status 0..255"
+                ))
+            })?;
+            let to = u8::try_from(value).map_err(|_| {
+                de::Error::custom(format!(
+                    "exit_code_map value {value} for {key} is not 0..255"
+                ))
+            })?;
+            map.insert(from, to);
+        }
+        Ok(ExitCodeMap(map))
+    }
+}
+
+/// How much of the CARP group demote counter is ours (ifconfig(8): 1..128 per call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoteBy(pub u8);
+
+impl<'de> Deserialize<'de> for DemoteBy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        match u8::try_from(value) {
+            Ok(v @ 1..=128) => Ok(DemoteBy(v)),
+            _ => Err(de::Error::custom(format!(
+                "demote_by {value} is out of range, expected 1..128 (the kernel's limit per carpdemote call)"
+            ))),
+        }
+    }
+}
+
+/// `probe = "tcp://host:port"` or `"http://..."`: proof that the peer serves the VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Connect succeeds.
+    Tcp(String),
+    /// GET answers.
+    Http(String),
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Some(addr) = text.strip_prefix("tcp://") {
+            check_host_port(addr).map_err(de::Error::custom)?;
+            Ok(Probe::Tcp(addr.to_owned()))
+        } else if text.starts_with("http://") || text.starts_with("https://") {
+            Ok(Probe::Http(text))
+        } else {
+            Err(de::Error::custom(format!(
+                "probe `{text}` has no known scheme, expected tcp://host:port or http://host/path"
+            )))
+        }
+    }
+}
+
+/// `host:port` for a TCP health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort(pub String);
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        check_host_port(&text).map_err(de::Error::custom)?;
+        Ok(HostPort(text))
+    }
+}
+
+fn check_host_port(text: &str) -> Result<(), String> {
+    let port_ok = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if port_ok {
+        Ok(())
+    } else {
+        Err(format!("`{text}` is not host:port"))
+    }
+}
+
+/// An `http://` or `https://` URL for a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub String);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.starts_with("http://") || text.starts_with("https://") {
+            Ok(HttpUrl(text))
+        } else {
+            Err(de::Error::custom(format!(
+                "`{text}` is not an http:// or https:// URL"
+            )))
+        }
+    }
+}
+
+/// `[http] listen`: an address, or `""` to disable the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() {
+            return Ok(Listen(None));
+        }
+        text.parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|_| de::Error::custom(format!("`{text}` is not ip:port (or \"\" to disable)")))
+    }
+}
+
+/// `[log] level`: a tracing filter such as `info` or `handoff=debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevel(pub String);
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| {
+            de::Error::custom(format!(
+                "log level `{text}` is not valid ({e}), expected error, warn, info, debug or trace"
+            ))
+        })?;
+        Ok(LogLevel(text))
+    }
+}

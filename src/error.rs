@@ -1,0 +1,41 @@
+//! The top-level error: every module's error wrapped once, and the single
+//! mapping from an error to an exit code.
+
+use crate::{config::ConfigErrors, exit, failover::FailoverError};
+
+/// Anything that stops handoff itself (as opposed to the proxy) from running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid; each entry names `file:line:col`.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The command line is wrong in a way clap cannot see.
+    #[error("{0}")]
+    Usage(String),
+    /// A feature, tool or agent that is required is not there.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The failover backend could not be set up.
+    #[error(transparent)]
+    Failover(#[from] FailoverError),
+    /// An operating-system call failed during setup.
+    #[error("{what}: {source}")]
+    Os {
+        /// What handoff was doing.
+        what: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The exit status for this error; the only place that decides it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => exit::CONFIG,
+            Error::Usage(_) => exit::USAGE,
+            Error::Unavailable(_) => exit::UNAVAILABLE,
+            Error::Failover(_) | Error::Os { .. } => exit::FAILURE,
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Exit codes: the one place that defines them.
+//!
+//! handoff's own failures use the BSD sysexits(3) values; everything else is
+//! the proxy's status passed through, the way a shell reports it (128+N for a
+//! death by signal N) so Nomad, systemd and rc.d see what the proxy did.
+
+use crate::process::ProcessEnd;
+
+/// Success: the asked-for state was reached, or the proxy exited 0.
+pub const OK: u8 = 0;
+/// Any other failure.
+pub const FAILURE: u8 = 1;
+/// EX_USAGE: bad command line.
+pub const USAGE: u8 = 64;
+/// EX_UNAVAILABLE: a required host tool, interface or agent is missing.
+pub const UNAVAILABLE: u8 = 69;
+/// EX_CONFIG: the configuration is invalid; printed as `file:line:col: message`.
+pub const CONFIG: u8 = 78;
+/// The proxy exists but cannot be executed (shell convention, see sh(1)).
+pub const NOT_EXECUTABLE: u8 = 126;
+/// The proxy command was not found (shell convention).
+pub const NOT_FOUND: u8 = 127;
+
+/// The status a shell would report for a process that ended this way:
+/// its exit code, or 128+N when signal N killed it.
+pub fn from_process_end(end: ProcessEnd) -> u8 {
+    match end {
+        ProcessEnd::Exited(code) => code,
+        // Signal numbers are below 128 on every supported OS, so this cannot
+        // wrap; saturate anyway rather than trust that.
+        ProcessEnd::Signaled(signal) => 128u8.saturating_add(signal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_convention_for_signals() {
+        assert_eq!(from_process_end(ProcessEnd::Exited(42)), 42);
+        assert_eq!(from_process_end(ProcessEnd::Signaled(9)), 137);
+        assert_eq!(from_process_end(ProcessEnd::Signaled(11)), 139);
+        assert_eq!(from_process_end(ProcessEnd::Signaled(15)), 143);
+    }
+}

@@ -1,0 +1,134 @@
+//! Failover backends: what moves the floating IP, behind one trait.
+//!
+//! Owns: the [`Level`] and [`Role`] vocabulary, the [`Failover`] trait, and
+//! the worker task that is the backend's only owner. The dispatcher never
+//! calls a backend directly: it publishes the level it wants, and the worker
+//! applies the newest wish, polls the role, and reports both back as events.
+//! So a backend that hangs delays only its own reports, never the loop; the
+//! state machine's deadlines decide how long the stop path waits for them.
+//!
+//! Does not own: when to change level (`crate::machine`).
+
+mod command;
+mod none;
+mod worker;
+
+use std::{fmt, future::Future, time::Duration};
+
+pub use command::CommandBackend;
+pub use none::NoneBackend;
+pub use worker::{BackendHandle, spawn_worker};
+
+use crate::process::CommandError;
+
+/// How far this node steps back from holding the floating IP; handoff only
+/// ever adds or removes its own share of a backend's demotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// Healthy, not in maintenance: our share is 0.
+    Up,
+    /// Maintenance or graceful handover: still a candidate if the peer dies.
+    Standby,
+    /// Starting, unhealthy, stopping or stopped: never win the IP.
+    Down,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Up => "up",
+            Level::Standby => "standby",
+            Level::Down => "down",
+        })
+    }
+}
+
+/// Whether this node holds the floating IP, as the backend sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Holds the IP.
+    Master,
+    /// A peer holds it (or should).
+    Backup,
+    /// Out of the election.
+    Fault,
+    /// Not known (yet, or the backend failed to say).
+    Unknown,
+}
+
+impl Role {
+    /// Known not to hold the floating IP.
+    pub fn released(self) -> bool {
+        matches!(self, Role::Backup | Role::Fault)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Master => "MASTER",
+            Role::Backup => "BACKUP",
+            Role::Fault => "FAULT",
+            Role::Unknown => "unknown",
+        })
+    }
+}
+
+/// How eagerly the worker polls the role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Normal operation.
+    Idle,
+    /// Waiting for the IP to move.
+    Fast,
+}
+
+/// A failover backend: sets our share of the demotion and reports the role.
+pub trait Failover: Send + 'static {
+    /// Its config name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// Applies `level` (idempotent: applying the current level changes nothing).
+    fn set_level(&mut self, level: Level)
+    -> impl Future<Output = Result<(), FailoverError>> + Send;
+
+    /// Asks whether this node holds the IP.
+    fn role(&mut self) -> impl Future<Output = Result<Role, FailoverError>> + Send;
+
+    /// How often to poll the role; `None` when it cannot change by itself.
+    fn poll_interval(&self, watch: Watch) -> Option<Duration>;
+}
+
+/// A backend operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    /// The tool could not be run, or ran too long.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The tool ran and reported failure.
+    #[error("`{command}` {end}{}", stderr_suffix(.stderr))]
+    Failed {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        end: crate::process::ProcessEnd,
+        /// The last line it wrote to stderr.
+        stderr: String,
+    },
+    /// The state command printed something else than a role.
+    #[error("`{command}` printed {output:?}, expected MASTER, BACKUP or FAULT")]
+    BadState {
+        /// The command line.
+        command: String,
+        /// What it printed (first line).
+        output: String,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}

@@ -1,0 +1,193 @@
+//! The backend's one owner: a task that applies the newest wanted level,
+//! polls the role, and reports both to the dispatcher as events.
+//!
+//! Wanted levels arrive through a `watch` channel, so a burst of changes
+//! collapses into the newest one, and levels are applied strictly in order.
+//! A failed apply is reported (the stop path must not wait on a broken tool)
+//! and retried with capped backoff until it succeeds or the wish changes.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+
+use super::{Failover, Level, Role, Watch};
+use crate::machine::Event;
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Sleep used when the backend never needs polling; any wish wakes it.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+/// The dispatcher's side of the worker.
+#[derive(Debug)]
+pub struct BackendHandle {
+    level: watch::Sender<Option<Level>>,
+    watch: watch::Sender<Watch>,
+    failures: Arc<AtomicU64>,
+    name: &'static str,
+}
+
+impl BackendHandle {
+    /// Asks for `level`; the worker applies the newest wish.
+    pub fn set_level(&self, level: Level) {
+        self.level.send_replace(Some(level));
+    }
+
+    /// Changes how eagerly the role is polled.
+    pub fn watch(&self, watch: Watch) {
+        self.watch.send_replace(watch);
+    }
+
+    /// Backend operations that failed so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The backend's config name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// Starts the worker task that owns `backend`. It reports on `events` and
+/// ends when the handle is dropped or the receiver is gone.
+pub fn spawn_worker<F: Failover>(backend: F, events: mpsc::Sender<Event>) -> BackendHandle {
+    let (level_tx, level_rx) = watch::channel(None);
+    let (watch_tx, watch_rx) = watch::channel(Watch::Idle);
+    let failures = Arc::new(AtomicU64::new(0));
+    let name = backend.name();
+    let worker = Worker {
+        backend,
+        events,
+        failures: failures.clone(),
+        last_role: None,
+        role_failing: false,
+    };
+    tokio::spawn(worker.run(level_rx, watch_rx));
+    BackendHandle {
+        level: level_tx,
+        watch: watch_tx,
+        failures,
+        name,
+    }
+}
+
+struct Worker<F> {
+    backend: F,
+    events: mpsc::Sender<Event>,
+    failures: Arc<AtomicU64>,
+    last_role: Option<Role>,
+    role_failing: bool,
+}
+
+impl<F: Failover> Worker<F> {
+    async fn run(
+        mut self,
+        mut wanted: watch::Receiver<Option<Level>>,
+        mut watch: watch::Receiver<Watch>,
+    ) {
+        let mut applied: Option<Level> = None;
+        let mut retry: Option<(Instant, Duration)> = None;
+        // Report the role once at start, so the machine knows it before a stop.
+        if !self.report_role(false).await {
+            return;
+        }
+        loop {
+            let want = *wanted.borrow_and_update();
+            let retry_due = retry.is_some_and(|(at, _)| Instant::now() >= at);
+            if let Some(level) = want
+                && (Some(level) != applied || retry_due)
+            {
+                let started = Instant::now();
+                let ok = match self.backend.set_level(level).await {
+                    Ok(()) => {
+                        tracing::info!(backend = self.backend.name(), %level, elapsed_ms = elapsed_ms(started), "level applied");
+                        retry = None;
+                        true
+                    }
+                    Err(error) => {
+                        self.failures.fetch_add(1, Ordering::Relaxed);
+                        let delay = retry.map_or(FIRST_RETRY, |(_, d)| (d * 2).min(MAX_RETRY));
+                        tracing::warn!(backend = self.backend.name(), %level, %error, retry_in = ?delay, "could not apply level");
+                        retry = Some((Instant::now() + delay, delay));
+                        false
+                    }
+                };
+                applied = Some(level);
+                if self
+                    .events
+                    .send(Event::LevelApplied { level, ok })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // The stop wait depends on the role right after the change.
+                if !self.report_role(true).await {
+                    return;
+                }
+                continue;
+            }
+            let poll = self
+                .backend
+                .poll_interval(*watch.borrow_and_update())
+                .unwrap_or(FOREVER);
+            let until_retry = retry.map_or(FOREVER, |(at, _)| {
+                at.saturating_duration_since(Instant::now())
+            });
+            tokio::select! {
+                biased;
+                changed = wanted.changed() => if changed.is_err() { return },
+                changed = watch.changed() => {
+                    if changed.is_err() { return }
+                    if *watch.borrow() == Watch::Fast && !self.report_role(true).await { return }
+                }
+                () = tokio::time::sleep(poll.min(until_retry)) => {
+                    if !self.report_role(false).await { return }
+                }
+            }
+        }
+    }
+
+    /// Polls the role and reports it when it changed (or always, if `force`).
+    /// Returns false when the dispatcher is gone.
+    async fn report_role(&mut self, force: bool) -> bool {
+        let role = match self.backend.role().await {
+            Ok(role) => {
+                self.role_failing = false;
+                role
+            }
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                // Once per failing streak at warn; the rest would flood the log.
+                if self.role_failing {
+                    tracing::debug!(backend = self.backend.name(), %error, "role query failed");
+                } else {
+                    tracing::warn!(backend = self.backend.name(), %error, "role query failed");
+                }
+                self.role_failing = true;
+                Role::Unknown
+            }
+        };
+        if self.last_role != Some(role) {
+            tracing::info!(backend = self.backend.name(), %role, "role");
+        } else if !force {
+            return true;
+        }
+        self.last_role = Some(role);
+        self.events.send(Event::Role(role)).await.is_ok()
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

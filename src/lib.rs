@@ -1,0 +1,44 @@
+//! handoff: runs an edge reverse proxy as its child on a node that shares a
+//! floating IP (OpenBSD CARP, Linux keepalived), and makes sure the IP is only
+//! ever held by a node whose proxy is up.
+//!
+//! # Theory of operation
+//!
+//! handoff holds the node at one of three *levels* (up, standby, down) and
+//! adds or removes only its own share of the backend's demotion. It starts
+//! `down`, spawns the proxy, and goes `up` once the proxy is healthy. On a
+//! planned stop (SIGINT/SIGTERM) it goes `down`, waits until the IP has moved
+//! (only if this node held it, at most `failover_timeout`), waits `settle`,
+//! sends the proxy its graceful stop signal, and SIGKILLs it after
+//! `stop_timeout`. When the proxy dies it goes `down` first, then restarts it
+//! or exits with its status. `down` outlives handoff: a node without a proxy
+//! must never win the IP back.
+//!
+//! The code is laid out so that each of those rules has one home:
+//!
+//! * [`signals`]: signals are blocked on the first line of `main` and read by
+//!   one thread, so none is lost and none kills handoff by default action.
+//! * [`machine`]: every decision, as a pure `Event -> Vec<Action>` function,
+//!   table-tested. The stop sequence is there and nowhere else.
+//! * [`supervisor`]: the one dispatcher loop that feeds the machine and
+//!   carries out its actions; the only owner of the proxy child.
+//! * [`process`]: spawning with a clean slate, and the one reaper.
+//! * [`failover`]: the backends behind one trait, driven by a worker task.
+//! * [`config`], [`check`], [`cli`], [`exit`], [`error`]: the interface.
+//! * [`platform`]: everything that differs between Linux and OpenBSD.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod exit;
+pub mod failover;
+pub mod logging;
+pub mod machine;
+pub mod platform;
+pub mod process;
+pub mod proxy;
+pub mod signals;
+pub mod supervisor;
+
+pub use error::Error;

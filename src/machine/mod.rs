@@ -1,0 +1,573 @@
+//! The lifecycle as one pure state machine: `Event -> Vec<Action>`, no I/O.
+//!
+//! Owns every decision: when to demote and promote, when to spawn, restart,
+//! signal or kill the proxy, how the stop sequence advances, and the exit
+//! status. The dispatcher (`crate::supervisor`) turns OS happenings into
+//! [`Event`]s and carries out the [`Action`]s in order; this module never
+//! sees a pid, a clock or a file.
+//!
+//! ```text
+//!            start: SetLevel(down)
+//!                  |
+//!   Starting --(down applied)--> Spawning --(spawned)--> Running{healthy?}
+//!      ^                                                   |  |   gate/health: SetLevel(up)
+//!      |                                   proxy exited    |  | stop signal
+//!   Restarting <--(restart policy)-- SetLevel(down) <------+  v
+//!      |                                   |            Stopping:
+//!      +--stop--> Exiting{code} <--(no restart)           Failover  SetLevel(down), wait for the
+//!                    |  (down applied or deadline)            |     move (only if we held the IP),
+//!                    v                                        |     at most failover_timeout;
+//!                  Exit(code)  <--------- proxy exited ---  Settle    2nd stop signal skips
+//!                                                           Draining  stop_signal, stop_timeout
+//!                                                           Killed    SIGKILL (3rd signal: at once)
+//! ```
+//!
+//! The stop sequence lives in [`Machine::begin_stop`], [`Machine::check_move`],
+//! [`Machine::after_failover`] and [`Machine::send_stop`], in that order.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::{
+    config::{ExitCodeMap, Reload, RestartPolicy},
+    exit,
+    failover::{Level, Role, Watch},
+    process::ProcessEnd,
+    signals,
+};
+
+/// First restart delay; doubled after each restart.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest restart delay; also how long a proxy must stay up to reset it.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The parts of the config that decisions depend on.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// What SIGHUP becomes.
+    pub reload: Reload,
+    /// Graceful stop signal for the proxy.
+    pub stop_signal: Signal,
+    /// From stop signal to SIGKILL.
+    pub stop_timeout: Duration,
+    /// Longest wait for the IP to move.
+    pub failover_timeout: Duration,
+    /// Wait after the move, before stopping the proxy.
+    pub settle: Duration,
+    /// What to do when the proxy exits by itself.
+    pub restart: RestartPolicy,
+    /// "Running this long" counts as healthy (until real health checks).
+    pub startup_gate: Duration,
+    /// Remaps the proxy's exit status.
+    pub exit_code_map: ExitCodeMap,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// handoff received this signal (SIGCHLD never arrives here).
+    Signal(Signal),
+    /// The proxy was started.
+    Spawned,
+    /// The proxy could not be started; `code` is 126, 127 or 1.
+    SpawnFailed {
+        /// handoff's exit status for it.
+        code: u8,
+    },
+    /// The proxy ended.
+    ProxyExited(ProcessEnd),
+    /// The health gate changed its verdict.
+    Health(bool),
+    /// The backend reported the role.
+    Role(Role),
+    /// The backend finished applying a level (`ok`: whether it succeeded).
+    LevelApplied {
+        /// The level.
+        level: Level,
+        /// Whether the backend reported success.
+        ok: bool,
+    },
+    /// An armed timer fired.
+    Deadline(Timer),
+}
+
+/// Timers the machine arms; arming one again replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// The proxy counts as healthy once this fires.
+    HealthGate,
+    /// The proxy stayed up long enough: restart backoff starts over.
+    BackoffReset,
+    /// Restart backoff is over.
+    Restart,
+    /// `failover_timeout` on the stop path (and the cap on waiting for `down`).
+    Failover,
+    /// `settle` is over.
+    Settle,
+    /// `stop_timeout` is over.
+    StopTimeout,
+}
+
+/// Something the dispatcher must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ask the backend for this level.
+    SetLevel(Level),
+    /// Start the proxy.
+    Spawn,
+    /// Pass a received signal on to the proxy (translated or not).
+    Forward {
+        /// What handoff received.
+        received: Signal,
+        /// What the proxy gets.
+        send: Signal,
+    },
+    /// A received signal goes nowhere.
+    Dropped {
+        /// What handoff received.
+        signal: Signal,
+        /// Why it is dropped.
+        reason: DropReason,
+    },
+    /// Send the graceful stop signal to the proxy.
+    StopProxy(Signal),
+    /// SIGKILL the proxy (and its group when it has its own).
+    KillProxy,
+    /// Start (or restart) a timer.
+    Arm(Timer, Duration),
+    /// Cancel a timer.
+    Disarm(Timer),
+    /// Change how eagerly the backend's role is polled.
+    Watch(Watch),
+    /// Record a decision in the log.
+    Note(Note),
+    /// Exit handoff with this status. Never emitted while the proxy lives.
+    Exit(u8),
+}
+
+/// Why a signal was not passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `reload_signal = "drop"` (or the preset's).
+    ReloadDisabled,
+    /// No proxy is running right now.
+    NoProxy,
+}
+
+/// Decisions worth one log line each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// A stop arrived before the proxy existed; it is held until the spawn.
+    StopDeferred,
+    /// The node did not hold the IP: the stop does not wait for a move.
+    NotMaster,
+    /// The IP moved away.
+    MoveConfirmed,
+    /// `failover_timeout` passed without the move being confirmed.
+    MoveTimedOut,
+    /// The second stop signal skipped the rest of the failover wait.
+    WaitSkipped,
+    /// `stop_timeout` passed; the proxy is killed.
+    StopTimedOut,
+    /// The third stop signal kills the proxy at once.
+    KillRequested,
+    /// The proxy will be restarted after the backoff.
+    Restarting,
+    /// Exiting without confirmation that `down` was applied (deadline).
+    DownUnconfirmed,
+    /// Another stop signal, already stopping.
+    AlreadyStopping,
+}
+
+/// Where in the lifecycle handoff is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `down` requested; the proxy is spawned once it is applied.
+    Starting,
+    /// Spawn requested.
+    Spawning,
+    /// The proxy runs.
+    Running {
+        /// The health gate has passed.
+        healthy: bool,
+    },
+    /// The proxy died; waiting out the restart backoff.
+    Restarting,
+    /// The stop sequence.
+    Stopping(Step),
+    /// The proxy is gone; waiting for `down` to be applied, then exit.
+    Exiting {
+        /// The exit status.
+        code: u8,
+    },
+    /// Exit was emitted.
+    Done,
+}
+
+/// Steps of the stop sequence, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `down` requested; waiting until the IP moved (if we held it).
+    Failover {
+        /// Whether this node held (or might have held) the IP at the stop.
+        held: bool,
+    },
+    /// Waiting `settle`.
+    Settle,
+    /// Stop signal sent; waiting up to `stop_timeout`.
+    Draining,
+    /// SIGKILL sent; waiting for the exit.
+    Killed,
+}
+
+/// The lifecycle state. Create with [`Machine::new`], then feed it
+/// [`Machine::start`] and events.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    policy: Policy,
+    phase: Phase,
+    stop_signals: u8,
+    stop_deferred: bool,
+    proxy_alive: bool,
+    requested: Option<Level>,
+    applied: Option<Level>,
+    role: Role,
+    backoff: Duration,
+    restarts: u32,
+    last_code: u8,
+}
+
+impl Machine {
+    /// A machine that has not started.
+    pub fn new(policy: Policy) -> Self {
+        Machine {
+            policy,
+            phase: Phase::Starting,
+            stop_signals: 0,
+            stop_deferred: false,
+            proxy_alive: false,
+            requested: None,
+            applied: None,
+            role: Role::Unknown,
+            backoff: FIRST_BACKOFF,
+            restarts: 0,
+            last_code: exit::OK,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Proxy restarts so far.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Start: reconcile to `down` before anything else; spawn once applied.
+    pub fn start(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.phase = Phase::Starting;
+        self.request(Level::Down, &mut out);
+        out.push(Action::Watch(Watch::Idle));
+        out
+    }
+
+    /// Decides what to do about `event`.
+    pub fn handle(&mut self, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Signal(signal) => self.on_signal(signal, &mut out),
+            Event::Spawned => self.on_spawned(&mut out),
+            Event::SpawnFailed { code } => {
+                // Spawning happens only after `down` was applied, so the node
+                // is already down: never promote a proxy that never ran.
+                self.proxy_alive = false;
+                self.exit(code, &mut out);
+            }
+            Event::ProxyExited(end) => self.on_exit(end, &mut out),
+            Event::Health(healthy) => self.on_health(healthy, &mut out),
+            Event::Role(role) => {
+                self.role = role;
+                self.check_move(&mut out);
+            }
+            Event::LevelApplied { level, ok: _ } => self.on_applied(level, &mut out),
+            Event::Deadline(timer) => self.on_deadline(timer, &mut out),
+        }
+        out
+    }
+
+    fn on_signal(&mut self, signal: Signal, out: &mut Vec<Action>) {
+        if signals::STOP.contains(&signal) {
+            self.on_stop_signal(out);
+        } else if signal == Signal::SIGHUP {
+            match self.policy.reload {
+                Reload::Send(send) => self.forward(signal, send, out),
+                Reload::Drop => out.push(Action::Dropped {
+                    signal,
+                    reason: DropReason::ReloadDisabled,
+                }),
+            }
+        } else if signals::PASS_THROUGH.contains(&signal) {
+            self.forward(signal, signal, out);
+        }
+    }
+
+    fn forward(&self, received: Signal, send: Signal, out: &mut Vec<Action>) {
+        if self.proxy_alive {
+            out.push(Action::Forward { received, send });
+        } else {
+            out.push(Action::Dropped {
+                signal: received,
+                reason: DropReason::NoProxy,
+            });
+        }
+    }
+
+    fn on_stop_signal(&mut self, out: &mut Vec<Action>) {
+        self.stop_signals = self.stop_signals.saturating_add(1);
+        match self.phase {
+            // Before the first spawn, the stop is held and delivered to the
+            // proxy once it exists, so its exit status is what handoff reports.
+            Phase::Starting | Phase::Spawning if self.restarts == 0 => {
+                if !self.stop_deferred {
+                    self.stop_deferred = true;
+                    out.push(Action::Note(Note::StopDeferred));
+                }
+            }
+            // Between restarts there is no proxy to stop.
+            Phase::Starting | Phase::Spawning | Phase::Restarting => {
+                out.push(Action::Disarm(Timer::Restart));
+                self.exit_when_down(self.last_code, true, out);
+            }
+            Phase::Running { .. } => self.begin_stop(out),
+            Phase::Stopping(step) => self.escalate(step, out),
+            Phase::Exiting { .. } | Phase::Done => {}
+        }
+    }
+
+    /// Stop step 1: go down and start the failover wait.
+    fn begin_stop(&mut self, out: &mut Vec<Action>) {
+        let held = !self.role.released();
+        self.phase = Phase::Stopping(Step::Failover { held });
+        out.push(Action::Disarm(Timer::HealthGate));
+        out.push(Action::Disarm(Timer::BackoffReset));
+        self.request(Level::Down, out);
+        if !held {
+            out.push(Action::Note(Note::NotMaster));
+        }
+        out.push(Action::Arm(Timer::Failover, self.policy.failover_timeout));
+        out.push(Action::Watch(Watch::Fast));
+        if self.stop_signals >= 2 {
+            // Signals that arrived before the spawn count too.
+            self.escalate(Step::Failover { held }, out);
+        } else {
+            self.check_move(out);
+        }
+    }
+
+    /// A further stop signal while stopping: the second skips the waits,
+    /// the third (or later) kills the proxy.
+    fn escalate(&mut self, step: Step, out: &mut Vec<Action>) {
+        if self.stop_signals >= 3 && step != Step::Killed {
+            out.push(Action::Note(Note::KillRequested));
+            self.kill(out);
+        } else if self.stop_signals == 2 && matches!(step, Step::Failover { .. } | Step::Settle) {
+            out.push(Action::Note(Note::WaitSkipped));
+            self.send_stop(out);
+        } else {
+            out.push(Action::Note(Note::AlreadyStopping));
+        }
+    }
+
+    /// Stop step 2: the move is confirmed once `down` is applied and the
+    /// backend says this node no longer holds the IP. If it never held it,
+    /// that is true as soon as `down` is applied.
+    fn check_move(&mut self, out: &mut Vec<Action>) {
+        let Phase::Stopping(Step::Failover { held }) = self.phase else {
+            return;
+        };
+        if self.down_applied() && self.role.released() {
+            if held {
+                out.push(Action::Note(Note::MoveConfirmed));
+            }
+            self.after_failover(out);
+        }
+    }
+
+    /// Stop step 3: settle, then stop the proxy.
+    fn after_failover(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::Disarm(Timer::Failover));
+        out.push(Action::Watch(Watch::Idle));
+        if self.policy.settle.is_zero() {
+            self.send_stop(out);
+        } else {
+            self.phase = Phase::Stopping(Step::Settle);
+            out.push(Action::Arm(Timer::Settle, self.policy.settle));
+        }
+    }
+
+    /// Stop step 4: the graceful stop signal, bounded by `stop_timeout`.
+    fn send_stop(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::Disarm(Timer::Failover));
+        out.push(Action::Disarm(Timer::Settle));
+        self.phase = Phase::Stopping(Step::Draining);
+        out.push(Action::StopProxy(self.policy.stop_signal));
+        out.push(Action::Arm(Timer::StopTimeout, self.policy.stop_timeout));
+    }
+
+    /// Stop step 5: SIGKILL; the exit follows.
+    fn kill(&mut self, out: &mut Vec<Action>) {
+        for timer in [Timer::Failover, Timer::Settle, Timer::StopTimeout] {
+            out.push(Action::Disarm(timer));
+        }
+        self.phase = Phase::Stopping(Step::Killed);
+        out.push(Action::KillProxy);
+    }
+
+    fn on_spawned(&mut self, out: &mut Vec<Action>) {
+        self.proxy_alive = true;
+        self.phase = Phase::Running { healthy: false };
+        out.push(Action::Arm(Timer::HealthGate, self.policy.startup_gate));
+        out.push(Action::Arm(Timer::BackoffReset, MAX_BACKOFF));
+        if self.stop_deferred {
+            self.begin_stop(out);
+        }
+    }
+
+    fn on_health(&mut self, healthy: bool, out: &mut Vec<Action>) {
+        let Phase::Running { healthy: was } = self.phase else {
+            return;
+        };
+        if healthy == was {
+            return;
+        }
+        self.phase = Phase::Running { healthy };
+        self.request(if healthy { Level::Up } else { Level::Down }, out);
+    }
+
+    fn on_exit(&mut self, end: ProcessEnd, out: &mut Vec<Action>) {
+        self.proxy_alive = false;
+        let code = self.policy.exit_code_map.apply(exit::from_process_end(end));
+        self.last_code = code;
+        match self.phase {
+            Phase::Running { .. } => {
+                // Down first, before any restart or exit.
+                out.push(Action::Disarm(Timer::HealthGate));
+                out.push(Action::Disarm(Timer::BackoffReset));
+                self.request(Level::Down, out);
+                if self.should_restart(end) {
+                    self.restarts = self.restarts.saturating_add(1);
+                    out.push(Action::Note(Note::Restarting));
+                    out.push(Action::Arm(Timer::Restart, self.backoff));
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.phase = Phase::Restarting;
+                } else {
+                    self.exit_when_down(code, true, out);
+                }
+            }
+            // Died during the failover wait: `down` is on its way, and the
+            // running Failover deadline still bounds the wait for it.
+            Phase::Stopping(Step::Failover { .. }) => self.exit_when_down(code, false, out),
+            Phase::Stopping(_) => {
+                for timer in [Timer::Settle, Timer::StopTimeout] {
+                    out.push(Action::Disarm(timer));
+                }
+                self.exit(code, out);
+            }
+            Phase::Starting
+            | Phase::Spawning
+            | Phase::Restarting
+            | Phase::Exiting { .. }
+            | Phase::Done => {}
+        }
+    }
+
+    fn should_restart(&self, end: ProcessEnd) -> bool {
+        match self.policy.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => end != ProcessEnd::Exited(0),
+        }
+    }
+
+    fn on_applied(&mut self, level: Level, out: &mut Vec<Action>) {
+        self.applied = Some(level);
+        match self.phase {
+            Phase::Starting if self.down_applied() => {
+                self.phase = Phase::Spawning;
+                out.push(Action::Spawn);
+            }
+            Phase::Stopping(Step::Failover { .. }) => self.check_move(out),
+            Phase::Exiting { code } if self.down_applied() => self.exit(code, out),
+            _ => {}
+        }
+    }
+
+    fn on_deadline(&mut self, timer: Timer, out: &mut Vec<Action>) {
+        match (timer, self.phase) {
+            (Timer::HealthGate, Phase::Running { healthy: false }) => self.on_health(true, out),
+            (Timer::BackoffReset, _) => self.backoff = FIRST_BACKOFF,
+            (Timer::Restart, Phase::Restarting) => {
+                self.phase = Phase::Starting;
+                if self.down_applied() {
+                    self.phase = Phase::Spawning;
+                    out.push(Action::Spawn);
+                }
+            }
+            (Timer::Failover, Phase::Stopping(Step::Failover { .. })) => {
+                out.push(Action::Note(Note::MoveTimedOut));
+                self.after_failover(out);
+            }
+            (Timer::Failover, Phase::Exiting { code }) => {
+                out.push(Action::Note(Note::DownUnconfirmed));
+                self.exit(code, out);
+            }
+            (Timer::Settle, Phase::Stopping(Step::Settle)) => self.send_stop(out),
+            (Timer::StopTimeout, Phase::Stopping(Step::Draining)) => {
+                out.push(Action::Note(Note::StopTimedOut));
+                self.kill(out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Exit once `down` is applied; with `arm_cap`, bound that wait by
+    /// `failover_timeout` (otherwise an armed Failover timer bounds it).
+    fn exit_when_down(&mut self, code: u8, arm_cap: bool, out: &mut Vec<Action>) {
+        self.request(Level::Down, out);
+        if self.down_applied() {
+            self.exit(code, out);
+        } else {
+            self.phase = Phase::Exiting { code };
+            if arm_cap {
+                out.push(Action::Arm(Timer::Failover, self.policy.failover_timeout));
+            }
+        }
+    }
+
+    fn exit(&mut self, code: u8, out: &mut Vec<Action>) {
+        debug_assert!(
+            !self.proxy_alive,
+            "INVARIANT: never exit while the proxy lives"
+        );
+        self.phase = Phase::Done;
+        out.push(Action::Exit(code));
+    }
+
+    fn request(&mut self, level: Level, out: &mut Vec<Action>) {
+        if self.requested != Some(level) {
+            self.requested = Some(level);
+            out.push(Action::SetLevel(level));
+        }
+    }
+
+    fn down_applied(&self) -> bool {
+        self.requested == Some(Level::Down) && self.applied == Some(Level::Down)
+    }
+}
+
+#[cfg(test)]
+mod tests;

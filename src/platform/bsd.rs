@@ -1,0 +1,49 @@
+//! OpenBSD (and other non-Linux Unix): no subreaper and no parent-death
+//! signal, so orphans go to init and the supervisor's process-group kill
+//! (Nomad, rc.d) is what reaches leftover proxy workers. Signals are taken
+//! with sigwait(2), which does not report the sender.
+
+use std::io;
+
+use nix::{sys::signal::SigSet, unistd::Pid};
+
+use super::Received;
+
+/// State directory default (hier(7): /var/db).
+pub const DEFAULT_STATE_DIR: &str = "/var/db/handoff";
+
+/// No subreaper facility here.
+pub fn become_subreaper() -> io::Result<()> {
+    Ok(())
+}
+
+/// Nothing to do before exec.
+pub fn child_setup(_parent: Pid) -> io::Result<()> {
+    Ok(())
+}
+
+/// Without a subreaper, every child of ours is one we spawned.
+pub fn children_of(_parent: Pid) -> Vec<Pid> {
+    Vec::new()
+}
+
+/// Reads the signals in `set`, which must already be blocked in every thread.
+pub struct SignalReader {
+    set: SigSet,
+}
+
+impl SignalReader {
+    /// Remembers the set to wait on.
+    pub fn new(set: &SigSet) -> io::Result<Self> {
+        Ok(SignalReader { set: *set })
+    }
+
+    /// Blocks until a signal in the set is pending and takes it.
+    pub fn next_signal(&mut self) -> io::Result<Received> {
+        let signal = self.set.wait().map_err(io::Error::from)?;
+        Ok(Received {
+            signal,
+            sender: None,
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! Linux: prctl(2) subreaper and PDEATHSIG, /proc for adopted children, and
+//! signalfd(2), which reports who sent each signal.
+
+use std::io;
+
+use nix::{
+    sys::{
+        signal::{SigSet, Signal},
+        signalfd::{SfdFlags, SignalFd},
+    },
+    unistd::Pid,
+};
+
+use super::Received;
+
+/// State directory default (FHS: /var/lib).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/handoff";
+
+/// Makes handoff the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER),
+/// so a proxy's leftover workers are re-parented to handoff, not to init.
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// In the forked child, before exec: SIGKILL the proxy if handoff dies
+/// (PR_SET_PDEATHSIG survives exec for non-setuid programs, prctl(2)), and
+/// bail out if handoff already died between fork and prctl.
+pub fn child_setup(parent: Pid) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+    if nix::unistd::getppid() == parent {
+        Ok(())
+    } else {
+        Err(io::Error::other(
+            "handoff exited before the proxy was started",
+        ))
+    }
+}
+
+/// The pids whose parent is `parent`, from /proc/<pid>/stat (field 4).
+/// Works without CONFIG_PROC_CHILDREN, unlike /proc/<pid>/task/*/children.
+pub fn children_of(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parent_pid(&stat))
+                .is_some_and(|ppid| ppid == parent.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Field 4 of /proc/<pid>/stat; the name in field 2 may hold spaces and
+/// parentheses, so parse from the last `)`.
+fn parent_pid(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reads the signals in `set`, which must already be blocked in every thread.
+pub struct SignalReader {
+    fd: SignalFd,
+}
+
+impl SignalReader {
+    /// Opens a signalfd for `set`.
+    pub fn new(set: &SigSet) -> io::Result<Self> {
+        let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
+        Ok(SignalReader { fd })
+    }
+
+    /// Blocks until a signal in the set is pending and takes it.
+    pub fn next_signal(&mut self) -> io::Result<Received> {
+        loop {
+            match self.fd.read_signal() {
+                Ok(Some(info)) => {
+                    let Ok(signal) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0))
+                    else {
+                        continue;
+                    };
+                    // ssi_pid is 0 for kernel-generated signals (e.g. SIGCHLD
+                    // from an exit still names the child; a tty's SIGINT is 0).
+                    let pid = i32::try_from(info.ssi_pid).unwrap_or(0);
+                    return Ok(Received {
+                        signal,
+                        sender: (pid != 0).then_some(pid),
+                    });
+                }
+                Ok(None) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_pid;
+
+    #[test]
+    fn parent_pid_survives_odd_process_names() {
+        assert_eq!(parent_pid("42 (nginx) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_pid("42 (a) b (c)) S 9 1"), Some(9));
+        assert_eq!(parent_pid("garbage"), None);
+    }
+}

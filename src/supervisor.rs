@@ -1,0 +1,206 @@
+//! The dispatcher: one loop that turns happenings into [`Event`]s, asks the
+//! [`Machine`] what to do, and carries the [`Action`]s out in order.
+//!
+//! Owns: the [`Proxy`] (its only owner), the timers, and the log lines for
+//! signals, forwards, phases and decisions. Every action is quick and never
+//! waits on the backend (the worker does), so a signal is handled promptly
+//! whatever the backend is doing.
+
+use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
+
+use nix::sys::signal::Signal;
+use tokio::{sync::mpsc, time::Instant};
+
+use crate::{
+    config::{Argv, ProcessGroup},
+    failover::BackendHandle,
+    machine::{Action, Event, Machine, Timer},
+    platform::Received,
+    process::{Children, ProcessEnd},
+    proxy::Proxy,
+};
+
+/// Everything the loop needs, built by `crate::cli`.
+#[derive(Debug)]
+pub struct Supervisor {
+    /// The decisions.
+    pub machine: Machine,
+    /// The proxy's command line.
+    pub argv: Argv,
+    /// Its process group mode.
+    pub group: ProcessGroup,
+    /// The child registry shared with the reaper.
+    pub children: Children,
+    /// The backend worker.
+    pub backend: BackendHandle,
+    /// Signals from the reader thread.
+    pub signals: mpsc::Receiver<Received>,
+    /// Events from the backend worker.
+    pub events: mpsc::Receiver<Event>,
+}
+
+/// Armed timers; arming one again moves its deadline.
+#[derive(Debug, Default)]
+struct Timers(BTreeMap<Timer, Instant>);
+
+impl Timers {
+    fn next(&self) -> Option<(Timer, Instant)> {
+        self.0
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(t, at)| (*t, *at))
+    }
+}
+
+impl Supervisor {
+    /// Runs until the machine says exit; returns the exit status.
+    pub async fn run(mut self) -> u8 {
+        let mut proxy: Option<Proxy> = None;
+        let mut timers = Timers::default();
+        let mut pending = VecDeque::new();
+        let start = self.machine.start();
+        if let Some(code) = self.execute(start, &mut proxy, &mut timers, &mut pending) {
+            return code;
+        }
+        loop {
+            let event = match pending.pop_front() {
+                Some(event) => event,
+                None => self.next_event(&mut proxy, &mut timers).await,
+            };
+            let before = self.machine.phase();
+            let actions = self.machine.handle(event);
+            let after = self.machine.phase();
+            if before != after {
+                tracing::info!(from = ?before, to = ?after, "phase");
+            }
+            if let Some(code) = self.execute(actions, &mut proxy, &mut timers, &mut pending) {
+                return code;
+            }
+        }
+    }
+
+    async fn next_event(&mut self, proxy: &mut Option<Proxy>, timers: &mut Timers) -> Event {
+        let next_timer = timers.next();
+        let sleep = tokio::time::sleep_until(next_timer.map_or_else(far_future, |(_, at)| at));
+        tokio::select! {
+            biased;
+            Some(received) = self.signals.recv() => {
+                tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
+                Event::Signal(received.signal)
+            }
+            end = wait_exit(proxy.as_mut()) => {
+                if let Some(dead) = proxy.take() {
+                    tracing::info!(pid = dead.pid().as_raw(), status = %end, "proxy exited");
+                    dead.clean_up(&self.children).await;
+                }
+                Event::ProxyExited(end)
+            }
+            Some(event) = self.events.recv() => event,
+            () = sleep, if next_timer.is_some() => {
+                let (timer, _) = next_timer.expect("INVARIANT: guarded by next_timer.is_some()");
+                timers.0.remove(&timer);
+                Event::Deadline(timer)
+            }
+        }
+    }
+
+    /// Carries out `actions` in order; returns the exit status on `Exit`.
+    fn execute(
+        &mut self,
+        actions: Vec<Action>,
+        proxy: &mut Option<Proxy>,
+        timers: &mut Timers,
+        pending: &mut VecDeque<Event>,
+    ) -> Option<u8> {
+        for action in actions {
+            match action {
+                Action::SetLevel(level) => {
+                    tracing::info!(%level, backend = self.backend.name(), "setting level");
+                    self.backend.set_level(level);
+                }
+                Action::Spawn => pending.push_back(self.spawn(proxy)),
+                Action::Forward { received, send } => {
+                    if let Some(p) = proxy.as_ref() {
+                        self.send(p, send, received, "forwarded signal");
+                    }
+                }
+                Action::Dropped { signal, reason } => {
+                    tracing::info!(signal = signal.as_str(), ?reason, "signal dropped");
+                }
+                Action::StopProxy(signal) => {
+                    if let Some(p) = proxy.as_ref() {
+                        self.send(p, signal, signal, "stopping proxy");
+                    }
+                }
+                Action::KillProxy => {
+                    if let Some(p) = proxy.as_ref() {
+                        self.send(p, Signal::SIGKILL, Signal::SIGKILL, "killing proxy");
+                    }
+                }
+                Action::Arm(timer, after) => {
+                    timers.0.insert(timer, Instant::now() + after);
+                }
+                Action::Disarm(timer) => {
+                    timers.0.remove(&timer);
+                }
+                Action::Watch(watch) => self.backend.watch(watch),
+                Action::Note(note) => tracing::info!(?note, "decision"),
+                Action::Exit(code) => {
+                    debug_assert!(
+                        proxy.is_none(),
+                        "INVARIANT: the machine exits only after the proxy did"
+                    );
+                    tracing::info!(code, restarts = self.machine.restarts(), "exiting");
+                    return Some(code);
+                }
+            }
+        }
+        None
+    }
+
+    fn spawn(&self, proxy: &mut Option<Proxy>) -> Event {
+        match Proxy::spawn(&self.children, &self.argv, self.group) {
+            Ok(spawned) => {
+                tracing::info!(pid = spawned.pid().as_raw(), command = %self.argv, "proxy started");
+                *proxy = Some(spawned);
+                Event::Spawned
+            }
+            Err(error) => {
+                let code = error.exit_code();
+                tracing::error!(%error, code, "proxy not started");
+                Event::SpawnFailed { code }
+            }
+        }
+    }
+
+    fn send(&self, proxy: &Proxy, signal: Signal, received: Signal, what: &'static str) {
+        let pid = proxy.pid().as_raw();
+        match proxy.signal(&self.children, signal) {
+            Ok(true) => tracing::info!(
+                signal = signal.as_str(),
+                received = received.as_str(),
+                pid,
+                "{what}"
+            ),
+            Ok(false) => tracing::info!(
+                signal = signal.as_str(),
+                pid,
+                "proxy already exited; not signalled"
+            ),
+            Err(error) => {
+                tracing::error!(signal = signal.as_str(), pid, %error, "cannot signal the proxy");
+            }
+        }
+    }
+}
+
+async fn wait_exit(proxy: Option<&mut Proxy>) -> ProcessEnd {
+    match proxy {
+        Some(proxy) => proxy.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
