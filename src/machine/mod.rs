@@ -329,22 +329,26 @@ impl Machine {
     fn on_stop_signal(&mut self, out: &mut Vec<Action>) {
         self.stop_signals = self.stop_signals.saturating_add(1);
         match self.phase {
-            // Before the first spawn, the stop is held and delivered to the
-            // proxy once it exists, so its exit status is what handoff reports.
-            Phase::Starting | Phase::Spawning if self.restarts == 0 => {
-                if !self.stop_deferred {
-                    self.stop_deferred = true;
-                    out.push(Action::Note(Note::StopDeferred));
-                }
-            }
+            // Before the first spawn, and while a spawn is under way, the stop
+            // is held and delivered to the proxy once it exists, so its exit
+            // status is what handoff reports.
+            Phase::Spawning => self.defer_stop(out),
+            Phase::Starting if self.restarts == 0 => self.defer_stop(out),
             // Between restarts there is no proxy to stop.
-            Phase::Starting | Phase::Spawning | Phase::Restarting => {
+            Phase::Starting | Phase::Restarting => {
                 out.push(Action::Disarm(Timer::Restart));
                 self.exit_when_down(self.last_code, true, out);
             }
             Phase::Running { .. } => self.begin_stop(out),
             Phase::Stopping(step) => self.escalate(step, out),
             Phase::Exiting { .. } | Phase::Done => {}
+        }
+    }
+
+    fn defer_stop(&mut self, out: &mut Vec<Action>) {
+        if !self.stop_deferred {
+            self.stop_deferred = true;
+            out.push(Action::Note(Note::StopDeferred));
         }
     }
 

@@ -1,1 +1,809 @@
+//! Tables over the state machine: explicit rows for each rule, then every
+//! phase x every event checked against the invariants, then random walks.
 
+use std::time::Duration;
+
+use nix::sys::signal::Signal::{self, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+use super::*;
+use crate::config::{ExitCodeMap, Reload, RestartPolicy};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn policy() -> Policy {
+    Policy {
+        reload: Reload::Send(SIGHUP),
+        stop_signal: SIGTERM,
+        stop_timeout: S(10),
+        failover_timeout: S(10),
+        settle: Duration::ZERO,
+        restart: RestartPolicy::Never,
+        startup_gate: S(1),
+        exit_code_map: ExitCodeMap::default(),
+    }
+}
+
+fn applied(level: Level) -> Event {
+    Event::LevelApplied { level, ok: true }
+}
+
+/// Feeds `events` in order and returns the machine.
+fn after(policy: Policy, events: &[Event]) -> Machine {
+    let mut m = Machine::new(policy);
+    m.start();
+    for e in events {
+        m.handle(*e);
+    }
+    m
+}
+
+const SPAWNING: &[Event] = &[Event::LevelApplied {
+    level: Level::Down,
+    ok: true,
+}];
+const RUNNING: &[Event] = &[
+    Event::LevelApplied {
+        level: Level::Down,
+        ok: true,
+    },
+    Event::Spawned,
+];
+const HEALTHY: &[Event] = &[
+    Event::LevelApplied {
+        level: Level::Down,
+        ok: true,
+    },
+    Event::Spawned,
+    Event::Deadline(Timer::HealthGate),
+    Event::LevelApplied {
+        level: Level::Up,
+        ok: true,
+    },
+];
+const MASTER_STOPPING: &[Event] = &[
+    Event::LevelApplied {
+        level: Level::Down,
+        ok: true,
+    },
+    Event::Spawned,
+    Event::Deadline(Timer::HealthGate),
+    Event::LevelApplied {
+        level: Level::Up,
+        ok: true,
+    },
+    Event::Role(Role::Master),
+    Event::Signal(SIGTERM),
+];
+
+fn with(events: &[Event], more: &[Event]) -> Vec<Event> {
+    events.iter().chain(more).copied().collect()
+}
+
+struct Row {
+    name: &'static str,
+    policy: Policy,
+    setup: Vec<Event>,
+    event: Event,
+    actions: Vec<Action>,
+    phase: Phase,
+}
+
+fn row(
+    name: &'static str,
+    setup: &[Event],
+    event: Event,
+    actions: Vec<Action>,
+    phase: Phase,
+) -> Row {
+    Row {
+        name,
+        policy: policy(),
+        setup: setup.to_vec(),
+        event,
+        actions,
+        phase,
+    }
+}
+
+#[test]
+fn start_goes_down_before_anything() {
+    let mut m = Machine::new(policy());
+    assert_eq!(
+        m.start(),
+        vec![Action::SetLevel(Level::Down), Action::Watch(Watch::Idle)]
+    );
+    assert_eq!(m.phase(), Phase::Starting);
+}
+
+#[test]
+#[allow(clippy::too_many_lines)]
+fn rules() {
+    use Action::*;
+    let draining = Phase::Stopping(Step::Draining);
+    let failover_held = Phase::Stopping(Step::Failover { held: true });
+    let stop_actions = |extra: Vec<Action>| {
+        let mut v = extra;
+        v.extend([
+            Disarm(Timer::Failover),
+            Disarm(Timer::Settle),
+            StopProxy(SIGTERM),
+            Arm(Timer::StopTimeout, S(10)),
+        ]);
+        v
+    };
+    let rows = vec![
+        // Start sequence: down, spawn, up when healthy.
+        row(
+            "spawn only once down is applied",
+            &[],
+            applied(Level::Down),
+            vec![Spawn],
+            Phase::Spawning,
+        ),
+        row(
+            "up is not applied before down",
+            &[],
+            applied(Level::Up),
+            vec![],
+            Phase::Starting,
+        ),
+        row(
+            "spawned proxy arms the health gate",
+            SPAWNING,
+            Event::Spawned,
+            vec![
+                Arm(Timer::HealthGate, S(1)),
+                Arm(Timer::BackoffReset, MAX_BACKOFF),
+            ],
+            Phase::Running { healthy: false },
+        ),
+        row(
+            "healthy after the gate: up",
+            RUNNING,
+            Event::Deadline(Timer::HealthGate),
+            vec![SetLevel(Level::Up)],
+            Phase::Running { healthy: true },
+        ),
+        row(
+            "unhealthy: down at once",
+            HEALTHY,
+            Event::Health(false),
+            vec![SetLevel(Level::Down)],
+            Phase::Running { healthy: false },
+        ),
+        row(
+            "spawn failure exits with its code, never up",
+            SPAWNING,
+            Event::SpawnFailed { code: 127 },
+            vec![Exit(127)],
+            Phase::Done,
+        ),
+        // Signals.
+        row(
+            "SIGHUP becomes the reload signal",
+            HEALTHY,
+            Event::Signal(SIGHUP),
+            vec![Forward {
+                received: SIGHUP,
+                send: SIGHUP,
+            }],
+            Phase::Running { healthy: true },
+        ),
+        row(
+            "pass-through is unchanged",
+            HEALTHY,
+            Event::Signal(SIGUSR2),
+            vec![Forward {
+                received: SIGUSR2,
+                send: SIGUSR2,
+            }],
+            Phase::Running { healthy: true },
+        ),
+        row(
+            "SIGQUIT passes through",
+            RUNNING,
+            Event::Signal(SIGQUIT),
+            vec![Forward {
+                received: SIGQUIT,
+                send: SIGQUIT,
+            }],
+            Phase::Running { healthy: false },
+        ),
+        row(
+            "no proxy: forward is dropped",
+            SPAWNING,
+            Event::Signal(SIGUSR1),
+            vec![Dropped {
+                signal: SIGUSR1,
+                reason: DropReason::NoProxy,
+            }],
+            Phase::Spawning,
+        ),
+        // Stop sequence.
+        row(
+            "stop while master: down, then wait for the move",
+            HEALTHY,
+            Event::Role(Role::Master),
+            vec![],
+            Phase::Running { healthy: true },
+        ),
+        row(
+            "stop while master waits",
+            &with(HEALTHY, &[Event::Role(Role::Master)]),
+            Event::Signal(SIGTERM),
+            vec![
+                Disarm(Timer::HealthGate),
+                Disarm(Timer::BackoffReset),
+                SetLevel(Level::Down),
+                Arm(Timer::Failover, S(10)),
+                Watch(super::Watch::Fast),
+            ],
+            failover_held,
+        ),
+        row(
+            "down applied but still master: keep waiting",
+            MASTER_STOPPING,
+            applied(Level::Down),
+            vec![],
+            failover_held,
+        ),
+        row(
+            "BACKUP after down: move confirmed, stop the proxy",
+            &with(MASTER_STOPPING, &[applied(Level::Down)]),
+            Event::Role(Role::Backup),
+            stop_actions(vec![
+                Note(self::Note::MoveConfirmed),
+                Disarm(Timer::Failover),
+                Watch(super::Watch::Idle),
+            ]),
+            draining,
+        ),
+        row(
+            "BACKUP before down is applied is not enough",
+            MASTER_STOPPING,
+            Event::Role(Role::Backup),
+            vec![],
+            failover_held,
+        ),
+        row(
+            "failover_timeout passes: stop anyway",
+            MASTER_STOPPING,
+            Event::Deadline(Timer::Failover),
+            stop_actions(vec![
+                Note(self::Note::MoveTimedOut),
+                Disarm(Timer::Failover),
+                Watch(super::Watch::Idle),
+            ]),
+            draining,
+        ),
+        row(
+            "second stop signal skips the wait",
+            MASTER_STOPPING,
+            Event::Signal(SIGINT),
+            stop_actions(vec![Note(self::Note::WaitSkipped)]),
+            draining,
+        ),
+        row(
+            "third stop signal kills at once",
+            &with(MASTER_STOPPING, &[Event::Signal(SIGTERM)]),
+            Event::Signal(SIGTERM),
+            vec![
+                Note(self::Note::KillRequested),
+                Disarm(Timer::Failover),
+                Disarm(Timer::Settle),
+                Disarm(Timer::StopTimeout),
+                KillProxy,
+            ],
+            Phase::Stopping(Step::Killed),
+        ),
+        row(
+            "stop_timeout passes: SIGKILL",
+            &with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
+            Event::Deadline(Timer::StopTimeout),
+            vec![
+                Note(self::Note::StopTimedOut),
+                Disarm(Timer::Failover),
+                Disarm(Timer::Settle),
+                Disarm(Timer::StopTimeout),
+                KillProxy,
+            ],
+            Phase::Stopping(Step::Killed),
+        ),
+        row(
+            "proxy exit after the stop signal: exit with its status",
+            &with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
+            Event::ProxyExited(ProcessEnd::Signaled(15)),
+            vec![Disarm(Timer::Settle), Disarm(Timer::StopTimeout), Exit(143)],
+            Phase::Done,
+        ),
+        row(
+            "stop before spawn is held, not lost",
+            &[],
+            Event::Signal(SIGTERM),
+            vec![Note(self::Note::StopDeferred)],
+            Phase::Starting,
+        ),
+        // Crash.
+        row(
+            "crash: down first, then exit once applied",
+            HEALTHY,
+            Event::ProxyExited(ProcessEnd::Exited(3)),
+            vec![
+                Disarm(Timer::HealthGate),
+                Disarm(Timer::BackoffReset),
+                SetLevel(Level::Down),
+                Arm(Timer::Failover, S(10)),
+            ],
+            Phase::Exiting { code: 3 },
+        ),
+        row(
+            "crash exit waits for down",
+            &with(HEALTHY, &[Event::ProxyExited(ProcessEnd::Exited(3))]),
+            applied(Level::Down),
+            vec![Exit(3)],
+            Phase::Done,
+        ),
+        row(
+            "crash before healthy exits at once (already down)",
+            RUNNING,
+            Event::ProxyExited(ProcessEnd::Signaled(9)),
+            vec![
+                Disarm(Timer::HealthGate),
+                Disarm(Timer::BackoffReset),
+                Exit(137),
+            ],
+            Phase::Done,
+        ),
+    ];
+    for Row {
+        name,
+        policy,
+        setup,
+        event,
+        actions,
+        phase,
+    } in rows
+    {
+        let mut m = after(policy, &setup);
+        let got = m.handle(event);
+        assert_eq!(got, actions, "{name}: actions");
+        assert_eq!(m.phase(), phase, "{name}: phase");
+    }
+}
+
+#[test]
+fn presets_translate_reload_and_drop() {
+    let mut p = policy();
+    p.reload = Reload::Send(SIGUSR2);
+    let mut m = after(p.clone(), RUNNING);
+    assert_eq!(
+        m.handle(Event::Signal(SIGHUP)),
+        vec![Action::Forward {
+            received: SIGHUP,
+            send: SIGUSR2
+        }]
+    );
+    p.reload = Reload::Drop;
+    let mut m = after(p, RUNNING);
+    assert_eq!(
+        m.handle(Event::Signal(SIGHUP)),
+        vec![Action::Dropped {
+            signal: SIGHUP,
+            reason: DropReason::ReloadDisabled
+        }]
+    );
+}
+
+#[test]
+fn settle_waits_before_the_stop_signal() {
+    let mut p = policy();
+    p.settle = S(2);
+    let mut m = after(
+        p,
+        &with(HEALTHY, &[Event::Signal(SIGTERM), applied(Level::Down)]),
+    );
+    // The role was unknown at the stop, which counts as "may hold the IP".
+    let got = m.handle(Event::Role(Role::Backup));
+    assert_eq!(
+        got,
+        vec![
+            Action::Note(Note::MoveConfirmed),
+            Action::Disarm(Timer::Failover),
+            Action::Watch(Watch::Idle),
+            Action::Arm(Timer::Settle, S(2))
+        ]
+    );
+    assert_eq!(m.phase(), Phase::Stopping(Step::Settle));
+    assert!(
+        m.handle(Event::Deadline(Timer::Settle))
+            .contains(&Action::StopProxy(SIGTERM))
+    );
+}
+
+#[test]
+fn not_master_does_not_wait_for_a_move() {
+    let mut m = after(policy(), &with(HEALTHY, &[Event::Role(Role::Backup)]));
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert!(got.contains(&Action::Note(Note::NotMaster)), "{got:?}");
+    // Down still has to be applied before the proxy is stopped.
+    assert!(
+        !got.iter().any(|a| matches!(a, Action::StopProxy(_))),
+        "{got:?}"
+    );
+    let got = m.handle(applied(Level::Down));
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+}
+
+#[test]
+fn deferred_stop_is_delivered_once_spawned() {
+    let mut m = after(policy(), &[Event::Signal(SIGTERM), applied(Level::Down)]);
+    let got = m.handle(Event::Spawned);
+    assert!(
+        got.contains(&Action::SetLevel(Level::Down))
+            || got.iter().all(|a| *a != Action::SetLevel(Level::Up))
+    );
+    assert_eq!(m.phase(), Phase::Stopping(Step::Failover { held: true }));
+    let got = m.handle(Event::Role(Role::Backup));
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+}
+
+#[test]
+fn restart_backs_off_and_resets() {
+    let mut p = policy();
+    p.restart = RestartPolicy::OnFailure;
+    let mut m = after(p, HEALTHY);
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        let got = m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
+        assert!(
+            got.contains(&Action::SetLevel(Level::Down)),
+            "down before restart: {got:?}"
+        );
+        let delay = got.iter().find_map(|a| match a {
+            Action::Arm(Timer::Restart, d) => Some(*d),
+            _ => None,
+        });
+        delays.push(delay.expect("restart armed"));
+        m.handle(applied(Level::Down));
+        assert_eq!(
+            m.handle(Event::Deadline(Timer::Restart)),
+            vec![Action::Spawn]
+        );
+        m.handle(Event::Spawned);
+        m.handle(Event::Deadline(Timer::HealthGate));
+        m.handle(applied(Level::Up));
+    }
+    assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30].map(S));
+    m.handle(Event::Deadline(Timer::BackoffReset));
+    let got = m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
+    assert!(got.contains(&Action::Arm(Timer::Restart, S(1))), "{got:?}");
+    assert_eq!(m.restarts(), 8);
+}
+
+#[test]
+fn on_failure_does_not_restart_a_clean_exit() {
+    let mut p = policy();
+    p.restart = RestartPolicy::OnFailure;
+    let mut m = after(p, RUNNING);
+    assert_eq!(
+        m.handle(Event::ProxyExited(ProcessEnd::Exited(0))).last(),
+        Some(&Action::Exit(0))
+    );
+}
+
+#[test]
+fn stop_during_restart_backoff_exits_with_the_last_status() {
+    let mut p = policy();
+    p.restart = RestartPolicy::Always;
+    let mut m = after(
+        p,
+        &with(RUNNING, &[Event::ProxyExited(ProcessEnd::Exited(5))]),
+    );
+    assert_eq!(m.phase(), Phase::Restarting);
+    assert_eq!(
+        m.handle(Event::Signal(SIGTERM)),
+        vec![Action::Disarm(Timer::Restart), Action::Exit(5)]
+    );
+}
+
+#[test]
+fn exit_code_map_applies_to_the_proxy_status() {
+    let mut p = policy();
+    p.exit_code_map = ExitCodeMap([(143, 0)].into_iter().collect());
+    let mut m = after(
+        p,
+        &with(
+            RUNNING,
+            &[
+                Event::Role(Role::Backup),
+                Event::Signal(SIGTERM),
+                applied(Level::Down),
+            ],
+        ),
+    );
+    assert_eq!(
+        m.handle(Event::ProxyExited(ProcessEnd::Signaled(15)))
+            .last(),
+        Some(&Action::Exit(0))
+    );
+}
+
+// ---- every phase x every event, against the invariants ----------------------
+
+/// What the outside world knows, to check the machine's actions against.
+#[derive(Debug, Clone, Default)]
+struct World {
+    alive: bool,
+    spawn_pending: bool,
+    requested: Option<Level>,
+    applied: Option<Level>,
+    stop_seen: bool,
+    exited: bool,
+    timers: Vec<Timer>,
+}
+
+impl World {
+    fn before(&mut self, event: Event) {
+        match event {
+            Event::Spawned => {
+                self.spawn_pending = false;
+                self.alive = true;
+            }
+            Event::SpawnFailed { .. } => self.spawn_pending = false,
+            Event::ProxyExited(_) => self.alive = false,
+            Event::LevelApplied { level, .. } => self.applied = Some(level),
+            Event::Signal(s) if s == SIGTERM || s == SIGINT => self.stop_seen = true,
+            Event::Deadline(t) => self.timers.retain(|x| *x != t),
+            _ => {}
+        }
+    }
+
+    /// Checks one action against the invariants and records its effect.
+    fn after(&mut self, action: &Action, context: &str) {
+        assert!(!self.exited, "{context}: action {action:?} after Exit");
+        match action {
+            Action::Exit(_) => {
+                assert!(!self.alive, "{context}: exit while the proxy lives");
+                assert!(!self.spawn_pending, "{context}: exit with a spawn pending");
+                self.exited = true;
+            }
+            Action::Spawn => {
+                assert!(
+                    !self.alive && !self.spawn_pending,
+                    "{context}: second proxy"
+                );
+                assert_eq!(
+                    self.requested,
+                    Some(Level::Down),
+                    "{context}: spawn while not requesting down"
+                );
+                assert_eq!(
+                    self.applied,
+                    Some(Level::Down),
+                    "{context}: spawn before down was applied"
+                );
+                self.spawn_pending = true;
+            }
+            Action::Forward { .. } | Action::StopProxy(_) | Action::KillProxy => {
+                assert!(
+                    self.alive,
+                    "{context}: signalling a proxy that is not running"
+                );
+            }
+            Action::SetLevel(level) => {
+                assert!(
+                    !(self.stop_seen && *level == Level::Up),
+                    "{context}: promoted after a stop signal"
+                );
+                assert!(
+                    *level != Level::Up || self.alive,
+                    "{context}: promoted without a proxy"
+                );
+                self.requested = Some(*level);
+            }
+            Action::Arm(t, _) => {
+                self.timers.retain(|x| x != t);
+                self.timers.push(*t);
+            }
+            Action::Disarm(t) => self.timers.retain(|x| x != t),
+            Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
+        }
+    }
+}
+
+fn all_events() -> Vec<Event> {
+    let mut v = vec![
+        Event::Spawned,
+        Event::SpawnFailed { code: 127 },
+        Event::ProxyExited(ProcessEnd::Exited(0)),
+        Event::ProxyExited(ProcessEnd::Signaled(9)),
+        Event::Health(true),
+        Event::Health(false),
+    ];
+    v.extend([SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGKILL].map(Event::Signal));
+    v.extend([Role::Master, Role::Backup, Role::Fault, Role::Unknown].map(Event::Role));
+    for level in [Level::Up, Level::Standby, Level::Down] {
+        v.push(Event::LevelApplied { level, ok: true });
+        v.push(Event::LevelApplied { level, ok: false });
+    }
+    v.extend(
+        [
+            Timer::HealthGate,
+            Timer::BackoffReset,
+            Timer::Restart,
+            Timer::Failover,
+            Timer::Settle,
+            Timer::StopTimeout,
+        ]
+        .map(Event::Deadline),
+    );
+    v
+}
+
+/// Whether the world could produce `event` now (a real dispatcher never
+/// reports an exit of a proxy that is not running, for example).
+fn possible(world: &World, event: Event) -> bool {
+    match event {
+        Event::Spawned | Event::SpawnFailed { .. } => world.spawn_pending,
+        Event::ProxyExited(_) => world.alive,
+        Event::LevelApplied { level, .. } => world.requested == Some(level),
+        Event::Deadline(t) => world.timers.contains(&t),
+        _ => true,
+    }
+}
+
+/// Replays `events` (skipping impossible ones) from a fresh start, checking
+/// every action; returns the machine and the world.
+fn replay(policy: Policy, events: &[Event]) -> (Machine, World) {
+    let mut m = Machine::new(policy);
+    let mut world = World::default();
+    for a in m.start() {
+        world.after(&a, "start");
+    }
+    for (i, e) in events.iter().enumerate() {
+        if world.exited || !possible(&world, *e) {
+            continue;
+        }
+        world.before(*e);
+        let context = format!("step {i} {e:?} in {:?}", m.phase());
+        for a in m.handle(*e) {
+            world.after(&a, &context);
+        }
+    }
+    (m, world)
+}
+
+fn setups() -> Vec<(&'static str, Vec<Event>)> {
+    vec![
+        ("starting", vec![]),
+        ("spawning", SPAWNING.to_vec()),
+        ("running", RUNNING.to_vec()),
+        ("healthy", HEALTHY.to_vec()),
+        (
+            "restarting",
+            with(RUNNING, &[Event::ProxyExited(ProcessEnd::Exited(1))]),
+        ),
+        ("failover wait", MASTER_STOPPING.to_vec()),
+        (
+            "draining",
+            with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
+        ),
+        (
+            "killed",
+            with(
+                MASTER_STOPPING,
+                &[Event::Signal(SIGTERM), Event::Signal(SIGTERM)],
+            ),
+        ),
+        (
+            "exiting",
+            with(HEALTHY, &[Event::ProxyExited(ProcessEnd::Exited(2))]),
+        ),
+        ("deferred stop", vec![Event::Signal(SIGTERM)]),
+    ]
+}
+
+#[test]
+fn every_phase_times_every_event_keeps_the_invariants() {
+    let mut restart = policy();
+    restart.restart = RestartPolicy::Always;
+    let mut checked = 0;
+    for p in [policy(), restart] {
+        for (name, setup) in setups() {
+            for event in all_events() {
+                let (_, world) = replay(p.clone(), &setup);
+                if !possible(&world, event) {
+                    continue;
+                }
+                let mut events = setup.clone();
+                events.push(event);
+                let _ = replay(p.clone(), &events);
+                checked += 1;
+                let _ = name;
+            }
+        }
+    }
+    assert!(checked > 250, "only {checked} combinations were possible");
+}
+
+/// Deterministic xorshift, so a failure reproduces.
+struct Rng(u64);
+impl Rng {
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        items[usize::try_from(self.0 % items.len() as u64).unwrap()]
+    }
+}
+
+#[test]
+fn random_walks_keep_the_invariants_and_always_end_after_a_stop() {
+    let events = all_events();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for walk in 0..3000 {
+        let mut p = policy();
+        p.restart = [
+            RestartPolicy::Never,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Always,
+        ][walk % 3];
+        p.settle = if walk % 2 == 0 { Duration::ZERO } else { S(1) };
+        let script: Vec<Event> = (0..40).map(|_| rng.pick(&events)).collect();
+        let (mut m, mut world) = replay(p, &script);
+        if world.exited {
+            continue;
+        }
+        // Liveness: after a stop signal, delivering only what the world owes
+        // (applied levels, deadlines, the proxy's exit once signalled) ends
+        // in Exit within a bounded number of steps.
+        let mut owed: Vec<Event> = vec![Event::Signal(SIGTERM)];
+        for step in 0..50 {
+            let Some(event) = owed.pop() else {
+                let next = world
+                    .timers
+                    .first()
+                    .copied()
+                    .map(Event::Deadline)
+                    .or_else(|| {
+                        world
+                            .requested
+                            .filter(|r| world.applied != Some(*r))
+                            .map(|level| Event::LevelApplied { level, ok: true })
+                    });
+                match next {
+                    Some(e) => owed.push(e),
+                    None if world.spawn_pending => owed.push(Event::Spawned),
+                    // Killed earlier in the walk: SIGKILL always ends it.
+                    None if world.alive && m.phase() == Phase::Stopping(Step::Killed) => {
+                        owed.push(Event::ProxyExited(ProcessEnd::Signaled(9)));
+                    }
+                    None => panic!("walk {walk}: stuck in {:?} with {world:?}", m.phase()),
+                }
+                continue;
+            };
+            world.before(event);
+            let context = format!("walk {walk} liveness step {step} {event:?}");
+            for a in m.handle(event) {
+                if matches!(a, Action::StopProxy(_) | Action::KillProxy) && world.alive {
+                    owed.insert(0, Event::ProxyExited(ProcessEnd::Signaled(15)));
+                }
+                world.after(&a, &context);
+            }
+            if world.exited {
+                break;
+            }
+        }
+        assert!(
+            world.exited,
+            "walk {walk}: no exit after a stop, phase {:?}",
+            m.phase()
+        );
+    }
+}
+
+#[test]
+fn stop_signal_names_match_the_spec() {
+    let stops: Vec<Signal> = crate::signals::STOP.to_vec();
+    assert_eq!(stops, [SIGINT, SIGTERM]);
+}
