@@ -66,7 +66,7 @@ pub struct ProxyConfig {
     /// Overrides the preset's graceful stop signal.
     pub stop_signal: Option<SignalName>,
     /// How long the proxy gets after `stop_signal` before SIGKILL.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub stop_timeout: Duration,
     /// Whether the proxy shares handoff's process group.
     pub process_group: ProcessGroup,
@@ -142,10 +142,10 @@ pub struct HealthConfig {
     /// Run this command; exit 0 passes.
     pub exec: Option<Argv>,
     /// Time between checks.
-    #[serde(with = "humantime_serde", default = "default_interval")]
+    #[serde(with = "values::duration", default = "default_interval")]
     pub interval: Duration,
     /// Time one check may take.
-    #[serde(with = "humantime_serde", default = "default_check_timeout")]
+    #[serde(with = "values::duration", default = "default_check_timeout")]
     pub timeout: Duration,
     /// Consecutive passes before promotion.
     #[serde(default = "default_threshold")]
@@ -172,10 +172,10 @@ pub struct FailoverConfig {
     /// The backend; `none` when absent.
     pub backend: Option<Spanned<BackendKind>>,
     /// Longest wait for the IP to move on stop or demote.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub failover_timeout: Duration,
     /// Extra wait after the move, before the proxy is stopped.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub settle: Duration,
     /// Optional proof that the peer serves the VIP.
     pub probe: Option<Probe>,
@@ -317,7 +317,7 @@ pub struct CommandConfig {
     /// Prints MASTER, BACKUP or FAULT.
     pub state: Argv,
     /// Longest time one command may run before it is killed.
-    #[serde(with = "humantime_serde", default = "default_command_timeout")]
+    #[serde(with = "values::duration", default = "default_command_timeout")]
     pub timeout: Duration,
 }
 
@@ -338,7 +338,7 @@ pub struct ConsulConfig {
     /// Registered service ID; `${hostname}` is expanded.
     pub service_id: String,
     /// TTL of the check.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "values::duration")]
     pub ttl: Duration,
     /// On stop, also wait until another node reports master.
     pub confirm_peer: bool,

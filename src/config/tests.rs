@@ -1,1 +1,272 @@
+//! Config parsing: every error names its line and column and says what was
+//! expected; presets yield to explicit keys.
 
+use std::path::Path;
+
+use nix::sys::signal::Signal;
+
+use super::*;
+
+fn parse_ok(text: &str) -> Config {
+    parse(Path::new("handoff.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn parse_err(text: &str) -> String {
+    parse(Path::new("handoff.toml"), text)
+        .expect_err("should be rejected")
+        .to_string()
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let c = parse_ok("");
+    assert_eq!(c.failover.backend(), BackendKind::None);
+    assert_eq!(c.proxy.stop_signal(), Signal::SIGTERM);
+    assert_eq!(c.proxy.stop_timeout, Duration::from_secs(10));
+    assert_eq!(c.failover.failover_timeout, Duration::from_secs(10));
+    assert_eq!(c.proxy.process_group, ProcessGroup::Inherit);
+    assert_eq!(c.proxy.restart, RestartPolicy::Never);
+}
+
+#[test]
+fn presets_and_explicit_overrides() {
+    let cases = [
+        ("traefik", Signal::SIGTERM, Reload::Drop),
+        ("nginx", Signal::SIGQUIT, Reload::Send(Signal::SIGHUP)),
+        ("haproxy", Signal::SIGUSR1, Reload::Send(Signal::SIGUSR2)),
+        ("caddy", Signal::SIGTERM, Reload::Drop),
+        ("generic", Signal::SIGTERM, Reload::Send(Signal::SIGHUP)),
+    ];
+    for (preset, stop, reload) in cases {
+        let c = parse_ok(&format!("[proxy]\npreset = \"{preset}\"\n"));
+        assert_eq!(
+            (c.proxy.stop_signal(), c.proxy.reload()),
+            (stop, reload),
+            "{preset}"
+        );
+    }
+    let c =
+        parse_ok("[proxy]\npreset = \"nginx\"\nstop_signal = \"TERM\"\nreload_signal = \"drop\"\n");
+    assert_eq!(c.proxy.stop_signal(), Signal::SIGTERM);
+    assert_eq!(c.proxy.reload(), Reload::Drop);
+    let c = parse_ok("[proxy]\npreset = \"traefik\"\nreload_signal = 10\n");
+    assert_eq!(c.proxy.reload(), Reload::Send(Signal::SIGUSR1));
+}
+
+#[test]
+fn durations_signals_and_maps() {
+    let c = parse_ok(
+        "[proxy]\nstop_timeout = \"1.5s\"\nstop_signal = 15\nexit_code_map = { 143 = 0, 130 = 0 }\n\
+         [failover]\nsettle = \"250ms\"\nfailover_timeout = \"2m\"\n",
+    );
+    assert_eq!(c.proxy.stop_timeout, Duration::from_millis(1500));
+    assert_eq!(c.failover.settle, Duration::from_millis(250));
+    assert_eq!(c.failover.failover_timeout, Duration::from_secs(120));
+    assert_eq!(c.proxy.stop_signal(), Signal::SIGTERM);
+    assert_eq!(c.proxy.exit_code_map.apply(143), 0);
+    assert_eq!(c.proxy.exit_code_map.apply(1), 1);
+}
+
+#[test]
+fn the_spec_example_parses() {
+    let c = parse_ok(
+        r#"
+[proxy]
+command = ["traefik", "--configfile", "local/traefik.yml"]
+preset = "traefik"
+reload_signal = "SIGHUP"
+stop_signal = "SIGTERM"
+stop_timeout = "10s"
+process_group = "inherit"
+exit_code_map = { 143 = 0 }
+restart = "never"
+[proxy.health]
+http = "http://127.0.0.1:8080/ping"
+interval = "1s"
+timeout = "500ms"
+rise = 2
+fall = 2
+
+[failover]
+backend = "carp"
+failover_timeout = "10s"
+settle = "0s"
+probe = "tcp://192.0.2.10:443"
+
+[failover.carp]
+group = "edge"
+interfaces = ["carp0"]
+demote_by = 50
+ifconfig = "/sbin/ifconfig"
+
+[consul]
+address = "http://127.0.0.1:8500"
+token_file = "/etc/handoff/consul.token"
+service = "edge"
+service_id = "edge-${hostname}"
+ttl = "10s"
+confirm_peer = true
+
+[control]
+socket = "/var/run/handoff.sock"
+group = "root"
+state_dir = "/var/db/handoff"
+
+[http]
+listen = "127.0.0.1:9480"
+
+[log]
+format = "text"
+level = "info"
+"#,
+    );
+    assert_eq!(c.failover.backend(), BackendKind::Carp);
+    assert_eq!(c.failover.probe, Some(Probe::Tcp("192.0.2.10:443".into())));
+}
+
+/// (config text, expected "line:col", a phrase the message must contain)
+const REJECTED: &[(&str, &str, &str)] = &[
+    (
+        "[proxy]\nstop_timout = \"5s\"\n",
+        "2:1",
+        "unknown field `stop_timout`",
+    ),
+    (
+        "[proxy]\nstop_timeout = \"5 parsecs\"\n",
+        "2:16",
+        "unknown time unit",
+    ),
+    ("[proxy]\nstop_timeout = 5\n", "2:16", "invalid type"),
+    (
+        "[proxy]\nstop_signal = \"SIGNOPE\"\n",
+        "2:15",
+        "unknown signal `SIGNOPE`",
+    ),
+    ("[proxy]\nstop_signal = 99\n", "2:15", "not a signal number"),
+    (
+        "[proxy]\nreload_signal = \"maybe\"\n",
+        "2:17",
+        "or \"drop\"",
+    ),
+    ("[proxy]\ncommand = []\n", "2:11", "empty command"),
+    ("[proxy]\ncommand = \"nginx\"\n", "2:11", "invalid type"),
+    (
+        "[proxy]\npreset = \"apache\"\n",
+        "2:10",
+        "unknown variant `apache`",
+    ),
+    (
+        "[proxy]\nprocess_group = \"mine\"\n",
+        "2:17",
+        "expected `inherit` or `own`",
+    ),
+    (
+        "[proxy]\nrestart = \"sometimes\"\n",
+        "2:11",
+        "unknown variant",
+    ),
+    (
+        "[proxy]\nexit_code_map = { 300 = 0 }\n",
+        "2:17",
+        "not an exit status",
+    ),
+    (
+        "[proxy.health]\nhttp = \"http://x/\"\ntcp = \"x:1\"\n",
+        "1:1",
+        "exactly one of http, tcp or exec",
+    ),
+    (
+        "[proxy.health]\ntcp = \"nohost\"\n",
+        "2:7",
+        "is not host:port",
+    ),
+    (
+        "[proxy.health]\ntcp = \"x:1\"\nrise = 0\n",
+        "3:8",
+        "nonzero",
+    ),
+    (
+        "[failover]\nbackend = \"vrrp\"\n",
+        "2:11",
+        "unknown variant `vrrp`",
+    ),
+    (
+        "[failover]\nprobe = \"ftp://x\"\n",
+        "2:9",
+        "no known scheme",
+    ),
+    (
+        "[failover]\nbackend = \"command\"\n",
+        "2:11",
+        "needs a [failover.command]",
+    ),
+    (
+        "[failover.carp]\ngroup = \"edge\"\n",
+        "1:1",
+        "backend = \"carp\"",
+    ),
+    (
+        "[failover]\nbackend = \"carp\"\n[failover.carp]\ndemote_by = 200\n",
+        "4:13",
+        "1..128",
+    ),
+    (
+        "[failover]\nbackend = \"command\"\n[failover.command]\ndemote = [\"x\"]\npromote = [\"y\"]\n",
+        "3:1",
+        "missing field `state`",
+    ),
+    (
+        "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nstandby_value = 10\n",
+        "3:1",
+        "must be negative",
+    ),
+    (
+        "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nvip = [\"not-an-ip\"]\n",
+        "4:8",
+        "invalid IP",
+    ),
+    (
+        "[control]\ngroup = \"no-such-group-xyz\"\n",
+        "2:9",
+        "does not exist",
+    ),
+    ("[http]\nlisten = \"localhost\"\n", "2:10", "is not ip:port"),
+    ("[log]\nlevel = \"infoo\"\n", "2:9", "is not a level"),
+    ("[log]\nlevel = \"handoff=loud\"\n", "2:9", "log level"),
+    ("[log]\nformat = \"xml\"\n", "2:10", "unknown variant"),
+    ("[bogus]\n", "1:2", "unknown field `bogus`"),
+    ("[proxy\n", "1:7", ""),
+];
+
+#[test]
+fn every_rejection_names_line_and_column() {
+    for (text, place, phrase) in REJECTED {
+        let message = parse_err(text);
+        assert!(
+            message.starts_with(&format!("handoff.toml:{place}: ")),
+            "{text:?}: expected place {place}, got: {message}"
+        );
+        assert!(
+            message.contains(phrase),
+            "{text:?}: expected {phrase:?} in: {message}"
+        );
+    }
+}
+
+#[test]
+fn several_cross_key_problems_are_reported_together() {
+    let message = parse_err(
+        "[failover.carp]\n[failover.command]\ndemote=[\"a\"]\npromote=[\"b\"]\nstate=[\"c\"]\n",
+    );
+    assert_eq!(message.lines().count(), 2, "{message}");
+}
+
+#[test]
+fn missing_default_file_means_defaults_but_a_named_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let loaded = load(&Location::Default(missing.clone())).unwrap();
+    assert!(loaded.path.is_none());
+    let err = load(&Location::Explicit(missing)).unwrap_err().to_string();
+    assert!(err.contains("nope.toml: cannot read config"), "{err}");
+}

@@ -178,11 +178,52 @@ pub struct LogLevel(pub String);
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
+        // EnvFilter reads a bare word as a target name, so a typo such as
+        // "infoo" would silently turn logging off: a bare word must be a level.
+        let levels = ["off", "error", "warn", "info", "debug", "trace"];
+        if !text.contains(['=', ',']) && !levels.contains(&text.to_ascii_lowercase().as_str()) {
+            return Err(de::Error::custom(format!(
+                "log level `{text}` is not a level, expected error, warn, info, debug or trace (or a directive like handoff=debug)"
+            )));
+        }
         tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| {
             de::Error::custom(format!(
                 "log level `{text}` is not valid ({e}), expected error, warn, info, debug or trace"
             ))
         })?;
         Ok(LogLevel(text))
+    }
+}
+
+/// `#[serde(with = "duration")]`: humantime durations (`1.5s`, `250ms`, `2m`)
+/// with an error that says why and what was expected.
+pub mod duration {
+    use std::{fmt, time::Duration};
+
+    use serde::{Deserializer, de};
+
+    const EXPECTED: &str = "a duration such as \"1.5s\", \"250ms\" or \"2m\"";
+
+    struct Visitor;
+
+    impl de::Visitor<'_> for Visitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(EXPECTED)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text).map_err(|e| {
+                E::custom(format!(
+                    "`{text}` is not a duration ({e}), expected {EXPECTED}"
+                ))
+            })
+        }
+    }
+
+    /// Deserializes a duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_str(Visitor)
     }
 }
