@@ -1,0 +1,190 @@
+//! The command line and config errors through the real binary: exit 78 with
+//! `file:line:col` before anything is spawned, 64 for usage, 69 for the
+//! subcommands that need the control socket, and `check`'s output.
+
+mod common;
+
+use common::{FIXTURE, Lab};
+
+fn output(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run handoff");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// (config, line:col, phrase): the four kinds the issue names, and more.
+const BAD: &[(&str, &str, &str)] = &[
+    (
+        "[proxy]\nstop_timout = \"5s\"\n",
+        "2:1",
+        "unknown field `stop_timout`, expected one of",
+    ),
+    (
+        "[proxy]\nstop_timeout = \"fast\"\n",
+        "2:16",
+        "is not a duration",
+    ),
+    (
+        "[proxy]\nstop_signal = \"SIGFOO\"\n",
+        "2:15",
+        "unknown signal",
+    ),
+    (
+        "[proxy]\nstop_timeout = 10\n",
+        "2:16",
+        "invalid type: integer `10`, expected a duration",
+    ),
+    (
+        "[failover]\nbackend = \"command\"\n",
+        "2:11",
+        "[failover.command]",
+    ),
+];
+
+#[test]
+fn config_errors_exit_78_with_line_and_start_nothing() {
+    for (text, place, phrase) in BAD {
+        let lab = Lab::new();
+        let config = lab.config(text);
+        let (code, _, stderr) = output(
+            lab.handoff_command(Some(&config))
+                .args(["run", "--", FIXTURE, "proxy", "--log"])
+                .arg(&lab.log),
+        );
+        assert_eq!(code, 78, "{text:?}: {stderr}");
+        let expected = format!("{}:{place}: ", config.display());
+        assert!(
+            stderr.starts_with(&expected),
+            "{text:?}: expected {expected:?} in {stderr:?}"
+        );
+        assert!(
+            stderr.contains(phrase),
+            "{text:?}: expected {phrase:?} in {stderr:?}"
+        );
+        assert!(!lab.log.exists(), "{text:?}: the proxy was started");
+
+        let (code, stdout, stderr2) = output(lab.handoff_command(Some(&config)).arg("check"));
+        assert_eq!(code, 78, "check {text:?}");
+        assert_eq!(stderr2, stderr, "check prints the same errors");
+        assert!(!stdout.contains("configuration OK"));
+    }
+}
+
+#[test]
+fn check_accepts_a_good_config_and_warns_about_the_budget() {
+    let lab = Lab::new();
+    let config = lab.config("[proxy]\nstop_timeout = \"10s\"\n[failover]\nfailover_timeout = \"10s\"\nsettle = \"1s\"\n");
+    let (code, stdout, stderr) = output(lab.handoff_command(Some(&config)).arg("check"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("stop budget 21s"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    // --config after the subcommand works too.
+    let (code, stdout, stderr) = output(
+        lab.handoff_command(None)
+            .args(["check", "--kill-timeout", "15s", "--config"])
+            .arg(&config),
+    );
+    assert_eq!(code, 0, "a warning is not an error: {stderr}");
+    assert!(stdout.contains("configuration OK"));
+    assert!(
+        stderr.contains("warning: stop budget 21s") && stderr.contains("kill timeout 15s"),
+        "{stderr}"
+    );
+
+    // Under Nomad without the flag, Nomad's 5 s default is the budget.
+    let (code, _, stderr) = output(
+        lab.handoff_command(Some(&config))
+            .arg("check")
+            .env("NOMAD_ALLOC_ID", "x"),
+    );
+    assert_eq!(code, 0);
+    assert!(stderr.contains("Nomad's default kill_timeout"), "{stderr}");
+}
+
+#[test]
+fn check_rejects_a_bad_kill_timeout_as_usage() {
+    let lab = Lab::new();
+    let (code, _, stderr) =
+        output(
+            lab.handoff_command(None)
+                .args(["check", "--kill-timeout", "soon"]),
+        );
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("--kill-timeout"), "{stderr}");
+}
+
+#[test]
+fn a_named_config_must_exist_but_the_default_may_not() {
+    let lab = Lab::new();
+    let missing = lab.path("missing.toml");
+    let (code, _, stderr) = output(
+        lab.handoff_command(Some(&missing))
+            .args(["run", "--", "true"]),
+    );
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("missing.toml: cannot read config"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = output(
+        lab.handoff_command(None)
+            .env("HANDOFF_CONFIG", &missing)
+            .arg("check"),
+    );
+    assert_eq!(
+        code, 78,
+        "$HANDOFF_CONFIG names a file explicitly: {stderr}"
+    );
+
+    // The proxy command may come from the config instead of `--`.
+    let config = lab.config("[proxy]\ncommand = [\"{fixture}\", \"proxy\", \"--log\", \"{log}\", \"--exit-after\", \"1ms\", \"--code\", \"9\"]\n");
+    let (code, _, stderr) = output(lab.handoff_command(Some(&config)).arg("run"));
+    assert_eq!(code, 9, "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let lab = Lab::new();
+    let (code, _, stderr) = output(lab.handoff_command(None).arg("run"));
+    assert_eq!(code, 64, "no proxy command: {stderr}");
+    assert!(stderr.contains("no proxy command"), "{stderr}");
+    let (code, _, _) = output(lab.handoff_command(None).arg("--bogus"));
+    assert_eq!(code, 64);
+    let (code, _, _) = output(lab.handoff_command(None).args(["run", "traefik"]));
+    assert_eq!(code, 64, "the proxy comes after --");
+}
+
+#[test]
+fn control_subcommands_are_not_available_yet() {
+    let lab = Lab::new();
+    for args in [
+        &["demote", "--reason", "disk"][..],
+        &["promote"],
+        &["status", "--json"],
+    ] {
+        let (code, _, stderr) = output(lab.handoff_command(None).args(args));
+        assert_eq!(code, 69, "{args:?}: {stderr}");
+        assert!(stderr.contains("not yet available"), "{stderr}");
+    }
+}
+
+#[test]
+fn version_and_help() {
+    let lab = Lab::new();
+    let (code, stdout, _) = output(lab.handoff_command(None).arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("handoff {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, stdout, _) = output(lab.handoff_command(None).arg("--help"));
+    assert_eq!(code, 0);
+    for word in ["run", "check", "demote", "promote", "status", "--config"] {
+        assert!(stdout.contains(word), "--help lacks {word}: {stdout}");
+    }
+}

@@ -1,0 +1,295 @@
+//! Shared helpers for the black-box tests: a scratch directory with an event
+//! log, the real `handoff` binary, and the fixture proxy.
+//!
+//! Waits are for events in the log or for process exits, each bounded by a
+//! deadline; nothing sleeps and hopes.
+
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+pub const HANDOFF: &str = env!("CARGO_BIN_EXE_handoff");
+pub const FIXTURE: &str = env!("CARGO_BIN_EXE_handoff-fixture");
+
+/// A generous bound for things that take milliseconds.
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// One line of the event log.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub ns: i128,
+    pub pid: i32,
+    pub what: String,
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.log");
+        Lab { dir, log }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `handoff.toml` (with `{fixture}` and `{log}` and `{dir}` expanded).
+    pub fn config(&self, text: &str) -> PathBuf {
+        let path = self.path("handoff.toml");
+        fs::write(&path, self.expand(text)).expect("write config");
+        path
+    }
+
+    pub fn expand(&self, text: &str) -> String {
+        text.replace("{fixture}", FIXTURE)
+            .replace("{log}", self.log.to_str().expect("utf-8 path"))
+            .replace("{dir}", self.dir.path().to_str().expect("utf-8 path"))
+    }
+
+    /// A `[failover.command]` section whose commands log to the event log;
+    /// `state` prints the content of `{dir}/state`.
+    pub fn command_backend(&self, state: &str, extra: &str) -> String {
+        fs::write(self.path("state"), state).expect("write state");
+        format!(
+            "[failover]\nbackend = \"command\"\n{extra}\n[failover.command]\n\
+             demote = [\"{{fixture}}\", \"record\", \"--log\", \"{{log}}\", \"demote\"]\n\
+             promote = [\"{{fixture}}\", \"record\", \"--log\", \"{{log}}\", \"promote\"]\n\
+             state = [\"{{fixture}}\", \"record\", \"--log\", \"{{log}}\", \"state\", \"--print-file\", \"{{dir}}/state\"]\n"
+        )
+    }
+
+    /// `fixture proxy --log LOG ARGS...`
+    pub fn proxy(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            FIXTURE.to_string(),
+            "proxy".into(),
+            "--log".into(),
+            self.log.display().to_string(),
+        ];
+        v.extend(args.iter().map(|s| (*s).to_string()));
+        v
+    }
+
+    /// Starts `handoff [--config C] run -- PROXY...` with stderr captured to a file.
+    pub fn run(&self, config: Option<&Path>, proxy: &[String]) -> Handoff {
+        let mut cmd = self.handoff_command(config);
+        cmd.arg("run").arg("--").args(proxy);
+        Handoff::spawn(cmd, self.path("handoff.stderr"))
+    }
+
+    pub fn handoff_command(&self, config: Option<&Path>) -> Command {
+        let mut cmd = Command::new(HANDOFF);
+        cmd.env_remove("HANDOFF_CONFIG")
+            .env_remove("NOMAD_ALLOC_ID")
+            .env("RUST_LOG", "info");
+        match config {
+            Some(c) => cmd.arg("--config").arg(c),
+            // No config: point at a default that does not exist.
+            None => cmd.env("HANDOFF_CONFIG", ""),
+        };
+        cmd
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                Some(Event {
+                    ns: parts.next()?.parse().ok()?,
+                    pid: parts.next()?.parse().ok()?,
+                    what: parts.next()?.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The event lines' `what`, in order.
+    pub fn whats(&self) -> Vec<String> {
+        self.events().into_iter().map(|e| e.what).collect()
+    }
+
+    /// Waits until an event starting with `prefix` is logged; returns it.
+    pub fn wait_for(&self, prefix: &str) -> Event {
+        let deadline = Instant::now() + SOON;
+        loop {
+            if let Some(e) = self
+                .events()
+                .into_iter()
+                .find(|e| e.what.starts_with(prefix))
+            {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {prefix:?} event within {SOON:?}; log: {:#?}",
+                self.whats()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until `n` events start with `prefix`.
+    pub fn wait_for_count(&self, prefix: &str, n: usize) {
+        let deadline = Instant::now() + SOON;
+        while self.count(prefix) < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} {prefix:?} events; log: {:#?}",
+                self.whats()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn count(&self, prefix: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e.what.starts_with(prefix))
+            .count()
+    }
+
+    /// Index of the first event starting with `prefix`.
+    pub fn position(&self, prefix: &str) -> Option<usize> {
+        self.events()
+            .iter()
+            .position(|e| e.what.starts_with(prefix))
+    }
+}
+
+/// A running handoff.
+pub struct Handoff {
+    pub child: Child,
+    pub stderr: PathBuf,
+}
+
+impl Handoff {
+    pub fn spawn(mut cmd: Command, stderr: PathBuf) -> Handoff {
+        let file = fs::File::create(&stderr).expect("stderr file");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(file);
+        let child = cmd.spawn().expect("spawn handoff");
+        Handoff { child, stderr }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal handoff");
+    }
+
+    /// Waits for exit within `limit`; SIGKILLs and fails the test otherwise.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "handoff did not exit within {limit:?}; stderr:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits for exit and returns the exit code, failing if handoff itself
+    /// was killed by a signal.
+    pub fn code(&mut self, limit: Duration) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.wait(limit);
+        match status.code() {
+            Some(code) => code,
+            None => panic!(
+                "handoff died by signal {:?}; stderr:\n{}",
+                status.signal(),
+                self.log()
+            ),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until handoff's own log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + SOON;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "handoff never logged {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        // A failed test must not leave its handoff (and proxy) running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next() != Some('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether /proc still has an entry for `pid` (alive or zombie).
+pub fn exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until `pid` has no /proc entry at all (dead and reaped).
+pub fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while exists(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// A field of /proc/<pid>/status, e.g. "SigBlk:".
+pub fn status_field(pid: i32, name: &str) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+}
+
+/// The pid in the first "start" event (the proxy's).
+pub fn proxy_pid(lab: &Lab) -> i32 {
+    lab.wait_for("start").pid
+}
