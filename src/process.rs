@@ -265,6 +265,7 @@ pub fn reset_dispositions() {
         // inconsistent state; signal(2) is async-signal-safe.
         let _ = unsafe { signal(sig, SigHandler::SigDfl) };
     }
+    platform::reset_realtime_signals();
 }
 
 /// Output of a command run by [`run_command`].

@@ -47,3 +47,6 @@ impl SignalReader {
         })
     }
 }
+
+/// OpenBSD has no real-time signals.
+pub fn reset_realtime_signals() {}

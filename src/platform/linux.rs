@@ -109,3 +109,18 @@ mod tests {
         assert_eq!(parent_pid("garbage"), None);
     }
 }
+
+/// Sets the real-time signals (SIGRTMIN..=SIGRTMAX) to their default action;
+/// `nix::Signal` covers only the standard ones. glibc keeps 32 and 33 for
+/// itself (SIGCANCEL, SIGSETXID): its sigaction refuses them, and every glibc
+/// program manages them on its own, so they are left alone.
+pub fn reset_realtime_signals() {
+    use nix::libc;
+    for n in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        #[allow(unsafe_code)]
+        // SAFETY: SIG_DFL installs no handler code; signal(2) is async-signal-safe.
+        unsafe {
+            libc::signal(n, libc::SIG_DFL);
+        }
+    }
+}

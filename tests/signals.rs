@@ -1,0 +1,133 @@
+//! Signal forwarding through the real binary: each forwardable signal arrives
+//! exactly once, translated per preset or config; dropped ones never arrive;
+//! a reload never restarts the proxy.
+
+mod common;
+
+use common::{Lab, SOON};
+use nix::sys::signal::Signal::{self, *};
+
+/// Sends each signal and waits for the fixture to log it before the next,
+/// so the kernel never coalesces two of them.
+fn send_each(lab: &Lab, h: &common::Handoff, pairs: &[(Signal, Signal)]) {
+    for (sent, arrives) in pairs {
+        let before = lab.count(&format!("signal {}", arrives.as_str()));
+        h.signal(*sent);
+        lab.wait_for_count(&format!("signal {}", arrives.as_str()), before + 1);
+    }
+}
+
+#[test]
+fn each_forwardable_signal_arrives_exactly_once() {
+    let lab = Lab::new();
+    let mut h = lab.run(None, &lab.proxy(&[]));
+    let pid = common::proxy_pid(&lab);
+    let pass = [SIGUSR1, SIGUSR2, SIGWINCH, SIGTTIN, SIGTTOU, SIGQUIT];
+    let mut pairs: Vec<(Signal, Signal)> = pass.iter().map(|s| (*s, *s)).collect();
+    pairs.push((SIGHUP, SIGHUP)); // generic preset: SIGHUP stays SIGHUP
+    send_each(&lab, &h, &pairs);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    for s in pass.iter().chain([&SIGHUP, &SIGTERM]) {
+        assert_eq!(
+            lab.count(&format!("signal {}", s.as_str())),
+            1,
+            "{s}: {:#?}",
+            lab.whats()
+        );
+    }
+    // One proxy, never restarted by a reload.
+    assert_eq!(lab.count("start"), 1);
+    assert!(
+        lab.events().iter().all(|e| e.pid == pid),
+        "{:#?}",
+        lab.events()
+    );
+    let log = h.log();
+    assert!(
+        log.contains("signal received signal=\"SIGUSR1\" sender="),
+        "sender pid logged:\n{log}"
+    );
+    assert!(
+        log.contains("forwarded signal signal=\"SIGWINCH\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn presets_translate_the_reload() {
+    for (preset, arrives) in [("nginx", SIGHUP), ("haproxy", SIGUSR2), ("generic", SIGHUP)] {
+        let lab = Lab::new();
+        let config = lab.config(&format!("[proxy]\npreset = \"{preset}\"\n"));
+        let stop = if preset == "nginx" {
+            "QUIT"
+        } else if preset == "haproxy" {
+            "USR1"
+        } else {
+            "TERM"
+        };
+        let mut h = lab.run(Some(&config), &lab.proxy(&["--stop-on", stop]));
+        let pid = common::proxy_pid(&lab);
+        send_each(&lab, &h, &[(SIGHUP, arrives)]);
+        // The preset's stop signal is what SIGTERM to handoff becomes.
+        h.signal(SIGTERM);
+        assert_eq!(h.code(SOON), 0, "{preset}: {}", h.log());
+        let whats = lab.whats();
+        assert!(
+            whats.contains(&format!("signal SIG{stop}")),
+            "{preset}: {whats:?}"
+        );
+        assert!(
+            !whats.contains(&"signal SIGTERM".to_string()) || stop == "TERM",
+            "{preset}: {whats:?}"
+        );
+        assert_eq!(
+            lab.count("start"),
+            1,
+            "{preset}: reload restarted the proxy"
+        );
+        assert!(lab.events().iter().all(|e| e.pid == pid));
+    }
+}
+
+#[test]
+fn a_dropped_reload_never_arrives() {
+    for config_text in [
+        "[proxy]\npreset = \"traefik\"\n",
+        "[proxy]\nreload_signal = \"drop\"\n",
+    ] {
+        let lab = Lab::new();
+        let config = lab.config(config_text);
+        let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+        lab.wait_for("start");
+        h.signal(SIGHUP);
+        h.wait_log("signal dropped signal=\"SIGHUP\"");
+        // A marker that does arrive proves the HUP had its chance first.
+        send_each(&lab, &h, &[(SIGUSR1, SIGUSR1)]);
+        h.signal(SIGTERM);
+        assert_eq!(h.code(SOON), 0);
+        assert_eq!(
+            lab.count("signal SIGHUP"),
+            0,
+            "{config_text}: {:#?}",
+            lab.whats()
+        );
+    }
+}
+
+#[test]
+fn explicit_reload_signal_overrides_the_preset() {
+    let lab = Lab::new();
+    let config = lab
+        .config("[proxy]\npreset = \"traefik\"\nreload_signal = \"USR2\"\nstop_signal = \"INT\"\n");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("start");
+    send_each(&lab, &h, &[(SIGHUP, SIGUSR2)]);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0);
+    assert!(
+        lab.whats().contains(&"signal SIGINT".to_string()),
+        "{:#?}",
+        lab.whats()
+    );
+}

@@ -1,0 +1,186 @@
+//! The stop sequence against the command backend, asserted from the event
+//! log that the fixture proxy and the backend commands share.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Lab, SOON};
+use nix::sys::signal::Signal::{SIGINT, SIGTERM};
+
+fn pos(lab: &Lab, prefix: &str) -> usize {
+    lab.position(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", lab.whats()))
+}
+
+/// Position of the last event starting with `prefix`.
+fn last_pos(lab: &Lab, prefix: &str) -> usize {
+    lab.whats()
+        .iter()
+        .rposition(|w| w.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?}"))
+}
+
+#[test]
+fn demote_comes_before_the_stop_signal_and_backup_skips_the_wait() {
+    let lab = Lab::new();
+    // A 60 s failover_timeout: if the wait were not skipped, the test would time out.
+    let config = lab.config(&lab.command_backend("BACKUP\n", "failover_timeout = \"60s\""));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("promote"); // healthy after 1 s: up
+    let started = Instant::now();
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let stop_took = started.elapsed();
+    let demote = last_pos(&lab, "demote");
+    let stop = pos(&lab, "signal SIGTERM");
+    assert!(
+        pos(&lab, "promote") < demote && demote < stop,
+        "{:#?}",
+        lab.whats()
+    );
+    assert!(h.log().contains("NotMaster"), "{}", h.log());
+    assert!(
+        stop_took < Duration::from_secs(10),
+        "the wait was not skipped: {stop_took:?}"
+    );
+}
+
+#[test]
+fn master_waits_until_the_state_says_backup() {
+    let lab = Lab::new();
+    let config = lab.config(&lab.command_backend("MASTER\n", "failover_timeout = \"60s\""));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("promote");
+    h.wait_log("role=MASTER");
+    h.signal(SIGTERM);
+    // The node still says MASTER after the demote: no stop signal yet.
+    h.wait_log("setting level level=down");
+    lab.wait_for_count("demote", 2);
+    let polls_before = lab.count("state");
+    lab.wait_for_count("state", polls_before + 3);
+    assert_eq!(
+        lab.count("signal SIGTERM"),
+        0,
+        "stopped before the IP moved: {:#?}",
+        lab.whats()
+    );
+    // The peer takes over: the state command now says BACKUP.
+    std::fs::write(lab.path("state"), "BACKUP\n").unwrap();
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert!(h.log().contains("MoveConfirmed"), "{}", h.log());
+    assert!(last_pos(&lab, "demote") < pos(&lab, "signal SIGTERM"));
+}
+
+#[test]
+fn the_wait_ends_at_failover_timeout() {
+    let lab = Lab::new();
+    let config = lab.config(&lab.command_backend("MASTER\n", "failover_timeout = \"1s\""));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("promote");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let events = lab.events();
+    let demote = events
+        .iter()
+        .rfind(|e| e.what == "demote")
+        .expect("demote")
+        .ns;
+    let stop = events
+        .iter()
+        .find(|e| e.what == "signal SIGTERM")
+        .expect("stop")
+        .ns;
+    // The deadline is armed at the stop signal, just before demote runs.
+    assert!(
+        stop - demote >= 900_000_000,
+        "stopped {} ms after demote",
+        (stop - demote) / 1_000_000
+    );
+    assert!(h.log().contains("MoveTimedOut"));
+}
+
+#[test]
+fn second_stop_signal_skips_the_wait() {
+    let lab = Lab::new();
+    let config = lab.config(&lab.command_backend("MASTER\n", "failover_timeout = \"60s\""));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("promote");
+    h.signal(SIGTERM);
+    lab.wait_for_count("demote", 2);
+    h.signal(SIGINT);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert!(h.log().contains("WaitSkipped"), "{}", h.log());
+    assert!(last_pos(&lab, "demote") < pos(&lab, "signal SIGTERM"));
+}
+
+#[test]
+fn a_proxy_that_ignores_its_stop_signal_is_killed_after_stop_timeout() {
+    let lab = Lab::new();
+    let config = lab.config("[proxy]\nstop_timeout = \"500ms\"\n");
+    let mut h = lab.run(Some(&config), &lab.proxy(&["--ignore-stop"]));
+    lab.wait_for("start");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 137, "{}", h.log());
+    assert_eq!(lab.count("signal SIGTERM"), 1);
+    assert_eq!(lab.count("exit"), 0, "it never exited by itself");
+    assert!(h.log().contains("StopTimedOut"), "{}", h.log());
+}
+
+#[test]
+fn the_third_stop_signal_kills_at_once() {
+    let lab = Lab::new();
+    let config = lab.config("[proxy]\nstop_timeout = \"60s\"\n");
+    let mut h = lab.run(Some(&config), &lab.proxy(&["--ignore-stop"]));
+    lab.wait_for("start");
+    h.signal(SIGTERM);
+    lab.wait_for("signal SIGTERM");
+    h.signal(SIGTERM);
+    h.wait_log("AlreadyStopping");
+    h.signal(SIGINT);
+    assert_eq!(h.code(SOON), 137, "{}", h.log());
+    assert!(h.log().contains("KillRequested"), "{}", h.log());
+}
+
+#[test]
+fn a_hanging_backend_does_not_hold_the_stop_past_its_deadlines() {
+    let lab = Lab::new();
+    let mut text = lab.command_backend("MASTER\n", "failover_timeout = \"1s\"");
+    text =
+        text.replace("\"demote\"]", "\"demote\", \"--sleep\", \"60s\"]") + "timeout = \"300ms\"\n";
+    let config = lab.config(&text);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    // The start-up demote hangs and is killed after 300 ms; the proxy still starts.
+    lab.wait_for("start");
+    let started = Instant::now();
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        h.log().contains("did not finish within 300ms"),
+        "{}",
+        h.log()
+    );
+}
+
+#[test]
+fn a_crash_demotes_before_exit() {
+    let lab = Lab::new();
+    let config = lab.config(&lab.command_backend("MASTER\n", ""));
+    let mut h = lab.run(
+        Some(&config),
+        &lab.proxy(&["--exit-after", "1500ms", "--code", "4"]),
+    );
+    assert_eq!(h.code(SOON), 4, "{}", h.log());
+    let exit = pos(&lab, "exit 4");
+    assert!(pos(&lab, "promote") < exit, "{:#?}", lab.whats());
+    assert!(
+        last_pos(&lab, "demote") > exit,
+        "demoted after the crash: {:#?}",
+        lab.whats()
+    );
+}
