@@ -531,6 +531,7 @@ fn exit_code_map_applies_to_the_proxy_status() {
 // ---- every phase x every event, against the invariants ----------------------
 
 /// What the outside world knows, to check the machine's actions against.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default)]
 struct World {
     alive: bool,

@@ -98,18 +98,6 @@ impl SignalReader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parent_pid;
-
-    #[test]
-    fn parent_pid_survives_odd_process_names() {
-        assert_eq!(parent_pid("42 (nginx) S 7 42 42 0"), Some(7));
-        assert_eq!(parent_pid("42 (a) b (c)) S 9 1"), Some(9));
-        assert_eq!(parent_pid("garbage"), None);
-    }
-}
-
 /// Sets the real-time signals (SIGRTMIN..=SIGRTMAX) to their default action;
 /// `nix::Signal` covers only the standard ones. glibc keeps 32 and 33 for
 /// itself (SIGCANCEL, SIGSETXID): its sigaction refuses them, and every glibc
@@ -122,5 +110,17 @@ pub fn reset_realtime_signals() {
         unsafe {
             libc::signal(n, libc::SIG_DFL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_pid;
+
+    #[test]
+    fn parent_pid_survives_odd_process_names() {
+        assert_eq!(parent_pid("42 (nginx) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_pid("42 (a) b (c)) S 9 1"), Some(9));
+        assert_eq!(parent_pid("garbage"), None);
     }
 }
