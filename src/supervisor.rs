@@ -114,9 +114,9 @@ impl Supervisor {
     ) -> Option<u8> {
         for action in actions {
             match action {
-                Action::SetLevel(level) => {
-                    tracing::info!(%level, backend = self.backend.name(), "setting level");
-                    self.backend.set_level(level);
+                Action::SetLevel { level, seq } => {
+                    tracing::info!(%level, seq, backend = self.backend.name(), "setting level");
+                    self.backend.set_level(level, seq);
                 }
                 Action::Spawn => pending.push_back(self.spawn(proxy)),
                 Action::Forward { received, send } => {

@@ -2,6 +2,8 @@
 //! `file:line:col` before anything is spawned, 64 for usage, 69 for the
 //! subcommands that need the control socket, and `check`'s output.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod common;
 
 use common::{FIXTURE, Lab};

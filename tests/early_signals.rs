@@ -11,6 +11,8 @@
 //!   and is about to exec handoff, so the signal is pending when handoff's
 //!   first instruction runs: it must be read, not lost.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};

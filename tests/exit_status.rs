@@ -1,6 +1,8 @@
 //! Exit status: the proxy's code passes through, deaths by signal become
 //! 128+N, `exit_code_map` remaps, and spawn failures are 126/127.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

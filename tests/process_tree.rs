@@ -3,6 +3,8 @@
 //! handoff's process group, no orphan or zombie, and no proxy outliving
 //! handoff.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! exactly once, translated per preset or config; dropped ones never arrive;
 //! a reload never restarts the proxy.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod common;
 
 use common::{Lab, SOON};

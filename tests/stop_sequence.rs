@@ -1,6 +1,8 @@
 //! The stop sequence against the command backend, asserted from the event
 //! log that the fixture proxy and the backend commands share.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};

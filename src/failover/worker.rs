@@ -3,6 +3,8 @@
 //!
 //! Wanted levels arrive through a `watch` channel, so a burst of changes
 //! collapses into the newest one, and levels are applied strictly in order.
+//! Every wish carries the machine's request number, and each report names the
+//! wish it answers; a wish whose level is already in place is still answered.
 //! A failed apply is reported (the stop path must not wait on a broken tool)
 //! and retried with capped backoff until it succeeds or the wish changes.
 
@@ -30,16 +32,16 @@ const FOREVER: Duration = Duration::from_secs(3600);
 /// The dispatcher's side of the worker.
 #[derive(Debug)]
 pub struct BackendHandle {
-    level: watch::Sender<Option<Level>>,
+    level: watch::Sender<Option<(Level, u64)>>,
     watch: watch::Sender<Watch>,
     failures: Arc<AtomicU64>,
     name: &'static str,
 }
 
 impl BackendHandle {
-    /// Asks for `level`; the worker applies the newest wish.
-    pub fn set_level(&self, level: Level) {
-        self.level.send_replace(Some(level));
+    /// Asks for `level` as request `seq`; the worker applies the newest wish.
+    pub fn set_level(&self, level: Level, seq: u64) {
+        self.level.send_replace(Some((level, seq)));
     }
 
     /// Changes how eagerly the role is polled.
@@ -92,10 +94,10 @@ struct Worker<F> {
 impl<F: Failover> Worker<F> {
     async fn run(
         mut self,
-        mut wanted: watch::Receiver<Option<Level>>,
+        mut wanted: watch::Receiver<Option<(Level, u64)>>,
         mut watch: watch::Receiver<Watch>,
     ) {
-        let mut applied: Option<Level> = None;
+        let mut answered: Option<u64> = None;
         let mut retry: Option<(Instant, Duration)> = None;
         // Report the role once at start, so the machine knows it before a stop.
         if !self.report_role(false).await {
@@ -104,8 +106,10 @@ impl<F: Failover> Worker<F> {
         loop {
             let want = *wanted.borrow_and_update();
             let retry_due = retry.is_some_and(|(at, _)| Instant::now() >= at);
-            if let Some(level) = want
-                && (Some(level) != applied || retry_due)
+            // Backends are idempotent: a level already in place costs nothing,
+            // and the machine still learns that its request holds.
+            if let Some((level, seq)) = want
+                && (Some(seq) != answered || retry_due)
             {
                 let started = Instant::now();
                 let ok = match self.backend.set_level(level).await {
@@ -122,10 +126,10 @@ impl<F: Failover> Worker<F> {
                         false
                     }
                 };
-                applied = Some(level);
+                answered = Some(seq);
                 if self
                     .events
-                    .send(Event::LevelApplied { level, ok })
+                    .send(Event::LevelApplied { level, ok, seq })
                     .await
                     .is_err()
                 {

@@ -81,12 +81,14 @@ pub enum Event {
     Health(bool),
     /// The backend reported the role.
     Role(Role),
-    /// The backend finished applying a level (`ok`: whether it succeeded).
+    /// The backend finished applying the level of request `seq`.
     LevelApplied {
         /// The level.
         level: Level,
         /// Whether the backend reported success.
         ok: bool,
+        /// The request it answers (see [`Action::SetLevel`]).
+        seq: u64,
     },
     /// An armed timer fired.
     Deadline(Timer),
@@ -112,8 +114,14 @@ pub enum Timer {
 /// Something the dispatcher must do, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Ask the backend for this level.
-    SetLevel(Level),
+    /// Ask the backend for this level. `seq` numbers the requests, so that a
+    /// report for an older request is never taken for this one.
+    SetLevel {
+        /// The level.
+        level: Level,
+        /// Increases with every request.
+        seq: u64,
+    },
     /// Start the proxy.
     Spawn,
     /// Pass a received signal on to the proxy (translated or not).
@@ -231,7 +239,10 @@ pub struct Machine {
     stop_deferred: bool,
     proxy_alive: bool,
     requested: Option<Level>,
+    /// The level the backend confirmed for the current request; `None`
+    /// while the current request is in flight.
     applied: Option<Level>,
+    seq: u64,
     role: Role,
     backoff: Duration,
     restarts: u32,
@@ -249,6 +260,7 @@ impl Machine {
             proxy_alive: false,
             requested: None,
             applied: None,
+            seq: 0,
             role: Role::Unknown,
             backoff: FIRST_BACKOFF,
             restarts: 0,
@@ -278,6 +290,9 @@ impl Machine {
     /// Decides what to do about `event`.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        if self.phase == Phase::Done {
+            return out; // Exit was emitted; nothing follows it
+        }
         match event {
             Event::Signal(signal) => self.on_signal(signal, &mut out),
             Event::Spawned => self.on_spawned(&mut out),
@@ -293,7 +308,7 @@ impl Machine {
                 self.role = role;
                 self.check_move(&mut out);
             }
-            Event::LevelApplied { level, ok: _ } => self.on_applied(level, &mut out),
+            Event::LevelApplied { level, ok: _, seq } => self.on_applied(level, seq, &mut out),
             Event::Deadline(timer) => self.on_deadline(timer, &mut out),
         }
         out
@@ -497,7 +512,10 @@ impl Machine {
         }
     }
 
-    fn on_applied(&mut self, level: Level, out: &mut Vec<Action>) {
+    fn on_applied(&mut self, level: Level, seq: u64, out: &mut Vec<Action>) {
+        if seq != self.seq {
+            return; // answers an earlier request: says nothing about this one
+        }
         self.applied = Some(level);
         match self.phase {
             Phase::Starting if self.down_applied() => {
@@ -563,8 +581,13 @@ impl Machine {
 
     fn request(&mut self, level: Level, out: &mut Vec<Action>) {
         if self.requested != Some(level) {
+            self.seq += 1;
             self.requested = Some(level);
-            out.push(Action::SetLevel(level));
+            self.applied = None;
+            out.push(Action::SetLevel {
+                level,
+                seq: self.seq,
+            });
         }
     }
 

@@ -23,8 +23,27 @@ fn policy() -> Policy {
     }
 }
 
-fn applied(level: Level) -> Event {
-    Event::LevelApplied { level, ok: true }
+fn applied(level: Level, seq: u64) -> Event {
+    Event::LevelApplied {
+        level,
+        ok: true,
+        seq,
+    }
+}
+
+fn set(level: Level, seq: u64) -> Action {
+    Action::SetLevel { level, seq }
+}
+
+/// The request number of the `SetLevel` in `actions`.
+fn seq_of(actions: &[Action]) -> u64 {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SetLevel { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .expect("a SetLevel action")
 }
 
 /// Feeds `events` in order and returns the machine.
@@ -37,40 +56,31 @@ fn after(policy: Policy, events: &[Event]) -> Machine {
     m
 }
 
-const SPAWNING: &[Event] = &[Event::LevelApplied {
+// Request numbers: start asks for down (1), health for up (2), a stop or a
+// crash for down again (3).
+const DOWN1: Event = Event::LevelApplied {
     level: Level::Down,
     ok: true,
-}];
-const RUNNING: &[Event] = &[
-    Event::LevelApplied {
-        level: Level::Down,
-        ok: true,
-    },
-    Event::Spawned,
-];
+    seq: 1,
+};
+const UP2: Event = Event::LevelApplied {
+    level: Level::Up,
+    ok: true,
+    seq: 2,
+};
+const SPAWNING: &[Event] = &[DOWN1];
+const RUNNING: &[Event] = &[DOWN1, Event::Spawned];
 const HEALTHY: &[Event] = &[
-    Event::LevelApplied {
-        level: Level::Down,
-        ok: true,
-    },
+    DOWN1,
     Event::Spawned,
     Event::Deadline(Timer::HealthGate),
-    Event::LevelApplied {
-        level: Level::Up,
-        ok: true,
-    },
+    UP2,
 ];
 const MASTER_STOPPING: &[Event] = &[
-    Event::LevelApplied {
-        level: Level::Down,
-        ok: true,
-    },
+    DOWN1,
     Event::Spawned,
     Event::Deadline(Timer::HealthGate),
-    Event::LevelApplied {
-        level: Level::Up,
-        ok: true,
-    },
+    UP2,
     Event::Role(Role::Master),
     Event::Signal(SIGTERM),
 ];
@@ -81,7 +91,6 @@ fn with(events: &[Event], more: &[Event]) -> Vec<Event> {
 
 struct Row {
     name: &'static str,
-    policy: Policy,
     setup: Vec<Event>,
     event: Event,
     actions: Vec<Action>,
@@ -97,7 +106,6 @@ fn row(
 ) -> Row {
     Row {
         name,
-        policy: policy(),
         setup: setup.to_vec(),
         event,
         actions,
@@ -110,7 +118,7 @@ fn start_goes_down_before_anything() {
     let mut m = Machine::new(policy());
     assert_eq!(
         m.start(),
-        vec![Action::SetLevel(Level::Down), Action::Watch(Watch::Idle)]
+        vec![set(Level::Down, 1), Action::Watch(Watch::Idle)]
     );
     assert_eq!(m.phase(), Phase::Starting);
 }
@@ -118,32 +126,54 @@ fn start_goes_down_before_anything() {
 #[test]
 #[allow(clippy::too_many_lines)]
 fn rules() {
-    use Action::*;
+    use Action::{Arm, Disarm, Dropped, Exit, Forward, KillProxy, Spawn, StopProxy};
     let draining = Phase::Stopping(Step::Draining);
+    let killed = Phase::Stopping(Step::Killed);
     let failover_held = Phase::Stopping(Step::Failover { held: true });
-    let stop_actions = |extra: Vec<Action>| {
-        let mut v = extra;
-        v.extend([
+    let note = Action::Note;
+    let watch = Action::Watch;
+    let stop_actions = |mut first: Vec<Action>| {
+        first.extend([
             Disarm(Timer::Failover),
             Disarm(Timer::Settle),
             StopProxy(SIGTERM),
             Arm(Timer::StopTimeout, S(10)),
         ]);
-        v
+        first
+    };
+    let kill_actions = |why: Note| {
+        vec![
+            note(why),
+            Disarm(Timer::Failover),
+            Disarm(Timer::Settle),
+            Disarm(Timer::StopTimeout),
+            KillProxy,
+        ]
     };
     let rows = vec![
         // Start sequence: down, spawn, up when healthy.
         row(
             "spawn only once down is applied",
             &[],
-            applied(Level::Down),
+            DOWN1,
             vec![Spawn],
             Phase::Spawning,
         ),
         row(
-            "up is not applied before down",
+            "a failed down still lets the proxy start",
             &[],
-            applied(Level::Up),
+            Event::LevelApplied {
+                level: Level::Down,
+                ok: false,
+                seq: 1,
+            },
+            vec![Spawn],
+            Phase::Spawning,
+        ),
+        row(
+            "a report for another request is ignored",
+            &[],
+            applied(Level::Down, 7),
             vec![],
             Phase::Starting,
         ),
@@ -161,14 +191,14 @@ fn rules() {
             "healthy after the gate: up",
             RUNNING,
             Event::Deadline(Timer::HealthGate),
-            vec![SetLevel(Level::Up)],
+            vec![set(Level::Up, 2)],
             Phase::Running { healthy: true },
         ),
         row(
             "unhealthy: down at once",
             HEALTHY,
             Event::Health(false),
-            vec![SetLevel(Level::Down)],
+            vec![set(Level::Down, 3)],
             Phase::Running { healthy: false },
         ),
         row(
@@ -210,7 +240,7 @@ fn rules() {
             Phase::Running { healthy: false },
         ),
         row(
-            "no proxy: forward is dropped",
+            "no proxy: a forward is dropped",
             SPAWNING,
             Event::Signal(SIGUSR1),
             vec![Dropped {
@@ -222,39 +252,32 @@ fn rules() {
         // Stop sequence.
         row(
             "stop while master: down, then wait for the move",
-            HEALTHY,
-            Event::Role(Role::Master),
-            vec![],
-            Phase::Running { healthy: true },
-        ),
-        row(
-            "stop while master waits",
             &with(HEALTHY, &[Event::Role(Role::Master)]),
             Event::Signal(SIGTERM),
             vec![
                 Disarm(Timer::HealthGate),
                 Disarm(Timer::BackoffReset),
-                SetLevel(Level::Down),
+                set(Level::Down, 3),
                 Arm(Timer::Failover, S(10)),
-                Watch(super::Watch::Fast),
+                watch(Watch::Fast),
             ],
             failover_held,
         ),
         row(
             "down applied but still master: keep waiting",
             MASTER_STOPPING,
-            applied(Level::Down),
+            applied(Level::Down, 3),
             vec![],
             failover_held,
         ),
         row(
             "BACKUP after down: move confirmed, stop the proxy",
-            &with(MASTER_STOPPING, &[applied(Level::Down)]),
+            &with(MASTER_STOPPING, &[applied(Level::Down, 3)]),
             Event::Role(Role::Backup),
             stop_actions(vec![
-                Note(self::Note::MoveConfirmed),
+                note(Note::MoveConfirmed),
                 Disarm(Timer::Failover),
-                Watch(super::Watch::Idle),
+                watch(Watch::Idle),
             ]),
             draining,
         ),
@@ -270,9 +293,9 @@ fn rules() {
             MASTER_STOPPING,
             Event::Deadline(Timer::Failover),
             stop_actions(vec![
-                Note(self::Note::MoveTimedOut),
+                note(Note::MoveTimedOut),
                 Disarm(Timer::Failover),
-                Watch(super::Watch::Idle),
+                watch(Watch::Idle),
             ]),
             draining,
         ),
@@ -280,34 +303,22 @@ fn rules() {
             "second stop signal skips the wait",
             MASTER_STOPPING,
             Event::Signal(SIGINT),
-            stop_actions(vec![Note(self::Note::WaitSkipped)]),
+            stop_actions(vec![note(Note::WaitSkipped)]),
             draining,
         ),
         row(
             "third stop signal kills at once",
             &with(MASTER_STOPPING, &[Event::Signal(SIGTERM)]),
             Event::Signal(SIGTERM),
-            vec![
-                Note(self::Note::KillRequested),
-                Disarm(Timer::Failover),
-                Disarm(Timer::Settle),
-                Disarm(Timer::StopTimeout),
-                KillProxy,
-            ],
-            Phase::Stopping(Step::Killed),
+            kill_actions(Note::KillRequested),
+            killed,
         ),
         row(
             "stop_timeout passes: SIGKILL",
             &with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
             Event::Deadline(Timer::StopTimeout),
-            vec![
-                Note(self::Note::StopTimedOut),
-                Disarm(Timer::Failover),
-                Disarm(Timer::Settle),
-                Disarm(Timer::StopTimeout),
-                KillProxy,
-            ],
-            Phase::Stopping(Step::Killed),
+            kill_actions(Note::StopTimedOut),
+            killed,
         ),
         row(
             "proxy exit after the stop signal: exit with its status",
@@ -320,7 +331,7 @@ fn rules() {
             "stop before spawn is held, not lost",
             &[],
             Event::Signal(SIGTERM),
-            vec![Note(self::Note::StopDeferred)],
+            vec![note(Note::StopDeferred)],
             Phase::Starting,
         ),
         // Crash.
@@ -331,7 +342,7 @@ fn rules() {
             vec![
                 Disarm(Timer::HealthGate),
                 Disarm(Timer::BackoffReset),
-                SetLevel(Level::Down),
+                set(Level::Down, 3),
                 Arm(Timer::Failover, S(10)),
             ],
             Phase::Exiting { code: 3 },
@@ -339,7 +350,7 @@ fn rules() {
         row(
             "crash exit waits for down",
             &with(HEALTHY, &[Event::ProxyExited(ProcessEnd::Exited(3))]),
-            applied(Level::Down),
+            applied(Level::Down, 3),
             vec![Exit(3)],
             Phase::Done,
         ),
@@ -357,14 +368,13 @@ fn rules() {
     ];
     for Row {
         name,
-        policy,
         setup,
         event,
         actions,
         phase,
     } in rows
     {
-        let mut m = after(policy, &setup);
+        let mut m = after(policy(), &setup);
         let got = m.handle(event);
         assert_eq!(got, actions, "{name}: actions");
         assert_eq!(m.phase(), phase, "{name}: phase");
@@ -400,7 +410,7 @@ fn settle_waits_before_the_stop_signal() {
     p.settle = S(2);
     let mut m = after(
         p,
-        &with(HEALTHY, &[Event::Signal(SIGTERM), applied(Level::Down)]),
+        &with(HEALTHY, &[Event::Signal(SIGTERM), applied(Level::Down, 3)]),
     );
     // The role was unknown at the stop, which counts as "may hold the IP".
     let got = m.handle(Event::Role(Role::Backup));
@@ -430,17 +440,51 @@ fn not_master_does_not_wait_for_a_move() {
         !got.iter().any(|a| matches!(a, Action::StopProxy(_))),
         "{got:?}"
     );
-    let got = m.handle(applied(Level::Down));
+    let got = m.handle(applied(Level::Down, 3));
     assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+}
+
+/// Regression: a stop arrived while `up` (request 2) was still being
+/// applied, and the `down` of start-up (request 1) was taken for the stop's
+/// `down`: the proxy was stopped before the demote ran.
+#[test]
+fn a_stop_during_promotion_waits_for_its_own_demote() {
+    let mut m = after(
+        policy(),
+        &[
+            DOWN1,
+            Event::Spawned,
+            Event::Deadline(Timer::HealthGate),
+            Event::Role(Role::Backup),
+        ],
+    );
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert!(got.contains(&set(Level::Down, 3)), "{got:?}");
+    assert!(
+        !got.iter().any(|a| matches!(a, Action::StopProxy(_))),
+        "stopped before demoting: {got:?}"
+    );
+    // The late answer to the promotion says nothing about the demotion.
+    assert_eq!(m.handle(UP2), vec![]);
+    assert!(
+        m.handle(applied(Level::Down, 3))
+            .contains(&Action::StopProxy(SIGTERM))
+    );
 }
 
 #[test]
 fn deferred_stop_is_delivered_once_spawned() {
-    let mut m = after(policy(), &[Event::Signal(SIGTERM), applied(Level::Down)]);
+    let mut m = after(policy(), &[Event::Signal(SIGTERM), DOWN1]);
     let got = m.handle(Event::Spawned);
     assert!(
-        got.contains(&Action::SetLevel(Level::Down))
-            || got.iter().all(|a| *a != Action::SetLevel(Level::Up))
+        !got.iter().any(|a| matches!(
+            a,
+            Action::SetLevel {
+                level: Level::Up,
+                ..
+            }
+        )),
+        "{got:?}"
     );
     assert_eq!(m.phase(), Phase::Stopping(Step::Failover { held: true }));
     let got = m.handle(Event::Role(Role::Backup));
@@ -455,8 +499,9 @@ fn restart_backs_off_and_resets() {
     let mut delays = Vec::new();
     for _ in 0..7 {
         let got = m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
+        let down = seq_of(&got);
         assert!(
-            got.contains(&Action::SetLevel(Level::Down)),
+            got.contains(&set(Level::Down, down)),
             "down before restart: {got:?}"
         );
         let delay = got.iter().find_map(|a| match a {
@@ -464,14 +509,14 @@ fn restart_backs_off_and_resets() {
             _ => None,
         });
         delays.push(delay.expect("restart armed"));
-        m.handle(applied(Level::Down));
+        m.handle(applied(Level::Down, down));
         assert_eq!(
             m.handle(Event::Deadline(Timer::Restart)),
             vec![Action::Spawn]
         );
         m.handle(Event::Spawned);
-        m.handle(Event::Deadline(Timer::HealthGate));
-        m.handle(applied(Level::Up));
+        let up = seq_of(&m.handle(Event::Deadline(Timer::HealthGate)));
+        m.handle(applied(Level::Up, up));
     }
     assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30].map(S));
     m.handle(Event::Deadline(Timer::BackoffReset));
@@ -514,11 +559,7 @@ fn exit_code_map_applies_to_the_proxy_status() {
         p,
         &with(
             RUNNING,
-            &[
-                Event::Role(Role::Backup),
-                Event::Signal(SIGTERM),
-                applied(Level::Down),
-            ],
+            &[Event::Role(Role::Backup), Event::Signal(SIGTERM)],
         ),
     );
     assert_eq!(
@@ -536,7 +577,9 @@ fn exit_code_map_applies_to_the_proxy_status() {
 struct World {
     alive: bool,
     spawn_pending: bool,
-    requested: Option<Level>,
+    /// Every level request so far, and whether it was answered.
+    requests: Vec<(Level, u64, bool)>,
+    /// The level confirmed for the newest request.
     applied: Option<Level>,
     stop_seen: bool,
     exited: bool,
@@ -544,6 +587,10 @@ struct World {
 }
 
 impl World {
+    fn latest(&self) -> Option<(Level, u64)> {
+        self.requests.last().map(|(l, s, _)| (*l, *s))
+    }
+
     fn before(&mut self, event: Event) {
         match event {
             Event::Spawned => {
@@ -552,7 +599,16 @@ impl World {
             }
             Event::SpawnFailed { .. } => self.spawn_pending = false,
             Event::ProxyExited(_) => self.alive = false,
-            Event::LevelApplied { level, .. } => self.applied = Some(level),
+            Event::LevelApplied { level, seq, .. } => {
+                for r in &mut self.requests {
+                    if r.1 == seq {
+                        r.2 = true;
+                    }
+                }
+                if self.latest().map(|(_, s)| s) == Some(seq) {
+                    self.applied = Some(level);
+                }
+            }
             Event::Signal(s) if s == SIGTERM || s == SIGINT => self.stop_seen = true,
             Event::Deadline(t) => self.timers.retain(|x| *x != t),
             _ => {}
@@ -573,8 +629,9 @@ impl World {
                     !self.alive && !self.spawn_pending,
                     "{context}: second proxy"
                 );
+                let latest = self.latest().map(|(l, _)| l);
                 assert_eq!(
-                    self.requested,
+                    latest,
                     Some(Level::Down),
                     "{context}: spawn while not requesting down"
                 );
@@ -591,7 +648,7 @@ impl World {
                     "{context}: signalling a proxy that is not running"
                 );
             }
-            Action::SetLevel(level) => {
+            Action::SetLevel { level, seq } => {
                 assert!(
                     !(self.stop_seen && *level == Level::Up),
                     "{context}: promoted after a stop signal"
@@ -600,7 +657,12 @@ impl World {
                     *level != Level::Up || self.alive,
                     "{context}: promoted without a proxy"
                 );
-                self.requested = Some(*level);
+                assert!(
+                    self.latest().is_none_or(|(_, s)| *seq > s),
+                    "{context}: request numbers must grow"
+                );
+                self.requests.push((*level, *seq, false));
+                self.applied = None;
             }
             Action::Arm(t, _) => {
                 self.timers.retain(|x| x != t);
@@ -612,7 +674,9 @@ impl World {
     }
 }
 
-fn all_events() -> Vec<Event> {
+/// Every event the world could produce now: the fixed ones, and an answer
+/// (success or failure) to any request not answered yet, old ones included.
+fn all_events(world: &World) -> Vec<Event> {
     let mut v = vec![
         Event::Spawned,
         Event::SpawnFailed { code: 127 },
@@ -623,9 +687,19 @@ fn all_events() -> Vec<Event> {
     ];
     v.extend([SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGKILL].map(Event::Signal));
     v.extend([Role::Master, Role::Backup, Role::Fault, Role::Unknown].map(Event::Role));
-    for level in [Level::Up, Level::Standby, Level::Down] {
-        v.push(Event::LevelApplied { level, ok: true });
-        v.push(Event::LevelApplied { level, ok: false });
+    for &(level, seq, answered) in &world.requests {
+        if !answered {
+            v.push(Event::LevelApplied {
+                level,
+                ok: true,
+                seq,
+            });
+            v.push(Event::LevelApplied {
+                level,
+                ok: false,
+                seq,
+            });
+        }
     }
     v.extend(
         [
@@ -638,6 +712,7 @@ fn all_events() -> Vec<Event> {
         ]
         .map(Event::Deadline),
     );
+    v.retain(|e| possible(world, *e));
     v
 }
 
@@ -647,10 +722,20 @@ fn possible(world: &World, event: Event) -> bool {
     match event {
         Event::Spawned | Event::SpawnFailed { .. } => world.spawn_pending,
         Event::ProxyExited(_) => world.alive,
-        Event::LevelApplied { level, .. } => world.requested == Some(level),
+        Event::LevelApplied { level, seq, .. } => world.requests.contains(&(level, seq, false)),
         Event::Deadline(t) => world.timers.contains(&t),
         _ => true,
     }
+}
+
+fn step(m: &mut Machine, world: &mut World, event: Event, context: &str) -> Vec<Action> {
+    world.before(event);
+    let context = format!("{context} {event:?} in {:?}", m.phase());
+    let actions = m.handle(event);
+    for a in &actions {
+        world.after(a, &context);
+    }
+    actions
 }
 
 /// Replays `events` (skipping impossible ones) from a fresh start, checking
@@ -662,13 +747,8 @@ fn replay(policy: Policy, events: &[Event]) -> (Machine, World) {
         world.after(&a, "start");
     }
     for (i, e) in events.iter().enumerate() {
-        if world.exited || !possible(&world, *e) {
-            continue;
-        }
-        world.before(*e);
-        let context = format!("step {i} {e:?} in {:?}", m.phase());
-        for a in m.handle(*e) {
-            world.after(&a, &context);
+        if !world.exited && possible(&world, *e) {
+            step(&mut m, &mut world, *e, &format!("step {i}"));
         }
     }
     (m, world)
@@ -679,12 +759,23 @@ fn setups() -> Vec<(&'static str, Vec<Event>)> {
         ("starting", vec![]),
         ("spawning", SPAWNING.to_vec()),
         ("running", RUNNING.to_vec()),
+        (
+            "promoting",
+            with(RUNNING, &[Event::Deadline(Timer::HealthGate)]),
+        ),
         ("healthy", HEALTHY.to_vec()),
         (
             "restarting",
             with(RUNNING, &[Event::ProxyExited(ProcessEnd::Exited(1))]),
         ),
         ("failover wait", MASTER_STOPPING.to_vec()),
+        (
+            "settle",
+            with(
+                MASTER_STOPPING,
+                &[applied(Level::Down, 3), Event::Role(Role::Backup)],
+            ),
+        ),
         (
             "draining",
             with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
@@ -701,34 +792,39 @@ fn setups() -> Vec<(&'static str, Vec<Event>)> {
             with(HEALTHY, &[Event::ProxyExited(ProcessEnd::Exited(2))]),
         ),
         ("deferred stop", vec![Event::Signal(SIGTERM)]),
+        (
+            "done",
+            with(RUNNING, &[Event::ProxyExited(ProcessEnd::Exited(0))]),
+        ),
     ]
 }
 
 #[test]
 fn every_phase_times_every_event_keeps_the_invariants() {
-    let mut restart = policy();
-    restart.restart = RestartPolicy::Always;
     let mut checked = 0;
-    for p in [policy(), restart] {
-        for (name, setup) in setups() {
-            for event in all_events() {
-                let (_, world) = replay(p.clone(), &setup);
-                if !possible(&world, event) {
-                    continue;
+    for restart in [RestartPolicy::Never, RestartPolicy::Always] {
+        for settle in [Duration::ZERO, S(1)] {
+            let p = Policy {
+                settle,
+                restart,
+                ..policy()
+            };
+            for (name, setup) in setups() {
+                let (m, world) = replay(p.clone(), &setup);
+                for event in all_events(&world) {
+                    let (mut m, mut world) = (m.clone(), world.clone());
+                    step(&mut m, &mut world, event, name);
+                    checked += 1;
                 }
-                let mut events = setup.clone();
-                events.push(event);
-                let _ = replay(p.clone(), &events);
-                checked += 1;
-                let _ = name;
             }
         }
     }
-    assert!(checked > 250, "only {checked} combinations were possible");
+    assert!(checked > 500, "only {checked} combinations were possible");
 }
 
 /// Deterministic xorshift, so a failure reproduces.
 struct Rng(u64);
+
 impl Rng {
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         self.0 ^= self.0 << 13;
@@ -738,61 +834,75 @@ impl Rng {
     }
 }
 
+/// What the world owes once a stop is under way: a deadline, the answer to
+/// the newest request, the spawn's outcome, or the exit of a killed proxy.
+fn owed(m: &Machine, world: &World) -> Option<Event> {
+    if let Some(t) = world.timers.first() {
+        return Some(Event::Deadline(*t));
+    }
+    if let Some(&(level, seq, false)) = world.requests.last() {
+        return Some(Event::LevelApplied {
+            level,
+            ok: true,
+            seq,
+        });
+    }
+    if world.spawn_pending {
+        return Some(Event::Spawned);
+    }
+    // Killed earlier in the walk: SIGKILL always ends it.
+    (world.alive && m.phase() == Phase::Stopping(Step::Killed))
+        .then_some(Event::ProxyExited(ProcessEnd::Signaled(9)))
+}
+
 #[test]
 fn random_walks_keep_the_invariants_and_always_end_after_a_stop() {
-    let events = all_events();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for walk in 0..3000 {
-        let mut p = policy();
-        p.restart = [
+        let restart = [
             RestartPolicy::Never,
             RestartPolicy::OnFailure,
             RestartPolicy::Always,
         ][walk % 3];
-        p.settle = if walk % 2 == 0 { Duration::ZERO } else { S(1) };
-        let script: Vec<Event> = (0..40).map(|_| rng.pick(&events)).collect();
-        let (mut m, mut world) = replay(p, &script);
-        if world.exited {
-            continue;
-        }
-        // Liveness: after a stop signal, delivering only what the world owes
-        // (applied levels, deadlines, the proxy's exit once signalled) ends
-        // in Exit within a bounded number of steps.
-        let mut owed: Vec<Event> = vec![Event::Signal(SIGTERM)];
-        for step in 0..50 {
-            let Some(event) = owed.pop() else {
-                let next = world
-                    .timers
-                    .first()
-                    .copied()
-                    .map(Event::Deadline)
-                    .or_else(|| {
-                        world
-                            .requested
-                            .filter(|r| world.applied != Some(*r))
-                            .map(|level| Event::LevelApplied { level, ok: true })
-                    });
-                match next {
-                    Some(e) => owed.push(e),
-                    None if world.spawn_pending => owed.push(Event::Spawned),
-                    // Killed earlier in the walk: SIGKILL always ends it.
-                    None if world.alive && m.phase() == Phase::Stopping(Step::Killed) => {
-                        owed.push(Event::ProxyExited(ProcessEnd::Signaled(9)));
-                    }
-                    None => panic!("walk {walk}: stuck in {:?} with {world:?}", m.phase()),
-                }
-                continue;
-            };
-            world.before(event);
-            let context = format!("walk {walk} liveness step {step} {event:?}");
-            for a in m.handle(event) {
-                if matches!(a, Action::StopProxy(_) | Action::KillProxy) && world.alive {
-                    owed.insert(0, Event::ProxyExited(ProcessEnd::Signaled(15)));
-                }
-                world.after(&a, &context);
-            }
+        let settle = if walk % 2 == 0 { Duration::ZERO } else { S(1) };
+        let (mut m, mut world) = replay(
+            Policy {
+                settle,
+                restart,
+                ..policy()
+            },
+            &[],
+        );
+        for i in 0..40 {
             if world.exited {
                 break;
+            }
+            let event = rng.pick(&all_events(&world));
+            step(&mut m, &mut world, event, &format!("walk {walk} step {i}"));
+        }
+        // Liveness: after a stop signal, delivering only what the world owes
+        // ends in Exit within a bounded number of steps.
+        let mut next = Some(Event::Signal(SIGTERM));
+        for i in 0..50 {
+            if world.exited {
+                break;
+            }
+            let event = next.take().or_else(|| owed(&m, &world));
+            let Some(event) = event else {
+                panic!("walk {walk}: stuck in {:?} with {world:?}", m.phase())
+            };
+            let actions = step(
+                &mut m,
+                &mut world,
+                event,
+                &format!("walk {walk} liveness {i}"),
+            );
+            if world.alive
+                && actions
+                    .iter()
+                    .any(|a| matches!(a, Action::StopProxy(_) | Action::KillProxy))
+            {
+                next = Some(Event::ProxyExited(ProcessEnd::Signaled(15)));
             }
         }
         assert!(

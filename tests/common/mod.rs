@@ -89,6 +89,7 @@ impl Lab {
         Handoff::spawn(cmd, self.path("handoff.stderr"))
     }
 
+    #[allow(clippy::unused_self)] // a method so every test reads lab.handoff_command(...)
     pub fn handoff_command(&self, config: Option<&Path>) -> Command {
         let mut cmd = Command::new(HANDOFF);
         cmd.env_remove("HANDOFF_CONFIG")
@@ -259,7 +260,7 @@ pub fn alive(pid: i32) -> bool {
         .ok()
         .and_then(|s| {
             s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().chars().next() != Some('Z'))
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
 }
