@@ -121,7 +121,7 @@ impl Supervisor {
                 Action::Spawn => pending.push_back(self.spawn(proxy)),
                 Action::Forward { received, send } => {
                     if let Some(p) = proxy.as_ref() {
-                        self.send(p, send, received, "forwarded signal");
+                        self.send(p, send, Some(received), "forwarded signal");
                     }
                 }
                 Action::Dropped { signal, reason } => {
@@ -129,12 +129,12 @@ impl Supervisor {
                 }
                 Action::StopProxy(signal) => {
                     if let Some(p) = proxy.as_ref() {
-                        self.send(p, signal, signal, "stopping proxy");
+                        self.send(p, signal, None, "stopping proxy");
                     }
                 }
                 Action::KillProxy => {
                     if let Some(p) = proxy.as_ref() {
-                        self.send(p, Signal::SIGKILL, Signal::SIGKILL, "killing proxy");
+                        self.send(p, Signal::SIGKILL, None, "killing proxy");
                     }
                 }
                 Action::Arm(timer, after) => {
@@ -173,12 +173,13 @@ impl Supervisor {
         }
     }
 
-    fn send(&self, proxy: &Proxy, signal: Signal, received: Signal, what: &'static str) {
+    /// Signals the proxy and logs it; `received` is what handoff got, for forwards.
+    fn send(&self, proxy: &Proxy, signal: Signal, received: Option<Signal>, what: &'static str) {
         let pid = proxy.pid().as_raw();
         match proxy.signal(&self.children, signal) {
             Ok(true) => tracing::info!(
                 signal = signal.as_str(),
-                received = received.as_str(),
+                received = received.map(Signal::as_str),
                 pid,
                 "{what}"
             ),

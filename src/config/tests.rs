@@ -270,3 +270,18 @@ fn missing_default_file_means_defaults_but_a_named_one_is_an_error() {
     let err = load(&Location::Explicit(missing)).unwrap_err().to_string();
     assert!(err.contains("nope.toml: cannot read config"), "{err}");
 }
+
+#[test]
+fn the_shipped_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load(&Location::Explicit(path.clone()))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "no configs found in {}", dir.display());
+}
