@@ -7,13 +7,14 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
+use toml::Spanned;
 
 use crate::{
     Error,
     check::{self, KillBudget},
     config::{self, Argv, BackendKind, Location},
     exit,
-    failover::{CommandBackend, Failover, NoneBackend, spawn_worker},
+    failover::{CommandBackend, NoneBackend},
     logging,
     machine::{Machine, Policy},
     platform,
@@ -181,16 +182,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         what: "reading signals",
         source,
     })?;
-    let policy = Policy {
-        reload: config.proxy.reload(),
-        stop_signal: config.proxy.stop_signal(),
-        stop_timeout: config.proxy.stop_timeout,
-        failover_timeout: config.failover.failover_timeout,
-        settle: config.failover.settle,
-        restart: config.proxy.restart,
-        startup_gate: STARTUP_GATE,
-        exit_code_map: config.proxy.exit_code_map.clone(),
-    };
+    let policy = policy(&config);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         backend = backend.name(),
@@ -201,64 +193,35 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     );
     // The supervisor runs on this (main) thread: it forks the proxy, and
     // Linux's PDEATHSIG fires when the forking *thread* exits.
-    let code = runtime.block_on(async {
-        let (event_tx, event_rx) = mpsc::channel(64);
-        match config
-            .failover
-            .command
-            .as_ref()
-            .map(|c| c.get_ref().clone())
-        {
-            Some(command) if backend == BackendKind::Command => {
-                supervise(
-                    CommandBackend::new(command, children.clone()),
-                    event_tx,
-                    event_rx,
-                    signal_rx,
-                    &config,
-                    argv,
-                    policy,
-                    &children,
-                )
-                .await
-            }
-            _ => {
-                supervise(
-                    NoneBackend,
-                    event_tx,
-                    event_rx,
-                    signal_rx,
-                    &config,
-                    argv,
-                    policy,
-                    &children,
-                )
-                .await
-            }
-        }
-    });
-    Ok(code)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn supervise<F: Failover>(
-    backend: F,
-    event_tx: mpsc::Sender<crate::machine::Event>,
-    events: mpsc::Receiver<crate::machine::Event>,
-    signals: mpsc::Receiver<platform::Received>,
-    config: &config::Config,
-    argv: Argv,
-    policy: Policy,
-    children: &Children,
-) -> u8 {
     let supervisor = Supervisor {
         machine: Machine::new(policy),
         argv,
         group: config.proxy.process_group,
         children: children.clone(),
-        backend: spawn_worker(backend, event_tx),
-        signals,
-        events,
+        signals: signal_rx,
     };
-    supervisor.run().await
+    let command = config.failover.command.map(Spanned::into_inner);
+    let code = runtime.block_on(async move {
+        match (backend, command) {
+            (BackendKind::Command, Some(command)) => {
+                supervisor.run(CommandBackend::new(command, children)).await
+            }
+            _ => supervisor.run(NoneBackend).await,
+        }
+    });
+    Ok(code)
+}
+
+/// The decisions' inputs, taken from the config (presets applied).
+fn policy(config: &config::Config) -> Policy {
+    Policy {
+        reload: config.proxy.reload(),
+        stop_signal: config.proxy.stop_signal(),
+        stop_timeout: config.proxy.stop_timeout,
+        failover_timeout: config.failover.failover_timeout,
+        settle: config.failover.settle,
+        restart: config.proxy.restart,
+        startup_gate: STARTUP_GATE,
+        exit_code_map: config.proxy.exit_code_map.clone(),
+    }
 }

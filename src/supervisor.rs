@@ -13,14 +13,14 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     config::{Argv, ProcessGroup},
-    failover::BackendHandle,
+    failover::{BackendHandle, Failover, spawn_worker},
     machine::{Action, Event, Machine, Timer},
     platform::Received,
     process::{Children, ProcessEnd},
     proxy::Proxy,
 };
 
-/// Everything the loop needs, built by `crate::cli`.
+/// Everything the loop needs except the backend, built by `crate::cli`.
 #[derive(Debug)]
 pub struct Supervisor {
     /// The decisions.
@@ -31,12 +31,16 @@ pub struct Supervisor {
     pub group: ProcessGroup,
     /// The child registry shared with the reaper.
     pub children: Children,
-    /// The backend worker.
-    pub backend: BackendHandle,
     /// Signals from the reader thread.
     pub signals: mpsc::Receiver<Received>,
-    /// Events from the backend worker.
-    pub events: mpsc::Receiver<Event>,
+}
+
+/// The running loop: the supervisor plus its backend worker.
+#[derive(Debug)]
+struct Dispatcher {
+    parts: Supervisor,
+    backend: BackendHandle,
+    events: mpsc::Receiver<Event>,
 }
 
 /// Armed timers; arming one again moves its deadline.
@@ -53,12 +57,27 @@ impl Timers {
 }
 
 impl Supervisor {
-    /// Runs until the machine says exit; returns the exit status.
-    pub async fn run(mut self) -> u8 {
+    /// Starts the worker that owns `backend`, then runs the loop until the
+    /// machine says exit; returns the exit status.
+    pub async fn run<F: Failover>(self, backend: F) -> u8 {
+        let (event_tx, events) = mpsc::channel(64);
+        let backend = spawn_worker(backend, event_tx);
+        Dispatcher {
+            parts: self,
+            backend,
+            events,
+        }
+        .run()
+        .await
+    }
+}
+
+impl Dispatcher {
+    async fn run(mut self) -> u8 {
         let mut proxy: Option<Proxy> = None;
         let mut timers = Timers::default();
         let mut pending = VecDeque::new();
-        let start = self.machine.start();
+        let start = self.parts.machine.start();
         if let Some(code) = self.execute(start, &mut proxy, &mut timers, &mut pending) {
             return code;
         }
@@ -67,9 +86,9 @@ impl Supervisor {
                 Some(event) => event,
                 None => self.next_event(&mut proxy, &mut timers).await,
             };
-            let before = self.machine.phase();
-            let actions = self.machine.handle(event);
-            let after = self.machine.phase();
+            let before = self.parts.machine.phase();
+            let actions = self.parts.machine.handle(event);
+            let after = self.parts.machine.phase();
             if before != after {
                 tracing::info!(from = ?before, to = ?after, "phase");
             }
@@ -84,14 +103,14 @@ impl Supervisor {
         let sleep = tokio::time::sleep_until(next_timer.map_or_else(far_future, |(_, at)| at));
         tokio::select! {
             biased;
-            Some(received) = self.signals.recv() => {
+            Some(received) = self.parts.signals.recv() => {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
                 Event::Signal(received.signal)
             }
             end = wait_exit(proxy.as_mut()) => {
                 if let Some(dead) = proxy.take() {
                     tracing::info!(pid = dead.pid().as_raw(), status = %end, "proxy exited");
-                    dead.clean_up(&self.children).await;
+                    dead.clean_up(&self.parts.children).await;
                 }
                 Event::ProxyExited(end)
             }
@@ -150,7 +169,7 @@ impl Supervisor {
                         proxy.is_none(),
                         "INVARIANT: the machine exits only after the proxy did"
                     );
-                    tracing::info!(code, restarts = self.machine.restarts(), "exiting");
+                    tracing::info!(code, restarts = self.parts.machine.restarts(), "exiting");
                     return Some(code);
                 }
             }
@@ -159,9 +178,9 @@ impl Supervisor {
     }
 
     fn spawn(&self, proxy: &mut Option<Proxy>) -> Event {
-        match Proxy::spawn(&self.children, &self.argv, self.group) {
+        match Proxy::spawn(&self.parts.children, &self.parts.argv, self.parts.group) {
             Ok(spawned) => {
-                tracing::info!(pid = spawned.pid().as_raw(), command = %self.argv, "proxy started");
+                tracing::info!(pid = spawned.pid().as_raw(), command = %self.parts.argv, "proxy started");
                 *proxy = Some(spawned);
                 Event::Spawned
             }
@@ -176,7 +195,7 @@ impl Supervisor {
     /// Signals the proxy and logs it; `received` is what handoff got, for forwards.
     fn send(&self, proxy: &Proxy, signal: Signal, received: Option<Signal>, what: &'static str) {
         let pid = proxy.pid().as_raw();
-        match proxy.signal(&self.children, signal) {
+        match proxy.signal(&self.parts.children, signal) {
             Ok(true) => tracing::info!(
                 signal = signal.as_str(),
                 received = received.map(Signal::as_str),
