@@ -163,13 +163,19 @@ impl Dispatcher {
                     timers.0.remove(&timer);
                 }
                 Action::Watch(watch) => self.backend.watch(watch),
-                Action::Note(note) => tracing::info!(?note, "decision"),
+                Action::Note(note) => tracing::info!(decision = ?note, "{note}"),
                 Action::Exit(code) => {
                     debug_assert!(
                         proxy.is_none(),
                         "INVARIANT: the machine exits only after the proxy did"
                     );
-                    tracing::info!(code, restarts = self.parts.machine.restarts(), "exiting");
+                    tracing::info!(
+                        code,
+                        restarts = self.parts.machine.restarts(),
+                        backend_failures = self.backend.failures(),
+                        orphans_reaped = self.parts.children.orphans_reaped(),
+                        "exiting"
+                    );
                     return Some(code);
                 }
             }

@@ -89,7 +89,7 @@ fn restart_on_failure_restarts_then_stop_ends_it() {
     );
     // First start, crash, restart after the 1 s backoff.
     lab.wait_for_count("start", 2);
-    h.wait_log("Restarting");
+    h.wait_log("decision=Restarting");
     h.signal(nix::sys::signal::Signal::SIGTERM);
     let code = h.code(SOON);
     assert!(code == 0 || code == 3, "exit {code}; log:\n{}", h.log());

@@ -41,7 +41,7 @@ fn demote_comes_before_the_stop_signal_and_backup_skips_the_wait() {
         "{:#?}",
         lab.whats()
     );
-    assert!(h.log().contains("NotMaster"), "{}", h.log());
+    assert!(h.log().contains("decision=NotMaster"), "{}", h.log());
     assert!(
         stop_took < Duration::from_secs(10),
         "the wait was not skipped: {stop_took:?}"
@@ -70,7 +70,7 @@ fn master_waits_until_the_state_says_backup() {
     // The peer takes over: the state command now says BACKUP.
     std::fs::write(lab.path("state"), "BACKUP\n").unwrap();
     assert_eq!(h.code(SOON), 0, "{}", h.log());
-    assert!(h.log().contains("MoveConfirmed"), "{}", h.log());
+    assert!(h.log().contains("decision=MoveConfirmed"), "{}", h.log());
     assert!(last_pos(&lab, "demote") < pos(&lab, "signal SIGTERM"));
 }
 
@@ -99,7 +99,7 @@ fn the_wait_ends_at_failover_timeout() {
         "stopped {} ms after demote",
         (stop - demote) / 1_000_000
     );
-    assert!(h.log().contains("MoveTimedOut"));
+    assert!(h.log().contains("decision=MoveTimedOut"));
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn second_stop_signal_skips_the_wait() {
     lab.wait_for_count("demote", 2);
     h.signal(SIGINT);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
-    assert!(h.log().contains("WaitSkipped"), "{}", h.log());
+    assert!(h.log().contains("decision=WaitSkipped"), "{}", h.log());
     assert!(last_pos(&lab, "demote") < pos(&lab, "signal SIGTERM"));
 }
 
@@ -126,7 +126,7 @@ fn a_proxy_that_ignores_its_stop_signal_is_killed_after_stop_timeout() {
     assert_eq!(h.code(SOON), 137, "{}", h.log());
     assert_eq!(lab.count("signal SIGTERM"), 1);
     assert_eq!(lab.count("exit"), 0, "it never exited by itself");
-    assert!(h.log().contains("StopTimedOut"), "{}", h.log());
+    assert!(h.log().contains("decision=StopTimedOut"), "{}", h.log());
 }
 
 #[test]
@@ -138,10 +138,10 @@ fn the_third_stop_signal_kills_at_once() {
     h.signal(SIGTERM);
     lab.wait_for("signal SIGTERM");
     h.signal(SIGTERM);
-    h.wait_log("AlreadyStopping");
+    h.wait_log("decision=AlreadyStopping");
     h.signal(SIGINT);
     assert_eq!(h.code(SOON), 137, "{}", h.log());
-    assert!(h.log().contains("KillRequested"), "{}", h.log());
+    assert!(h.log().contains("decision=KillRequested"), "{}", h.log());
 }
 
 #[test]

@@ -188,6 +188,27 @@ pub enum Note {
     AlreadyStopping,
 }
 
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Note::StopDeferred => {
+                "stop received before the proxy started: it is stopped once it exists"
+            }
+            Note::NotMaster => "this node does not hold the floating IP: no wait for a move",
+            Note::MoveConfirmed => "the floating IP moved away",
+            Note::MoveTimedOut => {
+                "failover_timeout passed before the move was confirmed: stopping anyway"
+            }
+            Note::WaitSkipped => "second stop signal: skipping the rest of the failover wait",
+            Note::StopTimedOut => "stop_timeout passed: killing the proxy",
+            Note::KillRequested => "third stop signal: killing the proxy now",
+            Note::Restarting => "restarting the proxy after the backoff",
+            Note::DownUnconfirmed => "exiting before the backend confirmed down",
+            Note::AlreadyStopping => "already stopping; a third stop signal kills the proxy",
+        })
+    }
+}
+
 /// Where in the lifecycle handoff is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
