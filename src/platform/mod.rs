@@ -2,17 +2,21 @@
 //!
 //! Owns: the child subreaper and parent-death signal (Linux), finding our
 //! adopted children, reading blocked signals with the sender's pid where the
-//! OS gives it, and per-OS default paths. Everything above this module is
-//! portable and never uses `cfg(target_os)`.
+//! OS gives it, resetting real-time signals, and per-OS default paths.
+//! Everything above this module is portable and never uses `cfg(target_os)`.
+//!
+//! `--cfg handoff_portable` builds the non-Linux module on Linux, so that
+//! `scripts/test` can type-check and lint the OpenBSD path here, where
+//! OpenBSD itself cannot be built or run.
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(handoff_portable)))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(handoff_portable)))]
 pub use linux::*;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", not(handoff_portable))))]
 mod bsd;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", not(handoff_portable))))]
 pub use bsd::*;
 
 /// One signal taken from the pending set.
