@@ -186,3 +186,20 @@ fn a_crash_demotes_before_exit() {
         lab.whats()
     );
 }
+
+#[test]
+fn start_up_demotes_before_anything_else() {
+    let lab = Lab::new();
+    let config = lab.config(&lab.command_backend("BACKUP\n", ""));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("promote");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let whats = lab.whats();
+    assert_eq!(whats[0], "demote", "down comes first: {whats:#?}");
+    assert!(pos(&lab, "demote") < pos(&lab, "start"), "{whats:#?}");
+    assert!(
+        pos(&lab, "start") < pos(&lab, "promote"),
+        "promoted only once the proxy ran: {whats:#?}"
+    );
+}

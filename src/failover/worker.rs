@@ -99,10 +99,8 @@ impl<F: Failover> Worker<F> {
     ) {
         let mut answered: Option<u64> = None;
         let mut retry: Option<(Instant, Duration)> = None;
-        // Report the role once at start, so the machine knows it before a stop.
-        if !self.report_role(false).await {
-            return;
-        }
+        // No role query before the first wish: start-up's `down` goes first,
+        // and every applied level is followed by a role report.
         loop {
             let want = *wanted.borrow_and_update();
             let retry_due = retry.is_some_and(|(at, _)| Instant::now() >= at);
