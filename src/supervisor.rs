@@ -35,12 +35,20 @@ pub struct Supervisor {
     pub signals: mpsc::Receiver<Received>,
 }
 
-/// The running loop: the supervisor plus its backend worker.
+/// The running loop: the supervisor plus its backend worker and the state
+/// the actions work on.
 #[derive(Debug)]
 struct Dispatcher {
     parts: Supervisor,
     backend: BackendHandle,
     events: mpsc::Receiver<Event>,
+    proxy: Option<Proxy>,
+    /// A proxy that exited; what it left behind is killed before the next
+    /// spawn or the exit, so that `down` goes out first.
+    dead: Option<Proxy>,
+    timers: Timers,
+    /// Events produced by actions (the spawn's outcome), handled first.
+    pending: VecDeque<Event>,
 }
 
 /// Armed timers; arming one again moves its deadline.
@@ -62,29 +70,29 @@ impl Supervisor {
     pub async fn run<F: Failover>(self, backend: F) -> u8 {
         let (event_tx, events) = mpsc::channel(64);
         let backend = spawn_worker(backend, event_tx);
-        Dispatcher {
+        let dispatcher = Dispatcher {
             parts: self,
             backend,
             events,
-        }
-        .run()
-        .await
+            proxy: None,
+            dead: None,
+            timers: Timers::default(),
+            pending: VecDeque::new(),
+        };
+        dispatcher.run().await
     }
 }
 
 impl Dispatcher {
     async fn run(mut self) -> u8 {
-        let mut proxy: Option<Proxy> = None;
-        let mut timers = Timers::default();
-        let mut pending = VecDeque::new();
         let start = self.parts.machine.start();
-        if let Some(code) = self.execute(start, &mut proxy, &mut timers, &mut pending) {
+        if let Some(code) = self.execute(start).await {
             return code;
         }
         loop {
-            let event = match pending.pop_front() {
+            let event = match self.pending.pop_front() {
                 Some(event) => event,
-                None => self.next_event(&mut proxy, &mut timers).await,
+                None => self.next_event().await,
             };
             let before = self.parts.machine.phase();
             let actions = self.parts.machine.handle(event);
@@ -92,29 +100,37 @@ impl Dispatcher {
             if before != after {
                 tracing::info!(from = ?before, to = ?after, "phase");
             }
-            if let Some(code) = self.execute(actions, &mut proxy, &mut timers, &mut pending) {
+            if let Some(code) = self.execute(actions).await {
                 return code;
             }
         }
     }
 
-    async fn next_event(&mut self, proxy: &mut Option<Proxy>, timers: &mut Timers) -> Event {
+    async fn next_event(&mut self) -> Event {
+        let Dispatcher {
+            parts,
+            events,
+            proxy,
+            dead,
+            timers,
+            ..
+        } = self;
         let next_timer = timers.next();
         let sleep = tokio::time::sleep_until(next_timer.map_or_else(far_future, |(_, at)| at));
         tokio::select! {
             biased;
-            Some(received) = self.parts.signals.recv() => {
+            Some(received) = parts.signals.recv() => {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
                 Event::Signal(received.signal)
             }
             end = wait_exit(proxy.as_mut()) => {
-                if let Some(dead) = proxy.take() {
-                    tracing::info!(pid = dead.pid().as_raw(), status = %end, "proxy exited");
-                    dead.clean_up(&self.parts.children).await;
+                if let Some(exited) = proxy.take() {
+                    tracing::info!(pid = exited.pid().as_raw(), status = %end, "proxy exited");
+                    *dead = Some(exited);
                 }
                 Event::ProxyExited(end)
             }
-            Some(event) = self.events.recv() => event,
+            Some(event) = events.recv() => event,
             () = sleep, if next_timer.is_some() => {
                 let (timer, _) = next_timer.expect("INVARIANT: guarded by next_timer.is_some()");
                 timers.0.remove(&timer);
@@ -123,52 +139,48 @@ impl Dispatcher {
         }
     }
 
+    /// Kills what the last proxy left behind, if it has not been done yet.
+    async fn clean_up_after_dead_proxy(&mut self) {
+        if let Some(dead) = self.dead.take() {
+            dead.clean_up(&self.parts.children).await;
+        }
+    }
+
     /// Carries out `actions` in order; returns the exit status on `Exit`.
-    fn execute(
-        &mut self,
-        actions: Vec<Action>,
-        proxy: &mut Option<Proxy>,
-        timers: &mut Timers,
-        pending: &mut VecDeque<Event>,
-    ) -> Option<u8> {
+    async fn execute(&mut self, actions: Vec<Action>) -> Option<u8> {
         for action in actions {
             match action {
                 Action::SetLevel { level, seq } => {
                     tracing::info!(%level, seq, backend = self.backend.name(), "setting level");
                     self.backend.set_level(level, seq);
                 }
-                Action::Spawn => pending.push_back(self.spawn(proxy)),
+                Action::Spawn => {
+                    self.clean_up_after_dead_proxy().await;
+                    let outcome = self.spawn();
+                    self.pending.push_back(outcome);
+                }
                 Action::Forward { received, send } => {
-                    if let Some(p) = proxy.as_ref() {
-                        self.send(p, send, Some(received), "forwarded signal");
-                    }
+                    self.send(send, Some(received), "forwarded signal");
                 }
                 Action::Dropped { signal, reason } => {
                     tracing::info!(signal = signal.as_str(), ?reason, "signal dropped");
                 }
-                Action::StopProxy(signal) => {
-                    if let Some(p) = proxy.as_ref() {
-                        self.send(p, signal, None, "stopping proxy");
-                    }
-                }
-                Action::KillProxy => {
-                    if let Some(p) = proxy.as_ref() {
-                        self.send(p, Signal::SIGKILL, None, "killing proxy");
-                    }
-                }
+                Action::StopProxy(signal) => self.send(signal, None, "stopping proxy"),
+                Action::KillProxy => self.send(Signal::SIGKILL, None, "killing proxy"),
                 Action::Arm(timer, after) => {
-                    timers.0.insert(timer, Instant::now() + after);
+                    self.timers.0.insert(timer, Instant::now() + after);
                 }
                 Action::Disarm(timer) => {
-                    timers.0.remove(&timer);
+                    self.timers.0.remove(&timer);
                 }
                 Action::Watch(watch) => self.backend.watch(watch),
                 Action::Note(note) => tracing::info!(decision = ?note, "{note}"),
                 Action::Exit(code) => {
                     debug_assert!(
-                        proxy.is_none(),
+                        self.proxy.is_none(),
                         "INVARIANT: the machine exits only after the proxy did"
                     );
+                    self.clean_up_after_dead_proxy().await;
                     tracing::info!(
                         code,
                         restarts = self.parts.machine.restarts(),
@@ -183,11 +195,11 @@ impl Dispatcher {
         None
     }
 
-    fn spawn(&self, proxy: &mut Option<Proxy>) -> Event {
+    fn spawn(&mut self) -> Event {
         match Proxy::spawn(&self.parts.children, &self.parts.argv, self.parts.group) {
             Ok(spawned) => {
                 tracing::info!(pid = spawned.pid().as_raw(), command = %self.parts.argv, "proxy started");
-                *proxy = Some(spawned);
+                self.proxy = Some(spawned);
                 Event::Spawned
             }
             Err(error) => {
@@ -198,8 +210,12 @@ impl Dispatcher {
         }
     }
 
-    /// Signals the proxy and logs it; `received` is what handoff got, for forwards.
-    fn send(&self, proxy: &Proxy, signal: Signal, received: Option<Signal>, what: &'static str) {
+    /// Signals the proxy, if one runs, and logs it; `received` is what
+    /// handoff got, for forwards.
+    fn send(&self, signal: Signal, received: Option<Signal>, what: &'static str) {
+        let Some(proxy) = self.proxy.as_ref() else {
+            return;
+        };
         let pid = proxy.pid().as_raw();
         match proxy.signal(&self.parts.children, signal) {
             Ok(true) => tracing::info!(

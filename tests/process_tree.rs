@@ -164,3 +164,26 @@ fn the_proxy_dies_with_a_killed_handoff() {
         "proxy {pid} outlived handoff"
     );
 }
+
+#[test]
+fn leftovers_of_a_crashed_proxy_are_gone_before_its_restart() {
+    let lab = Lab::new();
+    let config = lab.config("[proxy]\nrestart = \"on-failure\"\n");
+    let mut h = lab.run(
+        Some(&config),
+        &lab.proxy(&["--grandchild", "1h", "--exit-after", "100ms", "--code", "1"]),
+    );
+    let first: i32 = lab.wait_for("grandchild").what["grandchild ".len()..]
+        .parse()
+        .unwrap();
+    // The restart comes after the 1 s backoff; by then the first proxy's
+    // grandchild (which would still hold the proxy's ports) must be gone.
+    lab.wait_for_count("start", 2);
+    assert!(
+        !common::exists(first),
+        "grandchild {first} of the crashed proxy survived into the restart"
+    );
+    h.signal(SIGTERM);
+    let code = h.code(SOON);
+    assert!(code == 0 || code == 1, "{code}: {}", h.log());
+}
