@@ -17,7 +17,8 @@
 //! The code is laid out so that each of those rules has one home:
 //!
 //! * [`signals`]: signals are blocked on the first line of `main` and read by
-//!   one thread, so none is lost and none kills handoff by default action.
+//!   one thread, so from then on none is lost and none kills handoff by its
+//!   default action.
 //! * [`machine`]: every decision, as a pure `Event -> Vec<Action>` function,
 //!   table-tested. The stop sequence is there and nowhere else.
 //! * [`supervisor`]: the one dispatcher loop that feeds the machine and
