@@ -44,7 +44,7 @@ pub struct Cli {
 pub enum Command {
     /// Supervise the proxy (the main mode)
     Run {
-        /// The proxy and its arguments; overrides [proxy] command
+        /// The proxy and its arguments; overrides proxy.command in the config
         #[arg(last = true, value_name = "PROXY [ARGS]...")]
         proxy: Vec<String>,
     },

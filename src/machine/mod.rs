@@ -22,8 +22,8 @@
 //!                                                           Killed    SIGKILL (3rd signal: at once)
 //! ```
 //!
-//! The stop sequence lives in [`Machine::begin_stop`], [`Machine::check_move`],
-//! [`Machine::after_failover`] and [`Machine::send_stop`], in that order.
+//! The stop sequence lives in `Machine::begin_stop`, `Machine::check_move`,
+//! `Machine::after_failover` and `Machine::send_stop`, in that order.
 
 use std::time::Duration;
 

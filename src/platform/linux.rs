@@ -36,8 +36,8 @@ pub fn child_setup(parent: Pid) -> io::Result<()> {
     }
 }
 
-/// The pids whose parent is `parent`, from /proc/<pid>/stat (field 4).
-/// Works without CONFIG_PROC_CHILDREN, unlike /proc/<pid>/task/*/children.
+/// The pids whose parent is `parent`, from `/proc/<pid>/stat` (field 4).
+/// Works without `CONFIG_PROC_CHILDREN`, unlike `/proc/<pid>/task/*/children`.
 pub fn children_of(parent: Pid) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
