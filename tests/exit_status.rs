@@ -62,11 +62,7 @@ fn missing_proxy_exits_127_and_never_promotes() {
         !whats.iter().any(|w| w == "promote"),
         "never promoted: {whats:?}"
     );
-    assert!(
-        h.log().contains("/nonexistent/edge-proxy"),
-        "names the program:\n{}",
-        h.log()
-    );
+    h.assert_logged("/nonexistent/edge-proxy");
 }
 
 #[test]

@@ -96,9 +96,7 @@ fn a_grandchild_is_gone_when_handoff_exits() {
         None,
         &lab.proxy(&["--grandchild", "1h", "--exit-after", "300ms", "--code", "0"]),
     );
-    let grandchild: i32 = lab.wait_for("grandchild").what["grandchild ".len()..]
-        .parse()
-        .unwrap();
+    let grandchild: i32 = lab.logged_pid("grandchild");
     assert!(common::alive(grandchild));
     assert_eq!(h.code(SOON), 0, "{}", h.log());
     // handoff killed and reaped it before exiting: no process, no zombie.
@@ -106,11 +104,7 @@ fn a_grandchild_is_gone_when_handoff_exits() {
         !common::exists(grandchild),
         "grandchild {grandchild} outlived handoff"
     );
-    assert!(
-        h.log().contains("killing leftover process of the proxy"),
-        "{}",
-        h.log()
-    );
+    h.assert_logged("killing leftover process of the proxy");
 }
 
 #[test]
@@ -118,9 +112,7 @@ fn a_grandchild_in_its_own_group_is_gone_too() {
     let lab = Lab::new();
     let config = lab.config("[proxy]\nprocess_group = \"own\"\n");
     let mut h = lab.run(Some(&config), &lab.proxy(&["--grandchild", "1h"]));
-    let grandchild: i32 = lab.wait_for("grandchild").what["grandchild ".len()..]
-        .parse()
-        .unwrap();
+    let grandchild: i32 = lab.logged_pid("grandchild");
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
     assert!(
@@ -133,9 +125,7 @@ fn a_grandchild_in_its_own_group_is_gone_too() {
 fn orphans_are_reaped_while_running() {
     let lab = Lab::new();
     let mut h = lab.run(None, &lab.proxy(&["--orphan", "200ms"]));
-    let orphan: i32 = lab.wait_for("orphan").what["orphan ".len()..]
-        .parse()
-        .unwrap();
+    let orphan: i32 = lab.logged_pid("orphan");
     lab.wait_for("sleeper-exit");
     // Re-parented to handoff (the subreaper) and collected: no zombie left.
     assert!(
@@ -173,9 +163,7 @@ fn leftovers_of_a_crashed_proxy_are_gone_before_its_restart() {
         Some(&config),
         &lab.proxy(&["--grandchild", "1h", "--exit-after", "100ms", "--code", "1"]),
     );
-    let first: i32 = lab.wait_for("grandchild").what["grandchild ".len()..]
-        .parse()
-        .unwrap();
+    let first: i32 = lab.logged_pid("grandchild");
     // The restart comes after the 1 s backoff; by then the first proxy's
     // grandchild (which would still hold the proxy's ports) must be gone.
     lab.wait_for_count("start", 2);

@@ -41,7 +41,7 @@ fn demote_comes_before_the_stop_signal_and_backup_skips_the_wait() {
         "{:#?}",
         lab.whats()
     );
-    assert!(h.log().contains("decision=NotMaster"), "{}", h.log());
+    h.assert_logged("decision=NotMaster");
     assert!(
         stop_took < Duration::from_secs(10),
         "the wait was not skipped: {stop_took:?}"
@@ -70,7 +70,7 @@ fn master_waits_until_the_state_says_backup() {
     // The peer takes over: the state command now says BACKUP.
     std::fs::write(lab.path("state"), "BACKUP\n").unwrap();
     assert_eq!(h.code(SOON), 0, "{}", h.log());
-    assert!(h.log().contains("decision=MoveConfirmed"), "{}", h.log());
+    h.assert_logged("decision=MoveConfirmed");
     assert!(last_pos(&lab, "demote") < pos(&lab, "signal SIGTERM"));
 }
 
@@ -99,7 +99,7 @@ fn the_wait_ends_at_failover_timeout() {
         "stopped {} ms after demote",
         (stop - demote) / 1_000_000
     );
-    assert!(h.log().contains("decision=MoveTimedOut"));
+    h.assert_logged("decision=MoveTimedOut");
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn second_stop_signal_skips_the_wait() {
     lab.wait_for_count("demote", 2);
     h.signal(SIGINT);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
-    assert!(h.log().contains("decision=WaitSkipped"), "{}", h.log());
+    h.assert_logged("decision=WaitSkipped");
     assert!(last_pos(&lab, "demote") < pos(&lab, "signal SIGTERM"));
 }
 
@@ -126,7 +126,7 @@ fn a_proxy_that_ignores_its_stop_signal_is_killed_after_stop_timeout() {
     assert_eq!(h.code(SOON), 137, "{}", h.log());
     assert_eq!(lab.count("signal SIGTERM"), 1);
     assert_eq!(lab.count("exit"), 0, "it never exited by itself");
-    assert!(h.log().contains("decision=StopTimedOut"), "{}", h.log());
+    h.assert_logged("decision=StopTimedOut");
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn the_third_stop_signal_kills_at_once() {
     h.wait_log("decision=AlreadyStopping");
     h.signal(SIGINT);
     assert_eq!(h.code(SOON), 137, "{}", h.log());
-    assert!(h.log().contains("decision=KillRequested"), "{}", h.log());
+    h.assert_logged("decision=KillRequested");
 }
 
 #[test]
@@ -162,11 +162,7 @@ fn a_hanging_backend_does_not_hold_the_stop_past_its_deadlines() {
         "stop took {:?}",
         started.elapsed()
     );
-    assert!(
-        h.log().contains("did not finish within 300ms"),
-        "{}",
-        h.log()
-    );
+    h.assert_logged("did not finish within 300ms");
 }
 
 #[test]

@@ -235,6 +235,16 @@ const REJECTED: &[(&str, &str, &str)] = &[
     ("[log]\nlevel = \"handoff=loud\"\n", "2:9", "log level"),
     ("[log]\nformat = \"xml\"\n", "2:10", "unknown variant"),
     ("[bogus]\n", "1:2", "unknown field `bogus`"),
+    (
+        "[proxy.health]\ntcp = \"x:1\"\ninterval = \"0s\"\n",
+        "1:1",
+        "must be more than 0",
+    ),
+    (
+        "[failover]\nbackend = \"command\"\n[failover.command]\ndemote = [\"a\"]\npromote = [\"b\"]\nstate = [\"c\"]\ntimeout = \"0s\"\n",
+        "3:1",
+        "must be more than 0",
+    ),
     ("[proxy\n", "1:7", ""),
 ];
 

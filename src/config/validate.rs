@@ -1,19 +1,25 @@
 //! Checks across keys, after serde has checked every value where it stands.
 //! Each problem carries the span of the key or section it belongs to.
 
+use std::ops::Range;
+
 use toml::Spanned;
 
-use super::{BackendKind, Config};
+use super::{BackendKind, Config, ControlConfig, FailoverConfig, ProxyConfig};
 
-pub(super) type Problem = (Option<std::ops::Range<usize>>, String);
+pub(super) type Problem = (Option<Range<usize>>, String);
 
 /// Checks across keys; every problem is returned with the span it belongs to.
 pub(super) fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let failover = &config.failover;
-    let backend = failover.backend();
-    let backend_span = failover.backend.as_ref().map(Spanned::span);
+    failover(&config.failover, &mut problems);
+    proxy(&config.proxy, &mut problems);
+    control(&config.control, &mut problems);
+    problems
+}
 
+fn failover(failover: &FailoverConfig, problems: &mut Vec<Problem>) {
+    let backend = failover.backend();
     // A backend section that does not match `backend` is almost always a
     // forgotten `backend = ...`: running with `none` would silently drop the
     // safety the operator configured.
@@ -44,11 +50,20 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     }
     if backend == BackendKind::Command && failover.command.is_none() {
         problems.push((
-            backend_span,
+            failover.backend.as_ref().map(Spanned::span),
             "backend = \"command\" needs a [failover.command] section with demote, promote and state".into(),
         ));
     }
-
+    // Zero is a valid "never wait" for failover_timeout, but a command that
+    // may take no time at all always times out.
+    if let Some(command) = &failover.command
+        && command.get_ref().timeout.is_zero()
+    {
+        problems.push((
+            Some(command.span()),
+            "[failover.command] timeout must be more than 0".into(),
+        ));
+    }
     if let Some(keepalived) = &failover.keepalived {
         let k = keepalived.get_ref();
         if k.standby_value >= 0 || k.down_value >= 0 {
@@ -68,38 +83,44 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
             ));
         }
     }
+}
 
-    if let Some(health) = &config.proxy.health {
-        let h = health.get_ref();
-        let kinds = usize::from(h.http.is_some())
-            + usize::from(h.tcp.is_some())
-            + usize::from(h.exec.is_some());
-        if kinds != 1 {
-            problems.push((
-                Some(health.span()),
-                format!("[proxy.health] needs exactly one of http, tcp or exec (found {kinds})"),
-            ));
-        }
-        if h.timeout > h.interval {
-            problems.push((
-                Some(health.span()),
-                "[proxy.health] timeout is longer than interval; checks would overlap".into(),
-            ));
-        }
+fn proxy(proxy: &ProxyConfig, problems: &mut Vec<Problem>) {
+    let Some(health) = &proxy.health else { return };
+    let h = health.get_ref();
+    let span = Some(health.span());
+    let kinds = usize::from(h.http.is_some())
+        + usize::from(h.tcp.is_some())
+        + usize::from(h.exec.is_some());
+    if kinds != 1 {
+        problems.push((
+            span.clone(),
+            format!("[proxy.health] needs exactly one of http, tcp or exec (found {kinds})"),
+        ));
     }
+    if h.interval.is_zero() || h.timeout.is_zero() {
+        problems.push((
+            span.clone(),
+            "[proxy.health] interval and timeout must be more than 0".into(),
+        ));
+    }
+    if h.timeout > h.interval {
+        problems.push((
+            span,
+            "[proxy.health] timeout is longer than interval; checks would overlap".into(),
+        ));
+    }
+}
 
-    if let Some(group) = &config.control.group {
-        match nix::unistd::Group::from_name(group.get_ref()) {
-            Ok(Some(_)) => {}
-            Ok(None) => problems.push((
-                Some(group.span()),
-                format!("group `{}` does not exist", group.get_ref()),
-            )),
-            Err(e) => problems.push((
-                Some(group.span()),
-                format!("cannot look up group `{}`: {e}", group.get_ref()),
-            )),
-        }
+fn control(control: &ControlConfig, problems: &mut Vec<Problem>) {
+    let Some(group) = &control.group else { return };
+    let name = group.get_ref();
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(_)) => {}
+        Ok(None) => problems.push((Some(group.span()), format!("group `{name}` does not exist"))),
+        Err(e) => problems.push((
+            Some(group.span()),
+            format!("cannot look up group `{name}`: {e}"),
+        )),
     }
-    problems
 }

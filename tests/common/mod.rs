@@ -155,6 +155,15 @@ impl Lab {
         }
     }
 
+    /// Waits for an event `<word> <pid>` (as the fixture logs its children)
+    /// and returns the pid.
+    pub fn logged_pid(&self, word: &str) -> i32 {
+        let what = self.wait_for(&format!("{word} ")).what;
+        what[word.len() + 1..]
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {what:?}"))
+    }
+
     pub fn count(&self, prefix: &str) -> usize {
         self.events()
             .iter()
@@ -228,6 +237,12 @@ impl Handoff {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Fails unless handoff's own log contains `text`.
+    pub fn assert_logged(&self, text: &str) {
+        let log = self.log();
+        assert!(log.contains(text), "handoff did not log {text:?}:\n{log}");
     }
 
     /// Waits until handoff's own log contains `text`.
