@@ -83,11 +83,6 @@ pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<Str
         )),
         BackendKind::Command | BackendKind::None => {}
     }
-    if config.proxy.health.is_some() {
-        out.push(
-            "[proxy.health] is not run by this build yet: the proxy counts as healthy after running for 1s".into(),
-        );
-    }
     if config.consul.is_some() {
         out.push("[consul] is not used by this build yet: no role is reported to Consul".into());
     }

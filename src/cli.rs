@@ -15,6 +15,7 @@ use crate::{
     config::{self, Argv, BackendKind, Location},
     exit,
     failover::{CommandBackend, NoneBackend},
+    health::Gate,
     logging,
     machine::{Machine, Policy},
     platform,
@@ -23,8 +24,7 @@ use crate::{
     supervisor::Supervisor,
 };
 
-/// How long the proxy must run before it counts as healthy, until the real
-/// health checks arrive.
+/// Without `[proxy.health]`, how long the proxy must run to count as healthy.
 const STARTUP_GATE: Duration = Duration::from_secs(1);
 
 /// Edge proxy supervisor: moves the floating IP away before the proxy stops.
@@ -199,6 +199,11 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         group: config.proxy.process_group,
         children: children.clone(),
         signals: signal_rx,
+        health: config
+            .proxy
+            .health
+            .as_ref()
+            .and_then(|h| Gate::from_config(h.get_ref())),
     };
     let command = config.failover.command.map(Spanned::into_inner);
     let code = runtime.block_on(async move {
@@ -221,7 +226,8 @@ fn policy(config: &config::Config) -> Policy {
         failover_timeout: config.failover.failover_timeout,
         settle: config.failover.settle,
         restart: config.proxy.restart,
-        startup_gate: STARTUP_GATE,
+        // Without [proxy.health], "running for 1 s" is the gate.
+        startup_gate: config.proxy.health.is_none().then_some(STARTUP_GATE),
         exit_code_map: config.proxy.exit_code_map.clone(),
     }
 }

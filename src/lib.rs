@@ -34,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod exit;
 pub mod failover;
+pub mod health;
 pub mod logging;
 pub mod machine;
 pub mod platform;

@@ -1,19 +1,20 @@
 //! The dispatcher: one loop that turns happenings into [`Event`]s, asks the
 //! [`Machine`] what to do, and carries the [`Action`]s out in order.
 //!
-//! Owns: the [`Proxy`] (its only owner), the timers, and the log lines for
-//! signals, forwards, phases and decisions. Every action is quick and never
-//! waits on the backend (the worker does), so a signal is handled promptly
-//! whatever the backend is doing.
+//! Owns: the [`Proxy`] (its only owner) and its health checker, the timers,
+//! and the log lines for signals, forwards, phases and decisions. Every
+//! action is quick and never waits on the backend (the worker does), so a
+//! signal is handled promptly whatever the backend is doing.
 
 use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
 
 use nix::sys::signal::Signal;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
     config::{Argv, ProcessGroup},
     failover::{BackendHandle, Failover, spawn_worker},
+    health::{self, Gate, Verdict},
     machine::{Action, Event, Machine, Timer},
     platform::Received,
     process::{Children, ProcessEnd},
@@ -33,6 +34,8 @@ pub struct Supervisor {
     pub children: Children,
     /// Signals from the reader thread.
     pub signals: mpsc::Receiver<Received>,
+    /// The health checks, when `[proxy.health]` is configured.
+    pub health: Option<Gate>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -49,6 +52,17 @@ struct Dispatcher {
     timers: Timers,
     /// Events produced by actions (the spawn's outcome), handled first.
     pending: VecDeque<Event>,
+    health: HealthChecks,
+}
+
+/// The running proxy's health checker; verdicts about an earlier proxy
+/// (a restart races its predecessor's last check) are dropped.
+#[derive(Debug)]
+struct HealthChecks {
+    generation: u64,
+    checker: Option<JoinHandle<()>>,
+    tx: mpsc::Sender<Verdict>,
+    rx: mpsc::Receiver<Verdict>,
 }
 
 /// Armed timers; arming one again moves its deadline.
@@ -70,6 +84,7 @@ impl Supervisor {
     pub async fn run<F: Failover>(self, backend: F) -> u8 {
         let (event_tx, events) = mpsc::channel(64);
         let backend = spawn_worker(backend, event_tx);
+        let (tx, rx) = mpsc::channel(8);
         let dispatcher = Dispatcher {
             parts: self,
             backend,
@@ -78,6 +93,12 @@ impl Supervisor {
             dead: None,
             timers: Timers::default(),
             pending: VecDeque::new(),
+            health: HealthChecks {
+                generation: 0,
+                checker: None,
+                tx,
+                rx,
+            },
         };
         dispatcher.run().await
     }
@@ -107,12 +128,22 @@ impl Dispatcher {
     }
 
     async fn next_event(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.next_event_or_stale().await {
+                return event;
+            }
+        }
+    }
+
+    /// The next event; `None` for a health verdict about an earlier proxy.
+    async fn next_event_or_stale(&mut self) -> Option<Event> {
         let Dispatcher {
             parts,
             events,
             proxy,
             dead,
             timers,
+            health,
             ..
         } = self;
         let next_timer = timers.next();
@@ -121,20 +152,26 @@ impl Dispatcher {
             biased;
             Some(received) = parts.signals.recv() => {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
-                Event::Signal(received.signal)
+                Some(Event::Signal(received.signal))
             }
             end = wait_exit(proxy.as_mut()) => {
                 if let Some(exited) = proxy.take() {
                     tracing::info!(pid = exited.pid().as_raw(), status = %end, "proxy exited");
                     *dead = Some(exited);
                 }
-                Event::ProxyExited(end)
+                if let Some(checker) = health.checker.take() {
+                    checker.abort();
+                }
+                Some(Event::ProxyExited(end))
             }
-            Some(event) = events.recv() => event,
+            Some(event) = events.recv() => Some(event),
+            Some(verdict) = health.rx.recv() => {
+                (verdict.generation == health.generation).then_some(Event::Health(verdict.healthy))
+            }
             () = sleep, if next_timer.is_some() => {
                 let (timer, _) = next_timer.expect("INVARIANT: guarded by next_timer.is_some()");
                 timers.0.remove(&timer);
-                Event::Deadline(timer)
+                Some(Event::Deadline(timer))
             }
         }
     }
@@ -195,11 +232,20 @@ impl Dispatcher {
         None
     }
 
+    /// Starts the proxy (and its health checker); returns the outcome event.
     fn spawn(&mut self) -> Event {
         match Proxy::spawn(&self.parts.children, &self.parts.argv, self.parts.group) {
             Ok(spawned) => {
                 tracing::info!(pid = spawned.pid().as_raw(), command = %self.parts.argv, "proxy started");
                 self.proxy = Some(spawned);
+                let health = &mut self.health;
+                health.generation += 1;
+                if let Some(gate) = &self.parts.health {
+                    let children = self.parts.children.clone();
+                    let checker =
+                        health::spawn(gate.clone(), children, health.generation, health.tx.clone());
+                    health.checker = Some(checker);
+                }
                 Event::Spawned
             }
             Err(error) => {
@@ -218,12 +264,14 @@ impl Dispatcher {
         };
         let pid = proxy.pid().as_raw();
         match proxy.signal(&self.parts.children, signal) {
-            Ok(true) => tracing::info!(
-                signal = signal.as_str(),
-                received = received.map(Signal::as_str),
-                pid,
-                "{what}"
-            ),
+            Ok(true) => {
+                tracing::info!(
+                    signal = signal.as_str(),
+                    received = received.map(Signal::as_str),
+                    pid,
+                    "{what}"
+                );
+            }
             Ok(false) => tracing::info!(
                 signal = signal.as_str(),
                 pid,

@@ -138,20 +138,73 @@ fn check_host_port(text: &str) -> Result<(), String> {
     }
 }
 
-/// An `http://` or `https://` URL for a health check.
+/// An `http://host[:port][/path]` URL for a health check, parsed up front.
+///
+/// Plain HTTP only: the check talks to the proxy on this host, through the
+/// health endpoint every supported proxy offers without TLS (traefik `/ping`,
+/// nginx `stub_status`, haproxy `monitor-uri`, caddy's admin API).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl(pub String);
+pub struct HttpUrl {
+    /// As written.
+    pub text: String,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port, 80 by default.
+    pub port: u16,
+    /// Path and query, `/` by default.
+    pub path: String,
+}
+
+impl std::str::FromStr for HttpUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let rest = text.strip_prefix("http://").ok_or_else(|| {
+            if text.starts_with("https://") {
+                format!("`{text}`: health checks speak plain HTTP to the local proxy; use its http:// health endpoint")
+            } else {
+                format!("`{text}` is not an http:// URL")
+            }
+        })?;
+        let (authority, path) = rest
+            .find('/')
+            .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{text}`: unclosed [ in the host"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() || host.contains('@') {
+            return Err(format!("`{text}` has no usable host"));
+        }
+        let port = match port {
+            None => 80,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{text}`: bad port `{p}`"))?,
+        };
+        Ok(HttpUrl {
+            text: text.into(),
+            host: host.into(),
+            port,
+            path: path.into(),
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for HttpUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        if text.starts_with("http://") || text.starts_with("https://") {
-            Ok(HttpUrl(text))
-        } else {
-            Err(de::Error::custom(format!(
-                "`{text}` is not an http:// or https:// URL"
-            )))
-        }
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
     }
 }
 

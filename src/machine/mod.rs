@@ -57,8 +57,9 @@ pub struct Policy {
     pub settle: Duration,
     /// What to do when the proxy exits by itself.
     pub restart: RestartPolicy,
-    /// "Running this long" counts as healthy (until real health checks).
-    pub startup_gate: Duration,
+    /// Without `[proxy.health]`: running this long counts as healthy. With
+    /// it, `None`, and the health checker reports [`Event::Health`].
+    pub startup_gate: Option<Duration>,
     /// Remaps the proxy's exit status.
     pub exit_code_map: ExitCodeMap,
 }
@@ -470,7 +471,9 @@ impl Machine {
     fn on_spawned(&mut self, out: &mut Vec<Action>) {
         self.proxy_alive = true;
         self.phase = Phase::Running { healthy: false };
-        out.push(Action::Arm(Timer::HealthGate, self.policy.startup_gate));
+        if let Some(gate) = self.policy.startup_gate {
+            out.push(Action::Arm(Timer::HealthGate, gate));
+        }
         out.push(Action::Arm(Timer::BackoffReset, MAX_BACKOFF));
         if self.stop_deferred {
             self.begin_stop(out);

@@ -18,7 +18,7 @@ fn policy() -> Policy {
         failover_timeout: S(10),
         settle: Duration::ZERO,
         restart: RestartPolicy::Never,
-        startup_gate: S(1),
+        startup_gate: Some(S(1)),
         exit_code_map: ExitCodeMap::default(),
     }
 }

@@ -21,6 +21,20 @@ pub const FIXTURE: &str = env!("CARGO_BIN_EXE_handoff-fixture");
 /// A generous bound for things that take milliseconds.
 pub const SOON: Duration = Duration::from_secs(10);
 
+/// Appends an event to `log` in the fixture's format, from the test itself.
+pub fn append_event(log: &Path, what: &str) {
+    use std::io::Write;
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    let ns = i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec());
+    let line = format!("{ns} {} {what}\n", std::process::id());
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open event log");
+    file.write_all(line.as_bytes()).expect("write event log");
+}
+
 /// One line of the event log.
 #[derive(Debug, Clone)]
 pub struct Event {
