@@ -9,6 +9,7 @@
 //!
 //! Does not own: when to change level (`crate::machine`).
 
+pub mod carp;
 mod command;
 mod none;
 mod worker;
