@@ -162,10 +162,13 @@ mod tests {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// (fixture, interface, vhids, role)
+    type Row<'a> = (&'a str, &'a str, &'a [(u8, VhidState)], Role);
+
     #[test]
     fn every_recorded_format() {
         use VhidState::*;
-        let table: &[(&str, &str, &[(u8, VhidState)], Role)] = &[
+        let table: &[Row] = &[
             (
                 "ifconfig-carp0-master.txt",
                 "carp0",
