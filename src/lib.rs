@@ -41,6 +41,7 @@ pub mod platform;
 pub mod process;
 pub mod proxy;
 pub mod signals;
+pub mod state;
 pub mod supervisor;
 
 pub use error::Error;

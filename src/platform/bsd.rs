@@ -50,3 +50,22 @@ impl SignalReader {
 
 /// OpenBSD has no real-time signals.
 pub fn reset_realtime_signals() {}
+
+/// The boot time, `kern.boottime` (sysctl(2)), as sysctl(8) prints it; it
+/// changes with every boot. Read through sysctl(8) rather than the raw
+/// sysctl(2) call, which nix does not wrap. Call it before the signal reader
+/// starts reaping: `Command::output` waits for its own child.
+pub fn boot_id() -> io::Result<String> {
+    let output = std::process::Command::new("/sbin/sysctl")
+        .args(["-n", "kern.boottime"])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if output.status.success() && !text.is_empty() {
+        Ok(text)
+    } else {
+        Err(io::Error::other(format!(
+            "sysctl -n kern.boottime failed: {}",
+            output.status
+        )))
+    }
+}

@@ -113,6 +113,13 @@ pub fn reset_realtime_signals() {
     }
 }
 
+/// This boot's random id (random(4): `/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parent_pid;

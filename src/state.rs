@@ -1,0 +1,237 @@
+//! The state directory: handoff's memory across crashes and restarts.
+//!
+//! Owns: creating the directory (0700), the exclusive lock that keeps a second
+//! agent on the same node out, and writing files in it so that a crash at any
+//! point leaves either the old or the new content, never half of either
+//! (write a temp file, fsync it, rename it over the old one, fsync the
+//! directory: rename(2) is atomic, and the directory fsync makes the rename
+//! itself durable). Does not own what the files mean (the ledger, maintenance).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::platform;
+
+const LOCK_FILE: &str = "lock";
+
+/// A failure to use the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another handoff holds the lock.
+    #[error("another handoff{} is running with state dir {}; stop it first", holder_suffix(.holder.as_deref()), .dir.display())]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The pid the holder wrote, if readable.
+        holder: Option<String>,
+    },
+    /// A file operation failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// What handoff was doing.
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn holder_suffix(holder: Option<&str>) -> String {
+    holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError + use<> {
+    let path = path.to_path_buf();
+    move |source| StateError::Io { what, path, source }
+}
+
+/// The locked state directory; the lock is held until this is dropped (or
+/// the process dies: flock(2) locks go with the open file).
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl StateDir {
+    /// Creates `dir` if needed and takes its lock, without waiting: a second
+    /// agent must fail at once with a message that names the first.
+    pub fn open(dir: &Path) -> Result<StateDir, StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_error("creating", dir))?;
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error("opening", &path))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let holder = file
+                    .read_to_string(&mut pid)
+                    .ok()
+                    .map(|_| pid.trim().to_owned())
+                    .filter(|p| !p.is_empty());
+                return Err(StateError::Locked {
+                    dir: dir.to_path_buf(),
+                    holder,
+                });
+            }
+            Err((_, errno)) => return Err(io_error("locking", &path)(errno.into())),
+        };
+        // For the message a second agent prints; the lock itself is what counts.
+        lock.set_len(0).map_err(io_error("writing", &path))?;
+        writeln!(lock, "{}", std::process::id()).map_err(io_error("writing", &path))?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads `name`, or `None` if it does not exist.
+    pub fn read(&self, name: &str) -> Result<Option<String>, StateError> {
+        let path = self.dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("reading", &path)(e)),
+        }
+    }
+
+    /// Replaces `name` with `content` atomically and durably.
+    pub fn write(&self, name: &str, content: &str) -> Result<(), StateError> {
+        write_atomically(&self.dir.join(name), content.as_bytes())
+    }
+
+    /// Removes `name` durably; a missing file is fine.
+    pub fn remove(&self, name: &str) -> Result<(), StateError> {
+        let path = self.dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("removing", &path)(e)),
+        }
+    }
+}
+
+/// Writes `path` so that a crash leaves the old or the new content: a temp
+/// file in the same directory (rename(2) is atomic only within a file system),
+/// fsync, rename, fsync of the directory. Also used for keepalived's
+/// `track_file`, whose inotify watch sees the rename (IN_MOVED_TO).
+pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), StateError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(io_error("creating", &temp))?;
+        file.write_all(content)
+            .map_err(io_error("writing", &temp))?;
+        file.sync_all().map_err(io_error("syncing", &temp))?;
+        fs::rename(&temp, path).map_err(io_error("renaming into place", path))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing", dir))
+}
+
+/// Identifies this boot, so that a record from before a reboot (when the
+/// kernel's CARP counters started from scratch) is recognised as stale.
+pub fn boot_id() -> io::Result<String> {
+    platform::boot_id()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_agent_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = StateDir::open(&state).unwrap();
+        let err = StateDir::open(&state).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(err.contains("another handoff"), "{err}");
+        drop(first);
+        StateDir::open(&state).expect("free again once the first is gone");
+    }
+
+    #[test]
+    fn the_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b");
+        let _s = StateDir::open(&state).unwrap();
+        assert_eq!(
+            fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn writes_replace_whole_files_and_leave_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        assert_eq!(s.read("ledger").unwrap(), None);
+        s.write("ledger", "one").unwrap();
+        s.write("ledger", "two").unwrap();
+        assert_eq!(s.read("ledger").unwrap().as_deref(), Some("two"));
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+        s.remove("ledger").unwrap();
+        s.remove("ledger").unwrap();
+        assert_eq!(s.read("ledger").unwrap(), None);
+    }
+
+    #[test]
+    fn boot_id_is_stable_within_a_boot() {
+        let a = boot_id().unwrap();
+        assert!(!a.trim().is_empty());
+        assert_eq!(a, boot_id().unwrap());
+    }
+}
