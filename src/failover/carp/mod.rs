@@ -6,4 +6,5 @@
 //! crash-safe ledger) is not built yet; `handoff run` refuses `carp` with
 //! exit 69 until it is.
 
+pub mod ledger;
 pub mod output;
