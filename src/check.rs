@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use crate::config::{BackendKind, Config, RestartPolicy};
+use crate::{
+    config::{BackendKind, Config, RestartPolicy},
+    platform,
+};
 
 /// Nomad's default `kill_timeout` (job specification, task block).
 pub const NOMAD_DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,10 +80,23 @@ pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<Str
         ));
     }
     match config.failover.backend() {
-        kind @ (BackendKind::Carp | BackendKind::Keepalived) => out.push(format!(
-            "backend \"{}\" is not available in this build yet; `handoff run` refuses to start with it (exit 69)",
-            kind.name()
-        )),
+        BackendKind::Keepalived => out.push(
+            "backend \"keepalived\" is not available in this build yet; `handoff run` refuses to start with it (exit 69)"
+                .into(),
+        ),
+        BackendKind::Carp => {
+            let carp = config.failover.carp.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
+            if carp.group == "carp" {
+                out.push(
+                    "[failover.carp] group is \"carp\", the group every carp interface is in and that /etc/rc and pfsync demote too: use a group of your own (e.g. \"edge\")".into(),
+                );
+            }
+            if platform::carp_preempt() == Some(false) {
+                out.push(
+                    "net.inet.carp.preempt is 0: a node that was demoted never takes the address back by itself (sysctl net.inet.carp.preempt=1)".into(),
+                );
+            }
+        }
         BackendKind::Command | BackendKind::None => {}
     }
     if config.consul.is_some() {

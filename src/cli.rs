@@ -3,7 +3,7 @@
 //! Owns: what each subcommand prints and which exit status it returns (via
 //! [`Error::exit_code`]). The supervisor itself lives in `crate::supervisor`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
@@ -14,13 +14,14 @@ use crate::{
     check::{self, KillBudget},
     config::{self, Argv, BackendKind, Location},
     exit,
-    failover::{CommandBackend, NoneBackend},
+    failover::{CommandBackend, NoneBackend, carp::CarpBackend},
     health::Gate,
     logging,
     machine::{Machine, Policy},
     platform,
     process::Children,
     signals,
+    state::{self, StateDir},
     supervisor::Supervisor,
 };
 
@@ -160,12 +161,24 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         tracing::warn!("{warning}");
     }
     let backend = config.failover.backend();
-    if matches!(backend, BackendKind::Carp | BackendKind::Keepalived) {
-        return Err(Error::Unavailable(format!(
-            "backend \"{}\" is not available in this build yet",
-            backend.name()
-        )));
+    if backend == BackendKind::Keepalived {
+        return Err(Error::Unavailable(
+            "backend \"keepalived\" is not available in this build yet".into(),
+        ));
     }
+    // Backends with a ledger: lock the state dir (a second agent is refused
+    // here) and read the boot id, both before the signal reader starts
+    // reaping (the OpenBSD boot id comes from a sysctl(8) child).
+    let ledger = if backend == BackendKind::Carp {
+        let state = StateDir::open(&config.control.state_dir)?;
+        let boot = state::boot_id().map_err(|source| Error::Os {
+            what: "reading the boot id",
+            source,
+        })?;
+        Some((Arc::new(state), boot))
+    } else {
+        None
+    };
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
@@ -197,7 +210,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         machine: Machine::new(policy),
         argv,
         group: config.proxy.process_group,
-        children: children.clone(),
+        children,
         signals: signal_rx,
         health: config
             .proxy
@@ -205,16 +218,29 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             .as_ref()
             .and_then(|h| Gate::from_config(h.get_ref())),
     };
-    let command = config.failover.command.map(Spanned::into_inner);
-    let code = runtime.block_on(async move {
-        match (backend, command) {
-            (BackendKind::Command, Some(command)) => {
-                supervisor.run(CommandBackend::new(command, children)).await
-            }
-            _ => supervisor.run(NoneBackend).await,
+    runtime.block_on(supervise(config.failover, supervisor, ledger))
+}
+
+/// Opens the configured backend and runs the supervisor with it.
+async fn supervise(
+    failover: config::FailoverConfig,
+    supervisor: Supervisor,
+    ledger: Option<(Arc<StateDir>, String)>,
+) -> Result<u8, Error> {
+    let children = supervisor.children.clone();
+    match (failover.backend(), failover.command, failover.carp, ledger) {
+        (BackendKind::Command, Some(command), ..) => Ok(supervisor
+            .run(CommandBackend::new(command.into_inner(), children))
+            .await),
+        (BackendKind::Carp, _, carp, Some((state, boot))) => {
+            let carp = carp.map(Spanned::into_inner).unwrap_or_default();
+            // Reconcile the ledger before the proxy exists; a damaged ledger
+            // or an unreadable counter stops here, before anything is spawned.
+            let backend = CarpBackend::open(carp, children, state, boot).await?;
+            Ok(supervisor.run(backend).await)
         }
-    });
-    Ok(code)
+        _ => Ok(supervisor.run(NoneBackend).await),
+    }
 }
 
 /// The decisions' inputs, taken from the config (presets applied).

@@ -18,6 +18,9 @@ pub enum Error {
     /// The failover backend could not be set up.
     #[error(transparent)]
     Failover(#[from] FailoverError),
+    /// The state directory cannot be used (or another agent holds it).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// An operating-system call failed during setup.
     #[error("{what}: {source}")]
     Os {
@@ -35,7 +38,7 @@ impl Error {
             Error::Config(_) => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
             Error::Unavailable(_) => exit::UNAVAILABLE,
-            Error::Failover(_) | Error::Os { .. } => exit::FAILURE,
+            Error::Failover(_) | Error::State(_) | Error::Os { .. } => exit::FAILURE,
         }
     }
 }

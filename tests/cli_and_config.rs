@@ -193,7 +193,8 @@ fn version_and_help() {
 
 #[test]
 fn backends_of_later_releases_refuse_to_run_before_spawning() {
-    for backend in ["carp", "keepalived"] {
+    {
+        let backend = "keepalived";
         let lab = Lab::new();
         let config = lab.config(&format!("[failover]\nbackend = \"{backend}\"\n"));
         let (code, _, stderr) = output(

@@ -30,6 +30,22 @@ fn demote_comes_before_the_stop_signal_and_backup_skips_the_wait() {
     let config = lab.config(&lab.command_backend("BACKUP\n", "failover_timeout = \"60s\""));
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
     lab.wait_for("promote"); // healthy after 1 s: up
+    // A role poll that finished after the promotion: the second `state` run
+    // after `promote` (polls run one at a time) says the node is BACKUP.
+    let promote = lab.position("promote").unwrap();
+    let deadline = Instant::now() + SOON;
+    while lab.whats()[promote..]
+        .iter()
+        .filter(|w| *w == "state")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no role polls after the promotion"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let started = Instant::now();
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());

@@ -124,6 +124,27 @@ pub enum FailoverError {
         /// What it printed (first line).
         output: String,
     },
+    /// ifconfig printed something that is not in a known format.
+    #[error(transparent)]
+    Output(#[from] carp::output::ParseError),
+    /// The state directory failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The ledger cannot be trusted.
+    #[error("{0}")]
+    Ledger(String),
+    /// The kernel refused a change of a CARP group's demote counter.
+    #[error(
+        "the kernel refused to change group {group}'s demote counter ({counter}) by {change:+}: it must stay within 0..255"
+    )]
+    Range {
+        /// The interface group.
+        group: String,
+        /// The counter before the change.
+        counter: u8,
+        /// The change asked for.
+        change: i16,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {

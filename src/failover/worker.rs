@@ -73,6 +73,7 @@ pub fn spawn_worker<F: Failover>(backend: F, events: mpsc::Sender<Event>) -> Bac
         failures: failures.clone(),
         last_role: None,
         role_failing: false,
+        answered: None,
     };
     tokio::spawn(worker.run(level_rx, watch_rx));
     BackendHandle {
@@ -89,6 +90,8 @@ struct Worker<F> {
     failures: Arc<AtomicU64>,
     last_role: Option<Role>,
     role_failing: bool,
+    /// The last request answered; role reports carry it.
+    answered: Option<u64>,
 }
 
 impl<F: Failover> Worker<F> {
@@ -97,7 +100,6 @@ impl<F: Failover> Worker<F> {
         mut wanted: watch::Receiver<Option<(Level, u64)>>,
         mut watch: watch::Receiver<Watch>,
     ) {
-        let mut answered: Option<u64> = None;
         let mut retry: Option<(Instant, Duration)> = None;
         // No role query before the first wish: start-up's `down` goes first,
         // and every applied level is followed by a role report.
@@ -107,7 +109,7 @@ impl<F: Failover> Worker<F> {
             // Backends are idempotent: a level already in place costs nothing,
             // and the machine still learns that its request holds.
             if let Some((level, seq)) = want
-                && (Some(seq) != answered || retry_due)
+                && (Some(seq) != self.answered || retry_due)
             {
                 let started = Instant::now();
                 let ok = match self.backend.set_level(level).await {
@@ -124,7 +126,7 @@ impl<F: Failover> Worker<F> {
                         false
                     }
                 };
-                answered = Some(seq);
+                self.answered = Some(seq);
                 if self
                     .events
                     .send(Event::LevelApplied { level, ok, seq })
@@ -186,7 +188,8 @@ impl<F: Failover> Worker<F> {
             return true;
         }
         self.last_role = Some(role);
-        self.events.send(Event::Role(role)).await.is_ok()
+        let seq = self.answered.unwrap_or(0);
+        self.events.send(Event::Role { role, seq }).await.is_ok()
     }
 }
 

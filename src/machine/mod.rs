@@ -80,8 +80,14 @@ pub enum Event {
     ProxyExited(ProcessEnd),
     /// The health gate changed its verdict.
     Health(bool),
-    /// The backend reported the role.
-    Role(Role),
+    /// The backend reported the role, as it saw it after answering request
+    /// `seq`: only a role seen after the stop's `down` confirms a move.
+    Role {
+        /// Whether this node holds the floating IP.
+        role: Role,
+        /// The last request the backend had answered when it looked.
+        seq: u64,
+    },
     /// The backend finished applying the level of request `seq`.
     LevelApplied {
         /// The level.
@@ -266,6 +272,8 @@ pub struct Machine {
     applied: Option<Level>,
     seq: u64,
     role: Role,
+    /// The request the backend had answered when it last saw `role`.
+    role_seq: u64,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -284,6 +292,7 @@ impl Machine {
             applied: None,
             seq: 0,
             role: Role::Unknown,
+            role_seq: 0,
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -326,8 +335,9 @@ impl Machine {
             }
             Event::ProxyExited(end) => self.on_exit(end, &mut out),
             Event::Health(healthy) => self.on_health(healthy, &mut out),
-            Event::Role(role) => {
+            Event::Role { role, seq } => {
                 self.role = role;
+                self.role_seq = seq;
                 self.check_move(&mut out);
             }
             Event::LevelApplied { level, ok: _, seq } => self.on_applied(level, seq, &mut out),
@@ -391,7 +401,9 @@ impl Machine {
 
     /// Stop step 1: go down and start the failover wait.
     fn begin_stop(&mut self, out: &mut Vec<Action>) {
-        let held = !self.role.released();
+        // Known not to hold the IP only if the backend said so after our
+        // newest level was in place; anything older may be out of date.
+        let held = !(self.role.released() && self.role_seq >= self.seq);
         self.phase = Phase::Stopping(Step::Failover { held });
         out.push(Action::Disarm(Timer::HealthGate));
         out.push(Action::Disarm(Timer::BackoffReset));
@@ -430,7 +442,9 @@ impl Machine {
         let Phase::Stopping(Step::Failover { held }) = self.phase else {
             return;
         };
-        if self.down_applied() && self.role.released() {
+        // The role must be one seen after our `down` was applied: an older
+        // BACKUP says nothing about where the IP is now.
+        if self.down_applied() && self.role_seq >= self.seq && self.role.released() {
             if held {
                 out.push(Action::Note(Note::MoveConfirmed));
             }

@@ -31,6 +31,11 @@ fn applied(level: Level, seq: u64) -> Event {
     }
 }
 
+/// The backend's role, seen after it answered request `seq`.
+fn seen(role: Role, seq: u64) -> Event {
+    Event::Role { role, seq }
+}
+
 fn set(level: Level, seq: u64) -> Action {
     Action::SetLevel { level, seq }
 }
@@ -81,7 +86,10 @@ const MASTER_STOPPING: &[Event] = &[
     Event::Spawned,
     Event::Deadline(Timer::HealthGate),
     UP2,
-    Event::Role(Role::Master),
+    Event::Role {
+        role: Role::Master,
+        seq: 2,
+    },
     Event::Signal(SIGTERM),
 ];
 
@@ -252,7 +260,7 @@ fn rules() {
         // Stop sequence.
         row(
             "stop while master: down, then wait for the move",
-            &with(HEALTHY, &[Event::Role(Role::Master)]),
+            &with(HEALTHY, &[seen(Role::Master, 2)]),
             Event::Signal(SIGTERM),
             vec![
                 Disarm(Timer::HealthGate),
@@ -273,7 +281,7 @@ fn rules() {
         row(
             "BACKUP after down: move confirmed, stop the proxy",
             &with(MASTER_STOPPING, &[applied(Level::Down, 3)]),
-            Event::Role(Role::Backup),
+            seen(Role::Backup, 3),
             stop_actions(vec![
                 note(Note::MoveConfirmed),
                 Disarm(Timer::Failover),
@@ -284,7 +292,7 @@ fn rules() {
         row(
             "BACKUP before down is applied is not enough",
             MASTER_STOPPING,
-            Event::Role(Role::Backup),
+            seen(Role::Backup, 2),
             vec![],
             failover_held,
         ),
@@ -413,7 +421,7 @@ fn settle_waits_before_the_stop_signal() {
         &with(HEALTHY, &[Event::Signal(SIGTERM), applied(Level::Down, 3)]),
     );
     // The role was unknown at the stop, which counts as "may hold the IP".
-    let got = m.handle(Event::Role(Role::Backup));
+    let got = m.handle(seen(Role::Backup, 3));
     assert_eq!(
         got,
         vec![
@@ -432,7 +440,7 @@ fn settle_waits_before_the_stop_signal() {
 
 #[test]
 fn not_master_does_not_wait_for_a_move() {
-    let mut m = after(policy(), &with(HEALTHY, &[Event::Role(Role::Backup)]));
+    let mut m = after(policy(), &with(HEALTHY, &[seen(Role::Backup, 2)]));
     let got = m.handle(Event::Signal(SIGTERM));
     assert!(got.contains(&Action::Note(Note::NotMaster)), "{got:?}");
     // Down still has to be applied before the proxy is stopped.
@@ -440,8 +448,37 @@ fn not_master_does_not_wait_for_a_move() {
         !got.iter().any(|a| matches!(a, Action::StopProxy(_))),
         "{got:?}"
     );
+    // Nor before the backend looked again once down was in place.
     let got = m.handle(applied(Level::Down, 3));
+    assert!(
+        !got.iter().any(|a| matches!(a, Action::StopProxy(_))),
+        "{got:?}"
+    );
+    let got = m.handle(seen(Role::Backup, 3));
     assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+}
+
+/// Regression: a stop arrived right after `up` while the last role report
+/// was a BACKUP from before the promotion; once `down` was applied that stale
+/// BACKUP would have "confirmed" the move of an IP this node still held.
+#[test]
+fn only_a_role_seen_after_the_demote_confirms_the_move() {
+    let mut m = after(policy(), &with(HEALTHY, &[seen(Role::Backup, 1)]));
+    m.handle(Event::Signal(SIGTERM));
+    assert_eq!(
+        m.handle(applied(Level::Down, 3)),
+        vec![],
+        "stale BACKUP taken as the move"
+    );
+    assert_eq!(
+        m.handle(seen(Role::Master, 3)),
+        vec![],
+        "still master after the demote"
+    );
+    assert!(
+        m.handle(seen(Role::Backup, 3))
+            .contains(&Action::StopProxy(SIGTERM))
+    );
 }
 
 /// Regression: a stop arrived while `up` (request 2) was still being
@@ -455,7 +492,7 @@ fn a_stop_during_promotion_waits_for_its_own_demote() {
             DOWN1,
             Event::Spawned,
             Event::Deadline(Timer::HealthGate),
-            Event::Role(Role::Backup),
+            seen(Role::Backup, 1),
         ],
     );
     let got = m.handle(Event::Signal(SIGTERM));
@@ -466,8 +503,9 @@ fn a_stop_during_promotion_waits_for_its_own_demote() {
     );
     // The late answer to the promotion says nothing about the demotion.
     assert_eq!(m.handle(UP2), vec![]);
+    assert_eq!(m.handle(applied(Level::Down, 3)), vec![]);
     assert!(
-        m.handle(applied(Level::Down, 3))
+        m.handle(seen(Role::Backup, 3))
             .contains(&Action::StopProxy(SIGTERM))
     );
 }
@@ -487,7 +525,7 @@ fn deferred_stop_is_delivered_once_spawned() {
         "{got:?}"
     );
     assert_eq!(m.phase(), Phase::Stopping(Step::Failover { held: true }));
-    let got = m.handle(Event::Role(Role::Backup));
+    let got = m.handle(seen(Role::Backup, 1));
     assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
 }
 
@@ -557,10 +595,7 @@ fn exit_code_map_applies_to_the_proxy_status() {
     p.exit_code_map = ExitCodeMap([(143, 0)].into_iter().collect());
     let mut m = after(
         p,
-        &with(
-            RUNNING,
-            &[Event::Role(Role::Backup), Event::Signal(SIGTERM)],
-        ),
+        &with(RUNNING, &[seen(Role::Backup, 1), Event::Signal(SIGTERM)]),
     );
     assert_eq!(
         m.handle(Event::ProxyExited(ProcessEnd::Signaled(15)))
@@ -581,6 +616,8 @@ struct World {
     requests: Vec<(Level, u64, bool)>,
     /// The level confirmed for the newest request.
     applied: Option<Level>,
+    /// The newest request answered so far.
+    answered: u64,
     stop_seen: bool,
     exited: bool,
     timers: Vec<Timer>,
@@ -600,6 +637,7 @@ impl World {
             Event::SpawnFailed { .. } => self.spawn_pending = false,
             Event::ProxyExited(_) => self.alive = false,
             Event::LevelApplied { level, seq, .. } => {
+                self.answered = self.answered.max(seq);
                 for r in &mut self.requests {
                     if r.1 == seq {
                         r.2 = true;
@@ -686,7 +724,11 @@ fn all_events(world: &World) -> Vec<Event> {
         Event::Health(false),
     ];
     v.extend([SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGKILL].map(Event::Signal));
-    v.extend([Role::Master, Role::Backup, Role::Fault, Role::Unknown].map(Event::Role));
+    for role in [Role::Master, Role::Backup, Role::Fault, Role::Unknown] {
+        // As seen now, and a stale report from before any answer.
+        v.push(seen(role, world.answered));
+        v.push(seen(role, 0));
+    }
     for &(level, seq, answered) in &world.requests {
         if !answered {
             v.push(Event::LevelApplied {
@@ -773,7 +815,7 @@ fn setups() -> Vec<(&'static str, Vec<Event>)> {
             "settle",
             with(
                 MASTER_STOPPING,
-                &[applied(Level::Down, 3), Event::Role(Role::Backup)],
+                &[applied(Level::Down, 3), seen(Role::Backup, 3)],
             ),
         ),
         (

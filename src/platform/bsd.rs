@@ -69,3 +69,16 @@ pub fn boot_id() -> io::Result<String> {
         )))
     }
 }
+
+/// `net.inet.carp.preempt` (carp(4)), or `None` when it cannot be read.
+pub fn carp_preempt() -> Option<bool> {
+    let output = std::process::Command::new("/sbin/sysctl")
+        .args(["-n", "net.inet.carp.preempt"])
+        .output()
+        .ok()?;
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}

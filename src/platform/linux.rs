@@ -120,6 +120,11 @@ pub fn boot_id() -> io::Result<String> {
         .to_owned())
 }
 
+/// CARP does not exist on Linux: nothing to say about its preempt sysctl.
+pub fn carp_preempt() -> Option<bool> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::parent_pid;

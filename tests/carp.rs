@@ -1,0 +1,262 @@
+//! The CARP backend end to end, through a simulated OpenBSD ifconfig for a
+//! two-node cluster (`handoff-fixture carp-sim`, see tests/fixture/carp_sim.rs).
+//! The simulator logs every counter change and mastership move into the
+//! shared event log, so order is asserted from the log.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+
+use common::{FIXTURE, Lab, SOON};
+use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
+
+/// A two-node simulated cluster: node a (advskew 0) is master; `edge` of
+/// node a starts at `foreign` (someone else's share).
+struct Cluster {
+    state: PathBuf,
+}
+
+impl Cluster {
+    fn new(lab: &Lab, foreign: i32) -> Cluster {
+        let state = lab.path("carp-sim.toml");
+        std::fs::write(
+            &state,
+            format!(
+                "[a]\ngroups = {{ carp = 0, edge = {foreign} }}\nadvskew = 0\npreempt = true\nmaster = true\n\n\
+                 [b]\ngroups = {{ carp = 0, edge = 0 }}\nadvskew = 100\npreempt = true\nmaster = false\n"
+            ),
+        )
+        .unwrap();
+        Cluster { state }
+    }
+
+    /// An `ifconfig` for `node`: a script, since the config names a program.
+    fn ifconfig(&self, lab: &Lab, node: &str) -> PathBuf {
+        let path = lab.path(&format!("ifconfig-{node}"));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nexec {FIXTURE} carp-sim --state {} --node {node} --log {} -- \"$@\"\n",
+                self.state.display(),
+                lab.log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// The `edge` counter of `node`, asked through the simulator.
+    fn edge(&self, lab: &Lab, node: &str) -> u32 {
+        let out = std::process::Command::new(self.ifconfig(lab, node))
+            .args(["-g", "edge"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let count = text.trim().rsplit(' ').next().and_then(|n| n.parse().ok());
+        count.unwrap_or_else(|| {
+            panic!(
+                "simulator said {text:?}, stderr {:?}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+fn config(lab: &Lab, cluster: &Cluster, extra: &str) -> PathBuf {
+    lab.config(&format!(
+        "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n[failover.carp]\ngroup = \"edge\"\n\
+         interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\n[control]\nstate_dir = \"{}\"\n{extra}",
+        cluster.ifconfig(lab, "a").display(),
+        lab.path("state-a").display()
+    ))
+}
+
+#[test]
+fn a_planned_stop_moves_master_before_the_proxy_is_stopped() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let mut h = lab.run(Some(&config(&lab, &cluster, "")), &lab.proxy(&[]));
+    // Start-up: down (+50) hands master to b; healthy: up (-50), and a, now
+    // strictly better with preempt, takes it back: a is master at the stop.
+    lab.wait_for("sim master a");
+    assert_eq!(cluster.edge(&lab, "a"), 0);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let whats = lab.whats();
+    let back = whats.iter().rposition(|w| w == "sim master a").unwrap();
+    let moved = whats
+        .iter()
+        .rposition(|w| w == "sim master b")
+        .expect("b became master");
+    let stop = lab.position("signal SIGTERM").unwrap();
+    assert!(
+        back < moved && moved < stop,
+        "the proxy was stopped before b was master: {whats:#?}"
+    );
+    h.assert_logged("decision=MoveConfirmed");
+    // down stays held after exit: a node without a proxy never wins back.
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+}
+
+#[test]
+fn a_foreign_share_is_preserved() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 128);
+    let mut h = lab.run(Some(&config(&lab, &cluster, "")), &lab.proxy(&[]));
+    lab.wait_for("sim a edge 178 -> 128");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(
+        cluster.edge(&lab, "a"),
+        178,
+        "128 foreign + our 50, never reset"
+    );
+}
+
+#[test]
+fn a_crash_demotes_within_100ms_of_the_exit() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let mut h = lab.run(
+        Some(&config(&lab, &cluster, "")),
+        &lab.proxy(&["--exit-after", "1500ms", "--code", "3"]),
+    );
+    assert_eq!(h.code(SOON), 3, "{}", h.log());
+    let events = lab.events();
+    let exit = events.iter().find(|e| e.what == "exit 3").unwrap().ns;
+    let demote = events
+        .iter()
+        .rfind(|e| e.what == "sim a edge 0 -> 50")
+        .unwrap()
+        .ns;
+    let ms = (demote - exit) / 1_000_000;
+    println!("crash to demote: {ms} ms");
+    assert!(demote > exit && ms < 100, "demoted {ms} ms after the crash");
+}
+
+#[test]
+fn sigkill_while_down_then_restart_counts_our_share_once() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 128);
+    // A failing health check keeps the node down.
+    let health = "[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n";
+    let config = config(&lab, &cluster, health);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim a edge 128 -> 178");
+    lab.wait_for("start");
+    h.signal(SIGKILL);
+    h.wait(SOON);
+    assert_eq!(cluster.edge(&lab, "a"), 178);
+    // A new agent reads the ledger: our 50 is already there.
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for_count("start", 2);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(
+        cluster.edge(&lab, "a"),
+        178,
+        "our share must be counted once: {:#?}",
+        lab.whats()
+    );
+}
+
+#[test]
+fn an_interrupted_change_is_settled_from_the_counter() {
+    for (counter, applied) in [(178, true), (128, false)] {
+        let lab = Lab::new();
+        let cluster = Cluster::new(&lab, counter);
+        // A ledger as a handoff SIGKILLed inside ifconfig would leave it.
+        let state = lab.path("state-a");
+        std::fs::create_dir_all(&state).unwrap();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        std::fs::write(
+            state.join("carp-ledger.toml"),
+            format!(
+                "boot = \"{}\"\ngroup = \"edge\"\nshare = 0\n\n[pending]\nfrom = 0\nto = 50\ncounter_before = 128\n",
+                boot.trim()
+            ),
+        )
+        .unwrap();
+        let health =
+            "[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n";
+        let mut h = lab.run(Some(&config(&lab, &cluster, health)), &lab.proxy(&[]));
+        lab.wait_for("start");
+        h.signal(SIGTERM);
+        assert_eq!(h.code(SOON), 0, "{}", h.log());
+        assert_eq!(
+            cluster.edge(&lab, "a"),
+            178,
+            "applied={applied}: {:#?}",
+            lab.whats()
+        );
+        h.assert_logged("settled an interrupted change");
+    }
+}
+
+#[test]
+fn a_ledger_from_an_earlier_boot_counts_as_zero() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 128);
+    let state = lab.path("state-a");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("carp-ledger.toml"),
+        "boot = \"an-earlier-boot\"\ngroup = \"edge\"\nshare = 50\n",
+    )
+    .unwrap();
+    let health = "[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n";
+    let mut h = lab.run(Some(&config(&lab, &cluster, health)), &lab.proxy(&[]));
+    lab.wait_for("start");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    // After a reboot the kernel counter held only the foreign 128: ours is added.
+    assert_eq!(cluster.edge(&lab, "a"), 178);
+    h.assert_logged("earlier boot");
+}
+
+#[test]
+fn a_second_agent_is_refused() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = config(&lab, &cluster, "");
+    let mut first = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("start");
+    let out = lab
+        .handoff_command(Some(&config))
+        .args(["run", "--", FIXTURE, "proxy", "--log"])
+        .arg(lab.path("second.log"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another handoff") && stderr.contains(&format!("pid {}", first.pid())),
+        "{stderr}"
+    );
+    assert!(
+        !lab.path("second.log").exists(),
+        "the second agent started a proxy"
+    );
+    first.signal(SIGTERM);
+    assert_eq!(first.code(SOON), 0);
+}
+
+#[test]
+fn kernel_range_errors_are_clear() {
+    let lab = Lab::new();
+    // 230 + 50 > 255: the kernel refuses the demotion.
+    let cluster = Cluster::new(&lab, 230);
+    let mut h = lab.run(Some(&config(&lab, &cluster, "")), &lab.proxy(&[]));
+    lab.wait_for("start");
+    h.wait_log("must stay within 0..255");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(
+        cluster.edge(&lab, "a"),
+        230,
+        "nothing changed, nothing leaked"
+    );
+}
