@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::{
-    config::{BackendKind, Config, RestartPolicy},
+    config::{BackendKind, Config, Handover, KeepalivedConfig, RestartPolicy},
     platform,
 };
 
@@ -80,12 +80,26 @@ pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<Str
         ));
     }
     match config.failover.backend() {
-        BackendKind::Keepalived => out.push(
-            "backend \"keepalived\" is not available in this build yet; `handoff run` refuses to start with it (exit 69)"
-                .into(),
-        ),
+        BackendKind::Keepalived => {
+            let keepalived = config
+                .failover
+                .keepalived
+                .as_ref()
+                .map(|k| k.get_ref().clone())
+                .unwrap_or_default();
+            out.extend(keepalived_warnings(
+                config,
+                &keepalived,
+                keepalived_version().as_deref(),
+            ));
+        }
         BackendKind::Carp => {
-            let carp = config.failover.carp.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
+            let carp = config
+                .failover
+                .carp
+                .as_ref()
+                .map(|c| c.get_ref().clone())
+                .unwrap_or_default();
             if carp.group == "carp" {
                 out.push(
                     "[failover.carp] group is \"carp\", the group every carp interface is in and that /etc/rc and pfsync demote too: use a group of your own (e.g. \"edge\")".into(),
@@ -109,6 +123,73 @@ pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<Str
         );
     }
     out
+}
+
+/// What `keepalived --version` prints (on stderr), if keepalived is there.
+fn keepalived_version() -> Option<String> {
+    let out = std::process::Command::new("keepalived")
+        .arg("--version")
+        .output()
+        .ok()?;
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// `(major, minor)` from `Keepalived v2.2.7 (01/16,2022)`.
+fn parse_keepalived_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = v.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn keepalived_warnings(
+    config: &Config,
+    k: &KeepalivedConfig,
+    version: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    match version.map(|v| (v, parse_keepalived_version(v))) {
+        None => out.push("keepalived not found on PATH: the keepalived backend needs keepalived >= 2.1".into()),
+        Some((_, Some(v))) if v < (2, 1) => out.push(format!(
+            "keepalived {}.{} is older than 2.1, which added track_file; handoff's writes would be ignored",
+            v.0, v.1
+        )),
+        Some((_, Some(_))) => {}
+        Some((text, None)) => out.push(format!("cannot read keepalived's version from {:?}", text.trim())),
+    }
+    let dir = k
+        .track_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        out.push(format!(
+            "the track_file's directory {} does not exist (it must, on disk, for keepalived to watch it)",
+            dir.display()
+        ));
+    }
+    let confirmed =
+        config.failover.probe.is_some() || config.consul.as_ref().is_some_and(|c| c.confirm_peer);
+    if k.handover == Handover::Fast && !confirmed && config.failover.settle.is_zero() {
+        out.push(
+            "handover = \"fast\" with no probe, no consul confirm_peer and no settle: nobody holds the VIP for the peer's skew time ((256 - priority)/256 s) while the proxy is already stopping; set settle to at least that".into(),
+        );
+    }
+    out
+}
+
+/// The keepalived.conf lines the operator needs, for `check`'s output.
+pub fn keepalived_snippet(k: &KeepalivedConfig) -> String {
+    format!(
+        "keepalived.conf needs (keepalived.conf(5), \"Track files\"):\n\
+         track_file handoff {{\n    file \"{}\"\n    weight 1\n}}\n\
+         vrrp_instance {} {{\n    ...\n    track_file {{\n        handoff weight 1\n    }}\n}}",
+        k.track_file.display(),
+        k.instance.as_deref().unwrap_or("VI_1")
+    )
 }
 
 fn show(d: Duration) -> String {
@@ -137,6 +218,36 @@ mod tests {
         );
         assert!(warnings(&c, KillBudget::Flag(Duration::from_secs(21)), false).is_empty());
         assert!(warnings(&c, KillBudget::Unknown, false).is_empty());
+    }
+
+    #[test]
+    fn keepalived_version_and_fast_handover() {
+        assert_eq!(
+            parse_keepalived_version("Keepalived v2.2.7 (01/16,2022)\n"),
+            Some((2, 2))
+        );
+        assert_eq!(
+            parse_keepalived_version("Keepalived v1.3.5 (03/19,2017)"),
+            Some((1, 3))
+        );
+        let c = config(
+            "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nvip = [\"192.0.2.10\"]\nhandover = \"fast\"\ntrack_file = \"/nonexistent-dir/t\"\n",
+        );
+        let k = c.failover.keepalived.as_ref().unwrap().get_ref().clone();
+        let w = keepalived_warnings(&c, &k, Some("Keepalived v2.0.20"));
+        assert!(w.iter().any(|w| w.contains("older than 2.1")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("/nonexistent-dir does not exist")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|w| w.contains("skew time")), "{w:?}");
+        assert!(
+            keepalived_warnings(&c, &k, None)
+                .iter()
+                .any(|w| w.contains("not found"))
+        );
+        assert!(keepalived_snippet(&k).contains("file \"/nonexistent-dir/t\""));
     }
 
     #[test]

@@ -12,9 +12,11 @@ use toml::Spanned;
 use crate::{
     Error,
     check::{self, KillBudget},
-    config::{self, Argv, BackendKind, Location},
+    config::{self, Argv, BackendKind, Handover, Location},
     exit,
-    failover::{CommandBackend, NoneBackend, carp::CarpBackend},
+    failover::{
+        CommandBackend, Level, NoneBackend, carp::CarpBackend, keepalived::KeepalivedBackend,
+    },
     health::Gate,
     logging,
     machine::{Machine, Policy},
@@ -138,6 +140,11 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     for warning in check::warnings(&loaded.config, budget, nomad.is_some()) {
         eprintln!("warning: {warning}");
     }
+    if let Some(k) = &loaded.config.failover.keepalived
+        && loaded.config.failover.backend() == BackendKind::Keepalived
+    {
+        println!("{}", check::keepalived_snippet(k.get_ref()));
+    }
     println!("{}", check::budget_line(&loaded.config));
     println!("configuration OK");
     Ok(exit::OK)
@@ -161,11 +168,6 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         tracing::warn!("{warning}");
     }
     let backend = config.failover.backend();
-    if backend == BackendKind::Keepalived {
-        return Err(Error::Unavailable(
-            "backend \"keepalived\" is not available in this build yet".into(),
-        ));
-    }
     // Backends with a ledger: lock the state dir (a second agent is refused
     // here) and read the boot id, both before the signal reader starts
     // reaping (the OpenBSD boot id comes from a sysctl(8) child).
@@ -232,6 +234,13 @@ async fn supervise(
         (BackendKind::Command, Some(command), ..) => Ok(supervisor
             .run(CommandBackend::new(command.into_inner(), children))
             .await),
+        (BackendKind::Keepalived, ..) => {
+            let keepalived = failover
+                .keepalived
+                .map(Spanned::into_inner)
+                .unwrap_or_default();
+            Ok(supervisor.run(KeepalivedBackend::new(keepalived)).await)
+        }
         (BackendKind::Carp, _, carp, Some((state, boot))) => {
             let carp = carp.map(Spanned::into_inner).unwrap_or_default();
             // Reconcile the ledger before the proxy exists; a damaged ledger
@@ -255,5 +264,20 @@ fn policy(config: &config::Config) -> Policy {
         // Without [proxy.health], "running for 1 s" is the gate.
         startup_gate: config.proxy.health.is_none().then_some(STARTUP_GATE),
         exit_code_map: config.proxy.exit_code_map.clone(),
+        stop_level: stop_level(&config.failover),
+    }
+}
+
+/// Graceful keepalived handover stops at standby first; everything else goes
+/// straight down (for CARP and commands the two are the same demotion).
+fn stop_level(failover: &config::FailoverConfig) -> Level {
+    let graceful = failover
+        .keepalived
+        .as_ref()
+        .is_none_or(|k| k.get_ref().handover == Handover::Graceful);
+    if failover.backend() == BackendKind::Keepalived && graceful {
+        Level::Standby
+    } else {
+        Level::Down
     }
 }

@@ -192,32 +192,6 @@ fn version_and_help() {
 }
 
 #[test]
-fn backends_of_later_releases_refuse_to_run_before_spawning() {
-    {
-        let backend = "keepalived";
-        let lab = Lab::new();
-        let config = lab.config(&format!("[failover]\nbackend = \"{backend}\"\n"));
-        let (code, _, stderr) = output(
-            lab.handoff_command(Some(&config))
-                .args(["run", "--", FIXTURE, "proxy", "--log"])
-                .arg(&lab.log),
-        );
-        assert_eq!(code, 69, "{backend}: {stderr}");
-        assert!(
-            stderr.contains(&format!("backend \"{backend}\" is not available")),
-            "{stderr}"
-        );
-        assert!(!lab.log.exists(), "{backend}: the proxy was started");
-        let (code, stdout, stderr) = output(lab.handoff_command(Some(&config)).arg("check"));
-        assert_eq!(code, 0);
-        assert!(
-            stdout.contains("configuration OK") && stderr.contains("not available in this build"),
-            "{stderr}"
-        );
-    }
-}
-
-#[test]
 fn json_logs_are_one_object_per_line() {
     let lab = Lab::new();
     let config = lab.config("[log]\nformat = \"json\"\n");

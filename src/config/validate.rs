@@ -64,6 +64,17 @@ fn failover(failover: &FailoverConfig, problems: &mut Vec<Problem>) {
             "[failover.command] timeout must be more than 0".into(),
         ));
     }
+    if backend == BackendKind::Keepalived
+        && failover
+            .keepalived
+            .as_ref()
+            .is_none_or(|k| k.get_ref().vip.is_empty())
+    {
+        problems.push((
+            failover.keepalived.as_ref().map(Spanned::span).or_else(|| failover.backend.as_ref().map(Spanned::span)),
+            "backend = \"keepalived\" needs [failover.keepalived] vip = [\"...\"]: the addresses whose presence here means MASTER".into(),
+        ));
+    }
     if let Some(keepalived) = &failover.keepalived {
         let k = keepalived.get_ref();
         if k.standby_value >= 0 || k.down_value >= 0 {

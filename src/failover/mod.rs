@@ -11,6 +11,7 @@
 
 pub mod carp;
 mod command;
+pub mod keepalived;
 mod none;
 mod worker;
 
@@ -133,6 +134,9 @@ pub enum FailoverError {
     /// The ledger cannot be trusted.
     #[error("{0}")]
     Ledger(String),
+    /// A local operation failed (listing addresses, writing the track file).
+    #[error("{0}")]
+    Local(String),
     /// The kernel refused a change of a CARP group's demote counter.
     #[error(
         "the kernel refused to change group {group}'s demote counter ({counter}) by {change:+}: it must stay within 0..255"

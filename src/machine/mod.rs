@@ -62,6 +62,10 @@ pub struct Policy {
     pub startup_gate: Option<Duration>,
     /// Remaps the proxy's exit status.
     pub exit_code_map: ExitCodeMap,
+    /// The level a planned stop goes to first: `Standby` for keepalived's
+    /// graceful handover (a priority drop, so the VIP always has a holder),
+    /// else `Down`. Either way the node is `Down` before the proxy stops.
+    pub stop_level: Level,
 }
 
 /// Something that happened.
@@ -193,6 +197,8 @@ pub enum Note {
     DownUnconfirmed,
     /// Another stop signal, already stopping.
     AlreadyStopping,
+    /// `failover_timeout` passed at standby: falling back to down (FAULT).
+    GracefulFallback,
 }
 
 impl std::fmt::Display for Note {
@@ -212,6 +218,9 @@ impl std::fmt::Display for Note {
             Note::Restarting => "restarting the proxy after the backoff",
             Note::DownUnconfirmed => "exiting before the backend confirmed down",
             Note::AlreadyStopping => "already stopping; a third stop signal kills the proxy",
+            Note::GracefulFallback => {
+                "failover_timeout passed at standby (does the peer have nopreempt?): going down (FAULT) and stopping"
+            }
         })
     }
 }
@@ -407,7 +416,7 @@ impl Machine {
         self.phase = Phase::Stopping(Step::Failover { held });
         out.push(Action::Disarm(Timer::HealthGate));
         out.push(Action::Disarm(Timer::BackoffReset));
-        self.request(Level::Down, out);
+        self.request(self.policy.stop_level, out);
         if !held {
             out.push(Action::Note(Note::NotMaster));
         }
@@ -442,10 +451,21 @@ impl Machine {
         let Phase::Stopping(Step::Failover { held }) = self.phase else {
             return;
         };
-        // The role must be one seen after our `down` was applied: an older
+        // The role must be one seen after our level was applied: an older
         // BACKUP says nothing about where the IP is now.
-        if self.down_applied() && self.role_seq >= self.seq && self.role.released() {
+        let released = self.role_seq >= self.seq && self.role.released();
+        if !released {
+            return;
+        }
+        if self.level_applied(Level::Standby) {
+            // Graceful handover: the peer holds the VIP now; bow out (FAULT)
+            // so this node cannot win it back while its proxy stops.
             if held {
+                out.push(Action::Note(Note::MoveConfirmed));
+            }
+            self.request(Level::Down, out);
+        } else if self.down_applied() {
+            if held && self.policy.stop_level == Level::Down {
                 out.push(Action::Note(Note::MoveConfirmed));
             }
             self.after_failover(out);
@@ -578,7 +598,13 @@ impl Machine {
                 }
             }
             (Timer::Failover, Phase::Stopping(Step::Failover { .. })) => {
-                out.push(Action::Note(Note::MoveTimedOut));
+                if self.requested == Some(Level::Standby) {
+                    // A peer with `nopreempt` never takes over on a priority drop.
+                    out.push(Action::Note(Note::GracefulFallback));
+                    self.request(Level::Down, out);
+                } else {
+                    out.push(Action::Note(Note::MoveTimedOut));
+                }
                 self.after_failover(out);
             }
             (Timer::Failover, Phase::Exiting { code }) => {
@@ -630,7 +656,12 @@ impl Machine {
     }
 
     fn down_applied(&self) -> bool {
-        self.requested == Some(Level::Down) && self.applied == Some(Level::Down)
+        self.level_applied(Level::Down)
+    }
+
+    /// `level` is the current request and the backend confirmed it.
+    fn level_applied(&self, level: Level) -> bool {
+        self.requested == Some(level) && self.applied == Some(level)
     }
 }
 

@@ -20,6 +20,7 @@ fn policy() -> Policy {
         restart: RestartPolicy::Never,
         startup_gate: Some(S(1)),
         exit_code_map: ExitCodeMap::default(),
+        stop_level: Level::Down,
     }
 }
 
@@ -510,6 +511,67 @@ fn a_stop_during_promotion_waits_for_its_own_demote() {
     );
 }
 
+fn graceful() -> Policy {
+    Policy {
+        stop_level: Level::Standby,
+        ..policy()
+    }
+}
+
+#[test]
+fn graceful_handover_goes_standby_then_down_before_stopping() {
+    let mut m = after(graceful(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert!(
+        got.contains(&set(Level::Standby, 3)),
+        "a priority drop first: {got:?}"
+    );
+    assert_eq!(m.handle(applied(Level::Standby, 3)), vec![]);
+    assert_eq!(
+        m.handle(seen(Role::Master, 3)),
+        vec![],
+        "the peer has not taken over yet"
+    );
+    let got = m.handle(seen(Role::Backup, 3));
+    assert_eq!(
+        got,
+        vec![Action::Note(Note::MoveConfirmed), set(Level::Down, 4)],
+        "then FAULT, proxy still up"
+    );
+    assert_eq!(m.handle(applied(Level::Down, 4)), vec![]);
+    let got = m.handle(seen(Role::Backup, 4));
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+    assert!(
+        !got.contains(&Action::Note(Note::MoveConfirmed)),
+        "confirmed once: {got:?}"
+    );
+}
+
+#[test]
+fn graceful_handover_falls_back_to_down_at_the_timeout() {
+    let mut m = after(
+        graceful(),
+        &with(HEALTHY, &[seen(Role::Master, 2), Event::Signal(SIGTERM)]),
+    );
+    let got = m.handle(Event::Deadline(Timer::Failover));
+    assert_eq!(
+        got[..2],
+        [Action::Note(Note::GracefulFallback), set(Level::Down, 4)]
+    );
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+}
+
+#[test]
+fn a_crash_during_graceful_handover_goes_down_at_once() {
+    let mut m = after(
+        graceful(),
+        &with(HEALTHY, &[seen(Role::Master, 2), Event::Signal(SIGTERM)]),
+    );
+    let got = m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
+    assert_eq!(got, vec![set(Level::Down, 4)]);
+    assert_eq!(m.handle(applied(Level::Down, 4)), vec![Action::Exit(1)]);
+}
+
 #[test]
 fn deferred_stop_is_delivered_once_spawned() {
     let mut m = after(policy(), &[Event::Signal(SIGTERM), DOWN1]);
@@ -845,10 +907,11 @@ fn setups() -> Vec<(&'static str, Vec<Event>)> {
 fn every_phase_times_every_event_keeps_the_invariants() {
     let mut checked = 0;
     for restart in [RestartPolicy::Never, RestartPolicy::Always] {
-        for settle in [Duration::ZERO, S(1)] {
+        for (settle, stop_level) in [(Duration::ZERO, Level::Down), (S(1), Level::Standby)] {
             let p = Policy {
                 settle,
                 restart,
+                stop_level,
                 ..policy()
             };
             for (name, setup) in setups() {
@@ -907,10 +970,16 @@ fn random_walks_keep_the_invariants_and_always_end_after_a_stop() {
             RestartPolicy::Always,
         ][walk % 3];
         let settle = if walk % 2 == 0 { Duration::ZERO } else { S(1) };
+        let stop_level = if walk % 5 == 0 {
+            Level::Standby
+        } else {
+            Level::Down
+        };
         let (mut m, mut world) = replay(
             Policy {
                 settle,
                 restart,
+                stop_level,
                 ..policy()
             },
             &[],

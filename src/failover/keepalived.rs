@@ -1,0 +1,133 @@
+//! Linux keepalived (`backend = "keepalived"`, keepalived >= 2.1): our value
+//! in a `track_file` that keepalived adds (times `weight 1`) to the instance's
+//! priority.
+//!
+//! `up` writes 0, `standby` `standby_value` (a priority drop that must take
+//! this node below the peer), `down` `down_value` (-254: below -253 puts the
+//! instance in FAULT). handoff owns the file, so the value in it is absolute:
+//! rewriting it is idempotent, and the file itself is the record (on disk, so
+//! after a reboot the node stays down until handoff and its proxy are up).
+//! keepalived watches the directory with inotify, so the file is replaced by
+//! rename (IN_MOVED_TO), never rewritten in place (keepalived.conf(5), "Track
+//! files"; ../shared/facts.md).
+//!
+//! The role is MASTER when one of the configured VIPs is on a local
+//! interface: keepalived adds the VIP when it becomes master and removes it
+//! when it leaves, so this is where the address really is.
+
+use std::{net::IpAddr, time::Duration};
+
+use nix::ifaddrs::getifaddrs;
+
+use super::{Failover, FailoverError, Level, Role, Watch};
+use crate::{config::KeepalivedConfig, state};
+
+/// Role polling while waiting for a move (the issue's bound: 50 ms).
+const FAST_POLL: Duration = Duration::from_millis(50);
+/// Role polling otherwise.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The keepalived backend.
+#[derive(Debug)]
+pub struct KeepalivedBackend {
+    config: KeepalivedConfig,
+}
+
+impl KeepalivedBackend {
+    /// A backend writing `config.track_file`.
+    pub fn new(config: KeepalivedConfig) -> Self {
+        KeepalivedBackend { config }
+    }
+
+    fn value(&self, level: Level) -> i32 {
+        match level {
+            Level::Up => 0,
+            Level::Standby => self.config.standby_value,
+            Level::Down => self.config.down_value,
+        }
+    }
+}
+
+/// Whether any of `vips` is assigned to a local interface.
+fn holds_any(vips: &[IpAddr]) -> Result<bool, FailoverError> {
+    let addresses = getifaddrs()
+        .map_err(|e| FailoverError::Local(format!("cannot list local addresses: {e}")))?;
+    Ok(addresses.filter_map(|a| a.address).any(|storage| {
+        let ip = storage
+            .as_sockaddr_in()
+            .map(|v4| IpAddr::V4(v4.ip()))
+            .or_else(|| storage.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())));
+        ip.is_some_and(|ip| vips.contains(&ip))
+    }))
+}
+
+impl Failover for KeepalivedBackend {
+    fn name(&self) -> &'static str {
+        "keepalived"
+    }
+
+    async fn set_level(&mut self, level: Level) -> Result<(), FailoverError> {
+        let path = self.config.track_file.clone();
+        let content = format!("{}\n", self.value(level));
+        // fsync can take a while: keep it off the runtime thread.
+        tokio::task::spawn_blocking(move || state::write_atomically(&path, content.as_bytes()))
+            .await
+            .map_err(|e| FailoverError::Local(format!("writing the track file: {e}")))??;
+        Ok(())
+    }
+
+    async fn role(&mut self) -> Result<Role, FailoverError> {
+        Ok(if holds_any(&self.config.vip)? {
+            Role::Master
+        } else {
+            Role::Backup
+        })
+    }
+
+    fn poll_interval(&self, watch: Watch) -> Option<Duration> {
+        Some(match watch {
+            Watch::Idle => IDLE_POLL,
+            Watch::Fast => FAST_POLL,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_local_and_a_documentation_address_is_not() {
+        assert!(holds_any(&["127.0.0.1".parse().unwrap()]).unwrap());
+        assert!(!holds_any(&["192.0.2.254".parse().unwrap()]).unwrap());
+    }
+
+    #[tokio::test]
+    async fn levels_are_written_atomically_as_absolute_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let track_file = dir.path().join("handoff.track");
+        let config = KeepalivedConfig {
+            track_file: track_file.clone(),
+            ..KeepalivedConfig::default()
+        };
+        let mut backend = KeepalivedBackend::new(config);
+        for (level, value) in [
+            (Level::Down, "-254\n"),
+            (Level::Standby, "-100\n"),
+            (Level::Up, "0\n"),
+            (Level::Up, "0\n"),
+        ] {
+            backend.set_level(level).await.unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&track_file).unwrap(),
+                value,
+                "{level}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+    }
+}
