@@ -219,6 +219,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             .health
             .as_ref()
             .and_then(|h| Gate::from_config(h.get_ref())),
+        probe: config.failover.probe.clone(),
     };
     runtime.block_on(supervise(config.failover, supervisor, ledger))
 }
@@ -265,6 +266,7 @@ fn policy(config: &config::Config) -> Policy {
         startup_gate: config.proxy.health.is_none().then_some(STARTUP_GATE),
         exit_code_map: config.proxy.exit_code_map.clone(),
         stop_level: stop_level(&config.failover),
+        probe: config.failover.probe.is_some(),
     }
 }
 

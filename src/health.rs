@@ -189,7 +189,7 @@ async fn run(check: &Check, children: &Children, timeout: Duration) -> Result<()
 }
 
 /// GET `url` and pass on a 2xx status (as Nomad's and Consul's HTTP checks do).
-async fn http_get(url: &HttpUrl) -> Result<(), String> {
+pub(crate) async fn http_get(url: &HttpUrl) -> Result<(), String> {
     let mut stream = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("connect {}: {e}", url.text))?;

@@ -38,6 +38,7 @@ pub mod health;
 pub mod logging;
 pub mod machine;
 pub mod platform;
+pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod signals;

@@ -12,11 +12,13 @@ use nix::sys::signal::Signal;
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
+    config::Probe,
     config::{Argv, ProcessGroup},
     failover::{BackendHandle, Failover, spawn_worker},
     health::{self, Gate, Verdict},
-    machine::{Action, Event, Machine, Timer},
+    machine::{Action, Event, Machine, Note, Phase, Step, Timer},
     platform::Received,
+    probe,
     process::{Children, ProcessEnd},
     proxy::Proxy,
 };
@@ -36,6 +38,8 @@ pub struct Supervisor {
     pub signals: mpsc::Receiver<Received>,
     /// The health checks, when `[proxy.health]` is configured.
     pub health: Option<Gate>,
+    /// `[failover] probe`, run when the machine asks for it.
+    pub probe: Option<Probe>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -53,6 +57,17 @@ struct Dispatcher {
     /// Events produced by actions (the spawn's outcome), handled first.
     pending: VecDeque<Event>,
     health: HealthChecks,
+    probe: ProbeTask,
+    /// When the failover wait began, to log how long the move took.
+    failover_started: Option<Instant>,
+}
+
+/// The running probe, if any; it reports once, on success.
+#[derive(Debug)]
+struct ProbeTask {
+    task: Option<JoinHandle<()>>,
+    tx: mpsc::Sender<()>,
+    rx: mpsc::Receiver<()>,
 }
 
 /// The running proxy's health checker; verdicts about an earlier proxy
@@ -85,6 +100,7 @@ impl Supervisor {
         let (event_tx, events) = mpsc::channel(64);
         let backend = spawn_worker(backend, event_tx);
         let (tx, rx) = mpsc::channel(8);
+        let (probe_tx, probe_rx) = mpsc::channel(1);
         let dispatcher = Dispatcher {
             parts: self,
             backend,
@@ -93,6 +109,12 @@ impl Supervisor {
             dead: None,
             timers: Timers::default(),
             pending: VecDeque::new(),
+            probe: ProbeTask {
+                task: None,
+                tx: probe_tx,
+                rx: probe_rx,
+            },
+            failover_started: None,
             health: HealthChecks {
                 generation: 0,
                 checker: None,
@@ -120,6 +142,9 @@ impl Dispatcher {
             let after = self.parts.machine.phase();
             if before != after {
                 tracing::info!(from = ?before, to = ?after, "phase");
+                if matches!(after, Phase::Stopping(Step::Failover { .. })) {
+                    self.failover_started = Some(Instant::now());
+                }
             }
             if let Some(code) = self.execute(actions).await {
                 return code;
@@ -144,6 +169,7 @@ impl Dispatcher {
             dead,
             timers,
             health,
+            probe,
             ..
         } = self;
         let next_timer = timers.next();
@@ -165,6 +191,11 @@ impl Dispatcher {
                 Some(Event::ProxyExited(end))
             }
             Some(event) = events.recv() => Some(event),
+            Some(()) = probe.rx.recv() => {
+                probe.task = None;
+                tracing::info!("probe through the VIP succeeded: the peer serves it");
+                Some(Event::ProbeSucceeded)
+            }
             Some(verdict) = health.rx.recv() => {
                 (verdict.generation == health.generation).then_some(Event::Health(verdict.healthy))
             }
@@ -211,7 +242,22 @@ impl Dispatcher {
                     self.timers.0.remove(&timer);
                 }
                 Action::Watch(watch) => self.backend.watch(watch),
+                Action::Note(Note::MoveConfirmed) => {
+                    let took = self.failover_started.map(|t| t.elapsed());
+                    let moved_after_ms =
+                        took.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    tracing::info!(decision = ?Note::MoveConfirmed, moved_after_ms, "{}", Note::MoveConfirmed);
+                }
                 Action::Note(note) => tracing::info!(decision = ?note, "{note}"),
+                Action::Probe(start) => {
+                    if let Some(task) = self.probe.task.take() {
+                        task.abort();
+                    }
+                    if let (true, Some(target)) = (start, &self.parts.probe) {
+                        tracing::info!(?target, "probing the VIP until the peer answers");
+                        self.probe.task = Some(probe::spawn(target.clone(), self.probe.tx.clone()));
+                    }
+                }
                 Action::Exit(code) => {
                     debug_assert!(
                         self.proxy.is_none(),

@@ -215,3 +215,43 @@ fn start_up_demotes_before_anything_else() {
         "promoted only once the proxy ran: {whats:#?}"
     );
 }
+
+#[test]
+fn with_a_probe_the_proxy_is_stopped_only_once_the_peer_answers() {
+    let lab = Lab::new();
+    // A free port, closed again: nothing answers until the test listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!("failover_timeout = \"30s\"\nprobe = \"tcp://127.0.0.1:{port}\"");
+    let config = lab.config(&lab.command_backend("MASTER\n", &extra));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("promote");
+    h.wait_log("role=MASTER");
+    h.signal(SIGTERM);
+    lab.wait_for_count("demote", 2);
+    // The peer took over: the state says BACKUP; now the probe must pass too.
+    std::fs::write(lab.path("state"), "BACKUP\n").unwrap();
+    h.wait_log("probing the VIP until the peer answers");
+    let polls = lab.count("state");
+    lab.wait_for_count("state", polls + 5);
+    assert_eq!(
+        lab.count("signal SIGTERM"),
+        0,
+        "stopped while nobody answered: {:#?}",
+        lab.whats()
+    );
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    common::append_event(&lab.log, "listening");
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    drop(listener);
+    assert!(
+        pos(&lab, "listening") < pos(&lab, "signal SIGTERM"),
+        "{:#?}",
+        lab.whats()
+    );
+    h.assert_logged("probe through the VIP succeeded");
+    h.assert_logged("moved_after_ms=");
+}

@@ -195,6 +195,7 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "2:9",
         "no known scheme",
     ),
+    ("[failover]\nprobe = \"https://x/\"\n", "2:9", "plain HTTP"),
     (
         "[failover]\nbackend = \"command\"\n",
         "2:11",

@@ -95,8 +95,8 @@ impl<'de> Deserialize<'de> for DemoteBy {
 pub enum Probe {
     /// Connect succeeds.
     Tcp(String),
-    /// GET answers.
-    Http(String),
+    /// GET answers 2xx.
+    Http(HttpUrl),
 }
 
 impl<'de> Deserialize<'de> for Probe {
@@ -106,7 +106,7 @@ impl<'de> Deserialize<'de> for Probe {
             check_host_port(addr).map_err(de::Error::custom)?;
             Ok(Probe::Tcp(addr.to_owned()))
         } else if text.starts_with("http://") || text.starts_with("https://") {
-            Ok(Probe::Http(text))
+            text.parse().map(Probe::Http).map_err(de::Error::custom)
         } else {
             Err(de::Error::custom(format!(
                 "probe `{text}` has no known scheme, expected tcp://host:port or http://host/path"

@@ -66,6 +66,9 @@ pub struct Policy {
     /// graceful handover (a priority drop, so the VIP always has a holder),
     /// else `Down`. Either way the node is `Down` before the proxy stops.
     pub stop_level: Level,
+    /// `[failover] probe` is set: a move counts as confirmed only once the
+    /// probe through the VIP succeeds from here (the peer serves it).
+    pub probe: bool,
 }
 
 /// Something that happened.
@@ -103,6 +106,8 @@ pub enum Event {
     },
     /// An armed timer fired.
     Deadline(Timer),
+    /// The probe through the VIP succeeded.
+    ProbeSucceeded,
 }
 
 /// Timers the machine arms; arming one again replaces it.
@@ -161,6 +166,8 @@ pub enum Action {
     Watch(Watch),
     /// Record a decision in the log.
     Note(Note),
+    /// Start (`true`) or cancel (`false`) probing the VIP until it answers.
+    Probe(bool),
     /// Exit handoff with this status. Never emitted while the proxy lives.
     Exit(u8),
 }
@@ -225,6 +232,17 @@ impl std::fmt::Display for Note {
     }
 }
 
+/// The probe through the VIP during one stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeState {
+    /// Not started (or cancelled).
+    Idle,
+    /// Asked for; waiting for its success.
+    Running,
+    /// The peer answered.
+    Passed,
+}
+
 /// Where in the lifecycle handoff is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -283,6 +301,8 @@ pub struct Machine {
     role: Role,
     /// The request the backend had answered when it last saw `role`.
     role_seq: u64,
+    /// The probe of the current stop.
+    probe: ProbeState,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -302,6 +322,7 @@ impl Machine {
             seq: 0,
             role: Role::Unknown,
             role_seq: 0,
+            probe: ProbeState::Idle,
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -351,6 +372,12 @@ impl Machine {
             }
             Event::LevelApplied { level, ok: _, seq } => self.on_applied(level, seq, &mut out),
             Event::Deadline(timer) => self.on_deadline(timer, &mut out),
+            Event::ProbeSucceeded => {
+                if self.probe == ProbeState::Running {
+                    self.probe = ProbeState::Passed;
+                    self.check_move(&mut out);
+                }
+            }
         }
         out
     }
@@ -414,6 +441,7 @@ impl Machine {
         // newest level was in place; anything older may be out of date.
         let held = !(self.role.released() && self.role_seq >= self.seq);
         self.phase = Phase::Stopping(Step::Failover { held });
+        self.probe = ProbeState::Idle;
         out.push(Action::Disarm(Timer::HealthGate));
         out.push(Action::Disarm(Timer::BackoffReset));
         self.request(self.policy.stop_level, out);
@@ -457,6 +485,15 @@ impl Machine {
         if !released {
             return;
         }
+        // Released here is not yet served there: where a probe is set, the
+        // peer must answer through the VIP first (only if we held it).
+        if held && self.policy.probe && self.probe != ProbeState::Passed {
+            if self.probe == ProbeState::Idle {
+                self.probe = ProbeState::Running;
+                out.push(Action::Probe(true));
+            }
+            return;
+        }
         if self.level_applied(Level::Standby) {
             // Graceful handover: the peer holds the VIP now; bow out (FAULT)
             // so this node cannot win it back while its proxy stops.
@@ -474,6 +511,7 @@ impl Machine {
 
     /// Stop step 3: settle, then stop the proxy.
     fn after_failover(&mut self, out: &mut Vec<Action>) {
+        self.stop_probe(out);
         out.push(Action::Disarm(Timer::Failover));
         out.push(Action::Watch(Watch::Idle));
         if self.policy.settle.is_zero() {
@@ -486,6 +524,7 @@ impl Machine {
 
     /// Stop step 4: the graceful stop signal, bounded by `stop_timeout`.
     fn send_stop(&mut self, out: &mut Vec<Action>) {
+        self.stop_probe(out);
         out.push(Action::Disarm(Timer::Failover));
         out.push(Action::Disarm(Timer::Settle));
         self.phase = Phase::Stopping(Step::Draining);
@@ -495,6 +534,7 @@ impl Machine {
 
     /// Stop step 5: SIGKILL; the exit follows.
     fn kill(&mut self, out: &mut Vec<Action>) {
+        self.stop_probe(out);
         for timer in [Timer::Failover, Timer::Settle, Timer::StopTimeout] {
             out.push(Action::Disarm(timer));
         }
@@ -634,7 +674,16 @@ impl Machine {
         }
     }
 
+    /// Cancels a running probe: the wait it belongs to is over.
+    fn stop_probe(&mut self, out: &mut Vec<Action>) {
+        if self.probe == ProbeState::Running {
+            self.probe = ProbeState::Idle;
+            out.push(Action::Probe(false));
+        }
+    }
+
     fn exit(&mut self, code: u8, out: &mut Vec<Action>) {
+        self.stop_probe(out);
         debug_assert!(
             !self.proxy_alive,
             "INVARIANT: never exit while the proxy lives"

@@ -21,6 +21,7 @@ fn policy() -> Policy {
         startup_gate: Some(S(1)),
         exit_code_map: ExitCodeMap::default(),
         stop_level: Level::Down,
+        probe: false,
     }
 }
 
@@ -572,6 +573,89 @@ fn a_crash_during_graceful_handover_goes_down_at_once() {
     assert_eq!(m.handle(applied(Level::Down, 4)), vec![Action::Exit(1)]);
 }
 
+fn probed() -> Policy {
+    Policy {
+        probe: true,
+        ..policy()
+    }
+}
+
+#[test]
+fn with_a_probe_the_move_waits_for_the_peer_to_answer() {
+    let mut m = after(
+        probed(),
+        &with(
+            HEALTHY,
+            &[
+                seen(Role::Master, 2),
+                Event::Signal(SIGTERM),
+                applied(Level::Down, 3),
+            ],
+        ),
+    );
+    assert_eq!(
+        m.handle(seen(Role::Backup, 3)),
+        vec![Action::Probe(true)],
+        "released here, not yet served there"
+    );
+    assert_eq!(
+        m.handle(seen(Role::Backup, 3)),
+        vec![],
+        "one probe at a time"
+    );
+    let got = m.handle(Event::ProbeSucceeded);
+    assert_eq!(got[0], Action::Note(Note::MoveConfirmed), "{got:?}");
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+}
+
+#[test]
+fn a_probe_that_never_answers_ends_at_failover_timeout_and_is_cancelled() {
+    let mut m = after(
+        probed(),
+        &with(
+            HEALTHY,
+            &[
+                seen(Role::Master, 2),
+                Event::Signal(SIGTERM),
+                applied(Level::Down, 3),
+                seen(Role::Backup, 3),
+            ],
+        ),
+    );
+    let got = m.handle(Event::Deadline(Timer::Failover));
+    assert_eq!(
+        got[..2],
+        [Action::Note(Note::MoveTimedOut), Action::Probe(false)],
+        "{got:?}"
+    );
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+    assert_eq!(
+        m.handle(Event::ProbeSucceeded),
+        vec![],
+        "a late success changes nothing"
+    );
+}
+
+#[test]
+fn a_node_that_did_not_hold_the_ip_does_not_probe() {
+    let mut m = after(
+        probed(),
+        &with(
+            HEALTHY,
+            &[
+                seen(Role::Backup, 2),
+                Event::Signal(SIGTERM),
+                applied(Level::Down, 3),
+            ],
+        ),
+    );
+    let got = m.handle(seen(Role::Backup, 3));
+    assert!(
+        !got.contains(&Action::Probe(true)) && got.contains(&Action::StopProxy(SIGTERM)),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn deferred_stop_is_delivered_once_spawned() {
     let mut m = after(policy(), &[Event::Signal(SIGTERM), DOWN1]);
@@ -681,6 +765,7 @@ struct World {
     /// The newest request answered so far.
     answered: u64,
     stop_seen: bool,
+    probing: bool,
     exited: bool,
     timers: Vec<Timer>,
 }
@@ -711,6 +796,7 @@ impl World {
             }
             Event::Signal(s) if s == SIGTERM || s == SIGINT => self.stop_seen = true,
             Event::Deadline(t) => self.timers.retain(|x| *x != t),
+            Event::ProbeSucceeded => self.probing = false,
             _ => {}
         }
     }
@@ -769,6 +855,7 @@ impl World {
                 self.timers.push(*t);
             }
             Action::Disarm(t) => self.timers.retain(|x| x != t),
+            Action::Probe(start) => self.probing = *start,
             Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
         }
     }
@@ -816,6 +903,7 @@ fn all_events(world: &World) -> Vec<Event> {
         ]
         .map(Event::Deadline),
     );
+    v.push(Event::ProbeSucceeded);
     v.retain(|e| possible(world, *e));
     v
 }
@@ -828,6 +916,7 @@ fn possible(world: &World, event: Event) -> bool {
         Event::ProxyExited(_) => world.alive,
         Event::LevelApplied { level, seq, .. } => world.requests.contains(&(level, seq, false)),
         Event::Deadline(t) => world.timers.contains(&t),
+        Event::ProbeSucceeded => world.probing,
         _ => true,
     }
 }
@@ -980,6 +1069,7 @@ fn random_walks_keep_the_invariants_and_always_end_after_a_stop() {
                 settle,
                 restart,
                 stop_level,
+                probe: walk % 7 == 0,
                 ..policy()
             },
             &[],
