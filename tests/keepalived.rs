@@ -63,7 +63,8 @@ struct Cluster {
 
 impl Cluster {
     /// `track` holds each node's initial track_file value.
-    fn new(lab: &Lab, track: [i32; 2]) -> Cluster {
+    /// `b_extra` goes into node b's vrrp_instance (e.g. `nopreempt`).
+    fn new(lab: &Lab, track: [i32; 2], b_extra: &str) -> Cluster {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "h{}{}",
@@ -114,9 +115,10 @@ impl Cluster {
                     "global_defs {{\n  router_id {node}\n  vrrp_garp_master_delay 0\n}}\n\
                      track_file handoff {{\n  file \"{}\"\n  weight 1\n}}\n\
                      vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  \
-                     advert_int 1\n  track_file {{\n    handoff weight 1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+                     advert_int 1\n  {}\n  track_file {{\n    handoff weight 1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
                     cluster.track_file(node).display(),
-                    250 - 10 * i
+                    250 - 10 * i,
+                    if node == "b" { b_extra } else { "" }
                 ),
             )
             .unwrap();
@@ -277,7 +279,7 @@ fn planned_stop(handover: &str, bound: Duration) {
         return;
     }
     let lab = Lab::new();
-    let cluster = Cluster::new(&lab, [-254, 0]);
+    let cluster = Cluster::new(&lab, [-254, 0], "");
     // Fast handover: the peer takes over after its skew time; settle covers it.
     let settle = if handover == "fast" {
         "settle = \"1s\""
@@ -366,7 +368,7 @@ fn kill_9_of_the_proxy_moves_the_vip() {
         return;
     }
     let lab = Lab::new();
-    let cluster = Cluster::new(&lab, [-254, 0]);
+    let cluster = Cluster::new(&lab, [-254, 0], "");
     let mut h = healthy_master(&lab, &cluster, "", "graceful");
     let proxy = common::proxy_pid(&lab);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(proxy), SIGKILL).unwrap();
@@ -386,7 +388,7 @@ fn a_node_with_an_unhealthy_proxy_never_takes_the_vip() {
     }
     let lab = Lab::new();
     // a (250) would win, but its proxy never passes its health check.
-    let cluster = Cluster::new(&lab, [-254, 0]);
+    let cluster = Cluster::new(&lab, [-254, 0], "");
     cluster.wait_for_vip("b", Duration::from_secs(15));
     let config = cluster.config(
         &lab,
@@ -404,4 +406,36 @@ fn a_node_with_an_unhealthy_proxy_never_takes_the_vip() {
     );
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
+}
+
+#[test]
+fn graceful_handover_falls_back_to_fault_with_a_nopreempt_peer() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    // A nopreempt peer never takes over on a priority drop: only FAULT moves it.
+    let cluster = Cluster::new(&lab, [-254, 0], "nopreempt");
+    let config = cluster.config(&lab, "a", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("failover_timeout = \"8s\"", "failover_timeout = \"4s\"");
+    std::fs::write(&config, text).unwrap();
+    // a (250, preempting) wins once healthy; b's nopreempt only stops b
+    // from taking it back by priority.
+    let mut h = cluster.handoff(&lab, "a", &config, &lab.proxy(&[]));
+    lab.wait_for("start");
+    cluster.wait_for_vip("a", Duration::from_secs(15));
+    let sent = Instant::now();
+    h.signal(SIGINT);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let took = sent.elapsed();
+    println!("nopreempt peer: graceful fell back to FAULT; stop took {took:?}");
+    h.assert_logged("decision=GracefulFallback");
+    assert!(
+        took >= Duration::from_secs(4),
+        "the standby wait ended before failover_timeout: {took:?}"
+    );
+    cluster.wait_for_vip("b", Duration::from_secs(5));
+    assert!(!cluster.holds_vip("a"));
 }
