@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::{
     fs,
     path::{Path, PathBuf},
