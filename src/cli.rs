@@ -168,10 +168,11 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         tracing::warn!("{warning}");
     }
     let backend = config.failover.backend();
-    // Backends with a ledger: lock the state dir (a second agent is refused
-    // here) and read the boot id, both before the signal reader starts
-    // reaping (the OpenBSD boot id comes from a sysctl(8) child).
-    let ledger = if backend == BackendKind::Carp {
+    // Backends that own shared state (a CARP counter share, a track file):
+    // lock the state dir, so a second agent is refused here, and read the
+    // boot id, both before the signal reader starts reaping (the OpenBSD boot
+    // id comes from a sysctl(8) child).
+    let ledger = if matches!(backend, BackendKind::Carp | BackendKind::Keepalived) {
         let state = StateDir::open(&config.control.state_dir)?;
         let boot = state::boot_id().map_err(|source| Error::Os {
             what: "reading the boot id",

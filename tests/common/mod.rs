@@ -23,6 +23,12 @@ pub const FIXTURE: &str = env!("CARGO_BIN_EXE_handoff-fixture");
 /// A generous bound for things that take milliseconds.
 pub const SOON: Duration = Duration::from_secs(10);
 
+/// CLOCK_MONOTONIC in nanoseconds, the clock of the event log.
+pub fn now_ns() -> i128 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec())
+}
+
 /// Appends an event to `log` in the fixture's format, from the test itself.
 pub fn append_event(log: &Path, what: &str) {
     use std::io::Write;

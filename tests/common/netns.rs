@@ -217,7 +217,9 @@ impl Cluster {
             &path,
             format!(
                 "[failover]\nbackend = \"keepalived\"\nfailover_timeout = \"8s\"\n{extra}\n\
+                 [control]\nstate_dir = \"{}\"\n\
                  [failover.keepalived]\ntrack_file = \"{}\"\nvip = [\"{VIP}\"]\n",
+                self.dir.join(format!("state-{node}")).display(),
                 self.track_file(node).display()
             )
             .replace("{fixture}", FIXTURE)
