@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::netns::{Cluster, lab_available, watch_vip};
+use common::netns::{Cluster, DEFAULT_TIMING, lab_available, watch_vip};
 
 use std::time::{Duration, Instant};
 
@@ -204,4 +204,30 @@ fn graceful_handover_falls_back_to_fault_with_a_nopreempt_peer() {
     );
     cluster.wait_for_vip("b", Duration::from_secs(5));
     assert!(!cluster.holds_vip("a"));
+}
+
+#[test]
+fn notify_fifo_lines_are_read_as_hints() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    let cluster = Cluster::with_options(&lab, [-254, 0], "", DEFAULT_TIMING, true);
+    let fifo = cluster.notify_fifo_path("a");
+    let extra = format!(
+        "[failover.keepalived]\nnotify_fifo = \"{}\"\ninstance = \"VI_1\"",
+        fifo.display()
+    );
+    let config = cluster.config(&lab, "a", "");
+    // One [failover.keepalived] section: put the two keys into it.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[failover.keepalived]\n", &format!("{extra}\n"));
+    std::fs::write(&config, text).unwrap();
+    let mut h = cluster.handoff(&lab, "a", &config, &lab.proxy(&[]));
+    lab.wait_for("start");
+    cluster.wait_for_vip("a", Duration::from_secs(15));
+    h.wait_log("keepalived notify_fifo instance=\"VI_1\" state=\"MASTER\"");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
 }

@@ -13,11 +13,19 @@
 //!
 //! The role is MASTER when one of the configured VIPs is on a local
 //! interface: keepalived adds the VIP when it becomes master and removes it
-//! when it leaves, so this is where the address really is.
+//! when it leaves, so this is where the address really is. With
+//! `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100` lines make the
+//! worker poll at once; they are only a hint (keepalived drops lines nobody
+//! reads, and recreates the FIFO on reload), so the polling goes on.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use nix::ifaddrs::getifaddrs;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::unix::pipe,
+    sync::mpsc,
+};
 
 use super::{Failover, FailoverError, Level, Role, Watch};
 use crate::{config::KeepalivedConfig, state};
@@ -26,6 +34,8 @@ use crate::{config::KeepalivedConfig, state};
 const FAST_POLL: Duration = Duration::from_millis(50);
 /// Role polling otherwise.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Wait before reopening the notify FIFO after EOF (no writer, or a reload).
+const FIFO_REOPEN: Duration = Duration::from_secs(1);
 
 /// The keepalived backend.
 #[derive(Debug)]
@@ -90,11 +100,79 @@ impl Failover for KeepalivedBackend {
             Watch::Fast => FAST_POLL,
         })
     }
+
+    fn hints(&mut self) -> Option<mpsc::Receiver<()>> {
+        let path = self.config.notify_fifo.clone()?;
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(read_notify_fifo(path, self.config.instance.clone(), tx));
+        Some(rx)
+    }
+}
+
+/// Reads keepalived's notify FIFO for as long as the worker listens,
+/// reopening it after EOF; every state line about `instance` (any instance
+/// when unset) is a hint.
+async fn read_notify_fifo(path: PathBuf, instance: Option<String>, hints: mpsc::Sender<()>) {
+    while !hints.is_closed() {
+        match pipe::OpenOptions::new().open_receiver(&path) {
+            Ok(fifo) => {
+                let mut lines = BufReader::new(fifo).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    match parse_notify_line(&line) {
+                        Some((name, state)) if instance.as_deref().is_none_or(|i| i == name) => {
+                            tracing::info!(instance = name, state, "keepalived notify_fifo");
+                            // Full means a poll is already due: nothing lost.
+                            let _ = hints.try_send(());
+                        }
+                        _ => tracing::debug!(%line, "notify_fifo line ignored"),
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(path = %path.display(), %error, "cannot open notify_fifo");
+            }
+        }
+        tokio::time::sleep(FIFO_REOPEN).await;
+    }
+}
+
+/// `INSTANCE "VI_1" MASTER 100` -> `("VI_1", "MASTER")`; anything else (group
+/// lines, partial lines) -> `None`.
+fn parse_notify_line(line: &str) -> Option<(&str, &str)> {
+    let mut words = line.split_whitespace();
+    if words.next()? != "INSTANCE" {
+        return None;
+    }
+    let name = words.next()?.strip_prefix('"')?.strip_suffix('"')?;
+    let state = words.next()?;
+    ["MASTER", "BACKUP", "FAULT", "STOP", "DELETED"]
+        .contains(&state)
+        .then_some((name, state))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_lines() {
+        assert_eq!(
+            parse_notify_line("INSTANCE \"VI_1\" MASTER 100"),
+            Some(("VI_1", "MASTER"))
+        );
+        assert_eq!(
+            parse_notify_line("INSTANCE \"edge\" FAULT 0\r"),
+            Some(("edge", "FAULT"))
+        );
+        assert_eq!(parse_notify_line("GROUP \"G\" MASTER 100"), None);
+        assert_eq!(
+            parse_notify_line("INSTANCE \"VI_1\" MAS"),
+            None,
+            "a partial line"
+        );
+        assert_eq!(parse_notify_line("INSTANCE VI_1 MASTER 100"), None);
+        assert_eq!(parse_notify_line(""), None);
+    }
 
     #[test]
     fn loopback_is_local_and_a_documentation_address_is_not() {

@@ -99,6 +99,12 @@ pub trait Failover: Send + 'static {
 
     /// How often to poll the role; `None` when it cannot change by itself.
     fn poll_interval(&self, watch: Watch) -> Option<Duration>;
+
+    /// Hints that the role may just have changed (keepalived's notify FIFO):
+    /// each `()` makes the worker poll at once. Taken once, at start.
+    fn hints(&mut self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        None
+    }
 }
 
 /// A backend operation that failed.

@@ -100,6 +100,7 @@ impl<F: Failover> Worker<F> {
         mut wanted: watch::Receiver<Option<(Level, u64)>>,
         mut watch: watch::Receiver<Watch>,
     ) {
+        let mut hints = self.backend.hints();
         let mut retry: Option<(Instant, Duration)> = None;
         // No role query before the first wish: start-up's `down` goes first,
         // and every applied level is followed by a role report.
@@ -151,6 +152,9 @@ impl<F: Failover> Worker<F> {
             tokio::select! {
                 biased;
                 changed = wanted.changed() => if changed.is_err() { return },
+                Some(()) = next_hint(hints.as_mut()) => {
+                    if !self.report_role(false).await { return }
+                }
                 changed = watch.changed() => {
                     if changed.is_err() { return }
                     if *watch.borrow() == Watch::Fast && !self.report_role(true).await { return }
@@ -195,4 +199,12 @@ impl<F: Failover> Worker<F> {
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The next hint, or never when the backend gives none (or its source ended).
+async fn next_hint(hints: Option<&mut mpsc::Receiver<()>>) -> Option<()> {
+    match hints {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

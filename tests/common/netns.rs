@@ -80,6 +80,18 @@ impl Cluster {
 
     /// A lab with the given keepalived timing.
     pub fn with_timing(lab: &Lab, track: [i32; 2], b_extra: &str, timing: Timing) -> Cluster {
+        Cluster::with_options(lab, track, b_extra, timing, false)
+    }
+
+    /// With `notify_fifo`, each keepalived writes its notify FIFO
+    /// (`notify_fifo_path`).
+    pub fn with_options(
+        lab: &Lab,
+        track: [i32; 2],
+        b_extra: &str,
+        timing: Timing,
+        notify_fifo: bool,
+    ) -> Cluster {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "h{}{}",
@@ -127,11 +139,16 @@ impl Cluster {
             std::fs::write(
                 &conf,
                 format!(
-                    "global_defs {{\n  router_id {node}\n  vrrp_garp_master_delay 0\n  vrrp_version {}\n}}\n\
+                    "global_defs {{\n  router_id {node}\n  vrrp_garp_master_delay 0\n  vrrp_version {}\n  {}\n}}\n\
                      track_file handoff {{\n  file \"{}\"\n  weight 1\n}}\n\
                      vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  \
                      advert_int {}\n  {}\n  track_file {{\n    handoff weight 1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
                     timing.vrrp_version,
+                    if notify_fifo {
+                        format!("notify_fifo {}", cluster.notify_fifo_path(node).display())
+                    } else {
+                        String::new()
+                    },
                     cluster.track_file(node).display(),
                     250 - 10 * i,
                     timing.advert_int,
@@ -171,6 +188,10 @@ impl Cluster {
 
     pub fn ns(&self, node: &str) -> String {
         format!("{}-{node}", self.name)
+    }
+
+    pub fn notify_fifo_path(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.fifo"))
     }
 
     pub fn track_file(&self, node: &str) -> PathBuf {
