@@ -7,8 +7,10 @@
 //! handoff holds the node at one of three *levels* (up, standby, down) and
 //! adds or removes only its own share of the backend's demotion. It starts
 //! `down`, spawns the proxy, and goes `up` once the proxy is healthy. On a
-//! planned stop (SIGINT/SIGTERM) it goes `down`, waits until the IP has moved
-//! (only if this node held it, at most `failover_timeout`), waits `settle`,
+//! planned stop (SIGINT/SIGTERM) it goes `down` (keepalived's graceful
+//! handover: `standby` first, `down` once the VIP moved), waits until the IP
+//! has moved (only if this node held it, at most `failover_timeout`; a
+//! `probe` can demand that the peer answers), waits `settle`,
 //! sends the proxy its graceful stop signal, and SIGKILLs it after
 //! `stop_timeout`. When the proxy dies it goes `down` first, then restarts it
 //! or exits with its status. `down` outlives handoff: a node without a proxy
@@ -24,7 +26,11 @@
 //! * [`supervisor`]: the one dispatcher loop that feeds the machine and
 //!   carries out its actions; the only owner of the proxy child.
 //! * [`process`]: spawning with a clean slate, and the one reaper.
-//! * [`failover`]: the backends behind one trait, driven by a worker task.
+//! * [`failover`]: the backends behind one trait, driven by a worker task:
+//!   CARP (a counted share of a group's demote counter, with a crash-safe
+//!   ledger), keepalived (a track file), commands, none.
+//! * [`health`]: the promotion gate; [`probe`]: proof the peer serves the VIP.
+//! * [`state`]: the locked state directory and atomic, durable writes.
 //! * [`config`], [`check`], [`cli`], [`exit`], [`error`]: the interface.
 //! * [`platform`]: everything that differs between Linux and OpenBSD.
 

@@ -109,9 +109,6 @@ impl Failover for CommandBackend {
     }
 
     fn poll_interval(&self, watch: Watch) -> Option<Duration> {
-        Some(match watch {
-            Watch::Idle => IDLE_POLL,
-            Watch::Fast => FAST_POLL,
-        })
+        Some(watch.pick(IDLE_POLL, FAST_POLL))
     }
 }

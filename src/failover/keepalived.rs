@@ -95,10 +95,7 @@ impl Failover for KeepalivedBackend {
     }
 
     fn poll_interval(&self, watch: Watch) -> Option<Duration> {
-        Some(match watch {
-            Watch::Idle => IDLE_POLL,
-            Watch::Fast => FAST_POLL,
-        })
+        Some(watch.pick(IDLE_POLL, FAST_POLL))
     }
 
     fn hints(&mut self) -> Option<mpsc::Receiver<()>> {

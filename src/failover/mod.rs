@@ -85,6 +85,16 @@ pub enum Watch {
     Fast,
 }
 
+impl Watch {
+    /// `idle` or `fast`, whichever this watch calls for.
+    pub fn pick(self, idle: Duration, fast: Duration) -> Duration {
+        match self {
+            Watch::Idle => idle,
+            Watch::Fast => fast,
+        }
+    }
+}
+
 /// A failover backend: sets our share of the demotion and reports the role.
 pub trait Failover: Send + 'static {
     /// Its config name, for logs.
