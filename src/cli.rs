@@ -20,6 +20,7 @@ use crate::{
     health::Gate,
     logging,
     machine::{Machine, Policy},
+    maintenance::Maintenance,
     platform,
     process::Children,
     signals,
@@ -182,6 +183,8 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     } else {
         None
     };
+    // A node an operator put into maintenance stays at standby across restarts.
+    let maintenance = Maintenance::load(&config.control.state_dir).map_err(Error::Record)?;
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
@@ -221,6 +224,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             .as_ref()
             .and_then(|h| Gate::from_config(h.get_ref())),
         probe: config.failover.probe.clone(),
+        maintenance,
     };
     runtime.block_on(supervise(config.failover, supervisor, ledger))
 }

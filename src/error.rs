@@ -21,6 +21,9 @@ pub enum Error {
     /// The state directory cannot be used (or another agent holds it).
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// A record in the state directory cannot be read.
+    #[error("{0}")]
+    Record(String),
     /// An operating-system call failed during setup.
     #[error("{what}: {source}")]
     Os {
@@ -38,7 +41,9 @@ impl Error {
             Error::Config(_) => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
             Error::Unavailable(_) => exit::UNAVAILABLE,
-            Error::Failover(_) | Error::State(_) | Error::Os { .. } => exit::FAILURE,
+            Error::Failover(_) | Error::State(_) | Error::Record(_) | Error::Os { .. } => {
+                exit::FAILURE
+            }
         }
     }
 }

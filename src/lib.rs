@@ -43,6 +43,7 @@ pub mod failover;
 pub mod health;
 pub mod logging;
 pub mod machine;
+pub mod maintenance;
 pub mod platform;
 pub mod probe;
 pub mod process;

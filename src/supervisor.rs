@@ -17,6 +17,7 @@ use crate::{
     failover::{BackendHandle, Failover, spawn_worker},
     health::{self, Gate, Verdict},
     machine::{Action, Event, Machine, Note, Phase, Step, Timer},
+    maintenance::Maintenance,
     platform::Received,
     probe,
     process::{Children, ProcessEnd},
@@ -40,6 +41,8 @@ pub struct Supervisor {
     pub health: Option<Gate>,
     /// `[failover] probe`, run when the machine asks for it.
     pub probe: Option<Probe>,
+    /// A maintenance record found at start.
+    pub maintenance: Option<Maintenance>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -101,7 +104,7 @@ impl Supervisor {
         let backend = spawn_worker(backend, event_tx);
         let (tx, rx) = mpsc::channel(8);
         let (probe_tx, probe_rx) = mpsc::channel(1);
-        let dispatcher = Dispatcher {
+        let mut dispatcher = Dispatcher {
             parts: self,
             backend,
             events,
@@ -122,6 +125,10 @@ impl Supervisor {
                 rx,
             },
         };
+        if let Some(m) = &dispatcher.parts.maintenance {
+            tracing::info!(reason = %m.reason, uid = m.uid, since = m.since, "in maintenance: a healthy proxy holds this node at standby");
+            dispatcher.pending.push_back(Event::Maintenance(true));
+        }
         dispatcher.run().await
     }
 }

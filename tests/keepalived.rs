@@ -231,3 +231,46 @@ fn notify_fifo_lines_are_read_as_hints() {
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
 }
+
+#[test]
+fn a_standby_node_still_takes_the_vip_when_the_master_dies() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut cluster = Cluster::new(&lab, [-254, -254], "");
+    // b is in maintenance: its healthy proxy holds it at standby (-100),
+    // still a candidate, unlike down (FAULT).
+    let state_b = cluster.dir.join("state-b");
+    std::fs::create_dir_all(&state_b).unwrap();
+    std::fs::write(
+        state_b.join("maintenance.toml"),
+        "reason = \"disk swap\"\nuid = 0\nsince = 0\n",
+    )
+    .unwrap();
+    let config_b = cluster.config(&lab, "b", "");
+    let mut hb = cluster.handoff(&lab, "b", &config_b, &lab.proxy(&[]));
+    let mut ha = healthy_master(&lab, &cluster, "", "graceful");
+    let deadline = Instant::now() + SOON;
+    while std::fs::read_to_string(cluster.track_file("b"))
+        .unwrap()
+        .trim()
+        != "-100"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "b never went to standby: {}",
+            hb.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    hb.assert_logged("in maintenance");
+    assert!(cluster.holds_vip("a") && !cluster.holds_vip("b"));
+    cluster.kill_keepalived("a");
+    let took = cluster.wait_for_vip("b", Duration::from_secs(10));
+    println!("standby node b took the VIP {took:?} after a's keepalived was killed");
+    for h in [&mut ha, &mut hb] {
+        h.signal(SIGTERM);
+        assert_eq!(h.code(SOON), 0, "{}", h.log());
+    }
+}

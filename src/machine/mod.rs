@@ -108,6 +108,9 @@ pub enum Event {
     Deadline(Timer),
     /// The probe through the VIP succeeded.
     ProbeSucceeded,
+    /// Maintenance was set (`true`) or cleared: a healthy node is held at
+    /// `standby` instead of `up` (still a candidate if the peer dies).
+    Maintenance(bool),
 }
 
 /// Timers the machine arms; arming one again replaces it.
@@ -303,6 +306,8 @@ pub struct Machine {
     role_seq: u64,
     /// The probe of the current stop.
     probe: ProbeState,
+    /// Held at standby by an operator.
+    maintenance: bool,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -323,6 +328,7 @@ impl Machine {
             role: Role::Unknown,
             role_seq: 0,
             probe: ProbeState::Idle,
+            maintenance: false,
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -372,6 +378,12 @@ impl Machine {
             }
             Event::LevelApplied { level, ok: _, seq } => self.on_applied(level, seq, &mut out),
             Event::Deadline(timer) => self.on_deadline(timer, &mut out),
+            Event::Maintenance(on) => {
+                self.maintenance = on;
+                if self.phase == (Phase::Running { healthy: true }) {
+                    self.request(self.healthy_level(), &mut out);
+                }
+            }
             Event::ProbeSucceeded => {
                 if self.probe == ProbeState::Running {
                     self.probe = ProbeState::Passed;
@@ -562,7 +574,21 @@ impl Machine {
             return;
         }
         self.phase = Phase::Running { healthy };
-        self.request(if healthy { Level::Up } else { Level::Down }, out);
+        let level = if healthy {
+            self.healthy_level()
+        } else {
+            Level::Down
+        };
+        self.request(level, out);
+    }
+
+    /// Where a healthy proxy puts the node: `up`, or `standby` in maintenance.
+    fn healthy_level(&self) -> Level {
+        if self.maintenance {
+            Level::Standby
+        } else {
+            Level::Up
+        }
     }
 
     fn on_exit(&mut self, end: ProcessEnd, out: &mut Vec<Action>) {

@@ -657,6 +657,49 @@ fn a_node_that_did_not_hold_the_ip_does_not_probe() {
 }
 
 #[test]
+fn maintenance_holds_a_healthy_node_at_standby() {
+    // Set before the proxy is healthy: healthy means standby, not up.
+    let mut m = after(policy(), &[Event::Maintenance(true), DOWN1, Event::Spawned]);
+    assert_eq!(
+        m.handle(Event::Deadline(Timer::HealthGate)),
+        vec![set(Level::Standby, 2)]
+    );
+    // Cleared: up; set again: standby; an unhealthy proxy: down regardless.
+    assert_eq!(m.handle(Event::Maintenance(false)), vec![set(Level::Up, 3)]);
+    assert_eq!(
+        m.handle(Event::Maintenance(true)),
+        vec![set(Level::Standby, 4)]
+    );
+    assert_eq!(m.handle(Event::Health(false)), vec![set(Level::Down, 5)]);
+    assert_eq!(
+        m.handle(Event::Maintenance(false)),
+        vec![],
+        "unhealthy: stays down"
+    );
+    assert_eq!(m.handle(Event::Health(true)), vec![set(Level::Up, 6)]);
+}
+
+#[test]
+fn a_stop_in_maintenance_still_goes_down() {
+    let mut m = after(
+        policy(),
+        &[
+            Event::Maintenance(true),
+            DOWN1,
+            Event::Spawned,
+            Event::Deadline(Timer::HealthGate),
+        ],
+    );
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert!(got.contains(&set(Level::Down, 3)), "{got:?}");
+    assert_eq!(
+        m.handle(Event::Maintenance(false)),
+        vec![],
+        "never up while stopping"
+    );
+}
+
+#[test]
 fn deferred_stop_is_delivered_once_spawned() {
     let mut m = after(policy(), &[Event::Signal(SIGTERM), DOWN1]);
     let got = m.handle(Event::Spawned);
@@ -904,6 +947,8 @@ fn all_events(world: &World) -> Vec<Event> {
         .map(Event::Deadline),
     );
     v.push(Event::ProbeSucceeded);
+    v.push(Event::Maintenance(true));
+    v.push(Event::Maintenance(false));
     v.retain(|e| possible(world, *e));
     v
 }

@@ -190,6 +190,13 @@ impl Cluster {
         format!("{}-{node}", self.name)
     }
 
+    /// SIGKILLs `node`'s keepalived: the master dies.
+    pub fn kill_keepalived(&mut self, node: &str) {
+        let child = &mut self.keepalived[usize::from(node == "b")];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     pub fn notify_fifo_path(&self, node: &str) -> PathBuf {
         self.dir.join(format!("{node}.fifo"))
     }

@@ -1,0 +1,85 @@
+//! Maintenance: an operator's "hold this node at standby", persisted in the
+//! state dir as `maintenance.toml` so it survives restarts and reboots.
+//!
+//! Owns the record's format. `handoff run` honours a record found at start
+//! (a healthy proxy then means `standby`, not `up`); `handoff demote` and
+//! `promote` write and remove it (control-socket issue).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The file in the state directory.
+pub const FILE: &str = "maintenance.toml";
+
+/// Who put the node into maintenance, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// Free text from `handoff demote --reason`.
+    pub reason: String,
+    /// The uid that asked.
+    pub uid: u32,
+    /// When, in seconds since the Unix epoch.
+    pub since: u64,
+}
+
+impl Maintenance {
+    /// Parses a record; a damaged one is an error, never "no maintenance"
+    /// (that would promote a node an operator took out of service).
+    pub fn parse(text: &str) -> Result<Maintenance, String> {
+        toml::from_str(text).map_err(|e| format!("{FILE} is damaged: {}", e.message().trim_end()))
+    }
+
+    /// The file's content.
+    pub fn render(&self) -> String {
+        let reason = toml::Value::String(self.reason.clone()).to_string();
+        format!(
+            "reason = {reason}\nuid = {}\nsince = {}\n",
+            self.uid, self.since
+        )
+    }
+
+    /// Reads the record in `state_dir`; a missing directory or file means none.
+    pub fn load(state_dir: &Path) -> Result<Option<Maintenance>, String> {
+        let path = state_dir.join(FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Maintenance::parse(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_damage_is_an_error() {
+        let m = Maintenance {
+            reason: "disk \"swap\"\nbay 3".into(),
+            uid: 0,
+            since: 1_795_000_000,
+        };
+        assert_eq!(Maintenance::parse(&m.render()).unwrap(), m);
+        assert!(
+            Maintenance::parse("reason = 1")
+                .unwrap_err()
+                .contains("damaged")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Maintenance::load(&dir.path().join("missing")).unwrap(),
+            None
+        );
+        std::fs::write(dir.path().join(FILE), "garbage").unwrap();
+        assert!(
+            Maintenance::load(dir.path())
+                .unwrap_err()
+                .contains("maintenance.toml")
+        );
+    }
+}
