@@ -225,6 +225,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             .and_then(|h| Gate::from_config(h.get_ref())),
         probe: config.failover.probe.clone(),
         maintenance,
+        stop_budget: check::stop_budget(&config),
     };
     runtime.block_on(supervise(config.failover, supervisor, ledger))
 }

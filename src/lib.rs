@@ -44,6 +44,7 @@ pub mod health;
 pub mod logging;
 pub mod machine;
 pub mod maintenance;
+pub mod notify;
 pub mod platform;
 pub mod probe;
 pub mod process;

@@ -14,10 +14,11 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use crate::{
     config::Probe,
     config::{Argv, ProcessGroup},
-    failover::{BackendHandle, Failover, spawn_worker},
+    failover::{BackendHandle, Failover, Level, spawn_worker},
     health::{self, Gate, Verdict},
     machine::{Action, Event, Machine, Note, Phase, Step, Timer},
     maintenance::Maintenance,
+    notify::Notifier,
     platform::Received,
     probe,
     process::{Children, ProcessEnd},
@@ -43,6 +44,8 @@ pub struct Supervisor {
     pub probe: Option<Probe>,
     /// A maintenance record found at start.
     pub maintenance: Option<Maintenance>,
+    /// The longest a planned stop can take (for systemd's stop timeout).
+    pub stop_budget: Duration,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -63,6 +66,7 @@ struct Dispatcher {
     probe: ProbeTask,
     /// When the failover wait began, to log how long the move took.
     failover_started: Option<Instant>,
+    notifier: Notifier,
 }
 
 /// The running probe, if any; it reports once, on success.
@@ -118,6 +122,7 @@ impl Supervisor {
                 rx: probe_rx,
             },
             failover_started: None,
+            notifier: Notifier::from_env(),
             health: HealthChecks {
                 generation: 0,
                 checker: None,
@@ -151,6 +156,9 @@ impl Dispatcher {
                 tracing::info!(from = ?before, to = ?after, "phase");
                 if matches!(after, Phase::Stopping(Step::Failover { .. })) {
                     self.failover_started = Some(Instant::now());
+                }
+                if matches!(after, Phase::Stopping(_)) && !matches!(before, Phase::Stopping(_)) {
+                    self.notifier.stopping(self.parts.stop_budget);
                 }
             }
             if let Some(code) = self.execute(actions).await {
@@ -228,6 +236,9 @@ impl Dispatcher {
                 Action::SetLevel { level, seq } => {
                     tracing::info!(%level, seq, backend = self.backend.name(), "setting level");
                     self.backend.set_level(level, seq);
+                    if level != Level::Down {
+                        self.notifier.ready();
+                    }
                 }
                 Action::Spawn => {
                     self.clean_up_after_dead_proxy().await;
@@ -235,7 +246,14 @@ impl Dispatcher {
                     self.pending.push_back(outcome);
                 }
                 Action::Forward { received, send } => {
+                    let reload = received == Signal::SIGHUP;
+                    if reload {
+                        self.notifier.reloading();
+                    }
                     self.send(send, Some(received), "forwarded signal");
+                    if reload {
+                        self.notifier.reload_passed();
+                    }
                 }
                 Action::Dropped { signal, reason } => {
                     tracing::info!(signal = signal.as_str(), ?reason, "signal dropped");

@@ -125,6 +125,22 @@ pub fn carp_preempt() -> Option<bool> {
     None
 }
 
+/// Sends `message` to systemd's notification socket, `$NOTIFY_SOCKET`
+/// (sd_notify(3)): a path, or an abstract name written `@name`.
+pub fn sd_notify(socket: &std::ffi::OsStr, message: &str) -> io::Result<()> {
+    use std::os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr, UnixDatagram},
+    };
+    let sock = UnixDatagram::unbound()?;
+    let bytes = socket.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(socket)?,
+    };
+    sock.send_to_addr(message.as_bytes(), &addr).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parent_pid;
