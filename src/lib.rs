@@ -37,6 +37,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod exit;
 pub mod failover;

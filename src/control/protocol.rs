@@ -1,0 +1,93 @@
+//! The control protocol, shared by the agent and the CLI: one JSON request
+//! line and one JSON response line per connection, each carrying the protocol
+//! version, so a CLI and an agent of different versions fail clearly instead
+//! of misreading each other.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change.
+pub const VERSION: u32 = 1;
+/// Longest request the agent reads; anything longer is refused.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// [`VERSION`] of the client.
+    pub version: u32,
+    /// The command.
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Command {
+    /// Report the agent's state.
+    Status,
+}
+
+/// The agent's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    /// [`VERSION`] of the agent.
+    pub version: u32,
+    /// `None` on success; what went wrong otherwise.
+    pub error: Option<String>,
+    /// The status, for `status`.
+    pub status: Option<serde_json::Value>,
+}
+
+impl Response {
+    /// A failure answer.
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            version: VERSION,
+            error: Some(message.into()),
+            status: None,
+        }
+    }
+}
+
+/// Parses one request line; the error says what was wrong, for the client.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let request: Request =
+        serde_json::from_str(line.trim_end()).map_err(|e| format!("malformed request: {e}"))?;
+    if request.version != VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (the agent speaks {VERSION})",
+            request.version
+        ));
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_say_why() {
+        let r = Request {
+            version: VERSION,
+            command: Command::Status,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(line, r#"{"version":1,"command":{"name":"status"}}"#);
+        assert_eq!(parse_request(&line).unwrap(), r);
+        assert!(parse_request("{").unwrap_err().contains("malformed"));
+        assert!(
+            parse_request(r#"{"version":1,"command":{"name":"reboot"}}"#)
+                .unwrap_err()
+                .contains("unknown variant")
+        );
+        assert!(
+            parse_request(r#"{"version":9,"command":{"name":"status"}}"#)
+                .unwrap_err()
+                .contains("version 9")
+        );
+        assert!(parse_request(r#"{"version":1,"command":{"name":"status"},"x":1}"#).is_err());
+    }
+}
