@@ -173,7 +173,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     // lock the state dir, so a second agent is refused here, and read the
     // boot id, both before the signal reader starts reaping (the OpenBSD boot
     // id comes from a sysctl(8) child).
-    let ledger = if matches!(backend, BackendKind::Carp | BackendKind::Keepalived) {
+    let state = if matches!(backend, BackendKind::Carp | BackendKind::Keepalived) {
         let state = StateDir::open(&config.control.state_dir)?;
         let boot = state::boot_id().map_err(|source| Error::Os {
             what: "reading the boot id",
@@ -227,21 +227,23 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         maintenance,
         stop_budget: check::stop_budget(&config),
     };
-    runtime.block_on(supervise(config.failover, supervisor, ledger))
+    runtime.block_on(supervise(config.failover, supervisor, state))
 }
 
 /// Opens the configured backend and runs the supervisor with it.
 async fn supervise(
     failover: config::FailoverConfig,
     supervisor: Supervisor,
-    ledger: Option<(Arc<StateDir>, String)>,
+    state: Option<(Arc<StateDir>, String)>,
 ) -> Result<u8, Error> {
     let children = supervisor.children.clone();
-    match (failover.backend(), failover.command, failover.carp, ledger) {
+    match (failover.backend(), failover.command, failover.carp, state) {
         (BackendKind::Command, Some(command), ..) => Ok(supervisor
             .run(CommandBackend::new(command.into_inner(), children))
             .await),
-        (BackendKind::Keepalived, ..) => {
+        // keepalived keeps no ledger (the track file holds an absolute value),
+        // but the state-dir lock must be held for as long as the agent runs.
+        (BackendKind::Keepalived, _, _, _lock) => {
             let keepalived = failover
                 .keepalived
                 .map(Spanned::into_inner)

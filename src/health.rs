@@ -11,7 +11,7 @@
 use std::{num::NonZeroU32, time::Duration};
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
     sync::mpsc,
     task::JoinHandle,
@@ -208,19 +208,12 @@ pub(crate) async fn http_get(url: &HttpUrl) -> Result<(), String> {
         .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("send to {}: {e}", url.text))?;
+    // Up to the end of the status line only, at most STATUS_LINE_LIMIT bytes.
     let mut head = Vec::new();
-    let mut limited = stream.take(STATUS_LINE_LIMIT);
-    let mut byte = [0u8; 1];
-    // Read up to the end of the status line only.
-    while limited
-        .read(&mut byte)
+    BufReader::new(stream.take(STATUS_LINE_LIMIT))
+        .read_until(b'\n', &mut head)
         .await
-        .map_err(|e| format!("read from {}: {e}", url.text))?
-        == 1
-        && byte[0] != b'\n'
-    {
-        head.push(byte[0]);
-    }
+        .map_err(|e| format!("read from {}: {e}", url.text))?;
     let line = String::from_utf8_lossy(&head);
     match status_code(&line) {
         Some(code) if (200..300).contains(&code) => Ok(()),

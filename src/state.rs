@@ -122,16 +122,6 @@ impl StateDir {
     pub fn write(&self, name: &str, content: &str) -> Result<(), StateError> {
         write_atomically(&self.dir.join(name), content.as_bytes())
     }
-
-    /// Removes `name` durably; a missing file is fine.
-    pub fn remove(&self, name: &str) -> Result<(), StateError> {
-        let path = self.dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error("removing", &path)(e)),
-        }
-    }
 }
 
 /// Writes `path` so that a crash leaves the old or the new content: a temp
@@ -223,9 +213,6 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
-        s.remove("ledger").unwrap();
-        s.remove("ledger").unwrap();
-        assert_eq!(s.read("ledger").unwrap(), None);
     }
 
     #[test]

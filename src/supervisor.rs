@@ -12,8 +12,7 @@ use nix::sys::signal::Signal;
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
-    config::Probe,
-    config::{Argv, ProcessGroup},
+    config::{Argv, Probe, ProcessGroup},
     failover::{BackendHandle, Failover, Level, spawn_worker},
     health::{self, Gate, Verdict},
     machine::{Action, Event, Machine, Note, Phase, Step, Timer},
@@ -267,13 +266,14 @@ impl Dispatcher {
                     self.timers.0.remove(&timer);
                 }
                 Action::Watch(watch) => self.backend.watch(watch),
-                Action::Note(Note::MoveConfirmed) => {
-                    let took = self.failover_started.map(|t| t.elapsed());
-                    let moved_after_ms =
-                        took.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                    tracing::info!(decision = ?Note::MoveConfirmed, moved_after_ms, "{}", Note::MoveConfirmed);
+                Action::Note(note) => {
+                    // A confirmed move also says how long it took.
+                    let moved_after_ms = (note == Note::MoveConfirmed)
+                        .then(|| self.failover_started.map(|t| t.elapsed().as_millis()))
+                        .flatten()
+                        .map(|ms| u64::try_from(ms).unwrap_or(u64::MAX));
+                    tracing::info!(decision = ?note, moved_after_ms, "{note}");
                 }
-                Action::Note(note) => tracing::info!(decision = ?note, "{note}"),
                 Action::Probe(start) => {
                     if let Some(task) = self.probe.task.take() {
                         task.abort();
