@@ -68,8 +68,9 @@ impl Cluster {
 fn config(lab: &Lab, cluster: &Cluster, extra: &str) -> PathBuf {
     lab.config(&format!(
         "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n[failover.carp]\ngroup = \"edge\"\n\
-         interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\n[control]\nstate_dir = \"{}\"\n{extra}",
+         interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\n[control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{extra}",
         cluster.ifconfig(lab, "a").display(),
+        lab.socket().display(),
         lab.path("state-a").display()
     ))
 }

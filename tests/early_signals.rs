@@ -93,6 +93,7 @@ fn sigterm_pending_at_exec_is_delivered() {
     for round in 0..10 {
         let lab = Lab::new();
         let mut cmd = lab.handoff_command(None);
+        cmd.env("HANDOFF_CONFIG", lab.base_config());
         // Replace the program: the fixture blocks SIGTERM, then execs handoff.
         let mut launch = std::process::Command::new(FIXTURE);
         launch

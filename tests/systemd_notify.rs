@@ -53,7 +53,7 @@ impl Drop for Listener {
 }
 
 fn run_with_socket(lab: &Lab, socket: &str) {
-    let mut cmd = lab.handoff_command(None);
+    let mut cmd = lab.agent_command(None);
     cmd.env("NOTIFY_SOCKET", socket)
         .args(["run", "--"])
         .args(lab.proxy(&[]));

@@ -128,6 +128,9 @@ pub enum Timer {
     Settle,
     /// `stop_timeout` is over.
     StopTimeout,
+    /// How long `handoff demote` keeps the role polled eagerly
+    /// (`failover_timeout`) when the IP does not leave.
+    DemoteWatch,
 }
 
 /// Something the dispatcher must do, in the order given.
@@ -209,6 +212,8 @@ pub enum Note {
     AlreadyStopping,
     /// `failover_timeout` passed at standby: falling back to down (FAULT).
     GracefulFallback,
+    /// In maintenance, and the backend says this node no longer holds the IP.
+    MaintenanceReleased,
 }
 
 impl std::fmt::Display for Note {
@@ -231,6 +236,7 @@ impl std::fmt::Display for Note {
             Note::GracefulFallback => {
                 "failover_timeout passed at standby (does the peer have nopreempt?): going down (FAULT) and stopping"
             }
+            Note::MaintenanceReleased => "in maintenance: this node no longer holds the floating IP",
         })
     }
 }
@@ -244,6 +250,25 @@ enum ProbeState {
     Running,
     /// The peer answered.
     Passed,
+}
+
+/// The machine as `handoff status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// Where in the lifecycle.
+    pub phase: Phase,
+    /// The level last asked of the backend.
+    pub level: Option<Level>,
+    /// The backend confirmed it.
+    pub applied: bool,
+    /// The role last reported.
+    pub role: Role,
+    /// The role was seen after the current level was applied.
+    pub role_current: bool,
+    /// Held at standby by an operator.
+    pub maintenance: bool,
+    /// Proxy restarts so far.
+    pub restarts: u32,
 }
 
 /// Where in the lifecycle handoff is.
@@ -308,6 +333,8 @@ pub struct Machine {
     probe: ProbeState,
     /// Held at standby by an operator.
     maintenance: bool,
+    /// The role is polled eagerly until maintenance has moved the IP away.
+    demote_watch: bool,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -329,6 +356,7 @@ impl Machine {
             role_seq: 0,
             probe: ProbeState::Idle,
             maintenance: false,
+            demote_watch: false,
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -343,6 +371,19 @@ impl Machine {
     /// Proxy restarts so far.
     pub fn restarts(&self) -> u32 {
         self.restarts
+    }
+
+    /// What `handoff status` shows of the machine.
+    pub fn view(&self) -> View {
+        View {
+            phase: self.phase,
+            level: self.requested,
+            applied: self.requested.is_some() && self.applied == self.requested,
+            role: self.role,
+            role_current: self.role_seq >= self.seq,
+            maintenance: self.maintenance,
+            restarts: self.restarts,
+        }
     }
 
     /// Start: reconcile to `down` before anything else; spawn once applied.
@@ -374,16 +415,15 @@ impl Machine {
             Event::Role { role, seq } => {
                 self.role = role;
                 self.role_seq = seq;
+                if self.demote_watch && self.released_now() {
+                    out.push(Action::Note(Note::MaintenanceReleased));
+                    self.end_demote_watch(&mut out);
+                }
                 self.check_move(&mut out);
             }
             Event::LevelApplied { level, ok: _, seq } => self.on_applied(level, seq, &mut out),
             Event::Deadline(timer) => self.on_deadline(timer, &mut out),
-            Event::Maintenance(on) => {
-                self.maintenance = on;
-                if self.phase == (Phase::Running { healthy: true }) {
-                    self.request(self.healthy_level(), &mut out);
-                }
-            }
+            Event::Maintenance(on) => self.on_maintenance(on, &mut out),
             Event::ProbeSucceeded => {
                 if self.probe == ProbeState::Running {
                     self.probe = ProbeState::Passed;
@@ -392,6 +432,49 @@ impl Machine {
             }
         }
         out
+    }
+
+    /// `handoff demote` / `promote` (or a record found at start).
+    fn on_maintenance(&mut self, on: bool, out: &mut Vec<Action>) {
+        self.maintenance = on;
+        if self.phase == (Phase::Running { healthy: true }) {
+            self.request(self.healthy_level(), out);
+        }
+        let stopping = matches!(
+            self.phase,
+            Phase::Stopping(_) | Phase::Exiting { .. } | Phase::Done
+        );
+        if !on || stopping {
+            return;
+        }
+        // `demote` waits until the IP has left: poll eagerly until it has
+        // (or failover_timeout passed), not once a second.
+        if self.released_now() {
+            out.push(Action::Note(Note::MaintenanceReleased));
+        } else if !self.demote_watch {
+            self.demote_watch = true;
+            out.push(Action::Watch(Watch::Fast));
+            out.push(Action::Arm(Timer::DemoteWatch, self.policy.failover_timeout));
+        }
+    }
+
+    /// Back to idle polling once maintenance's move is seen (or timed out).
+    /// A stop in between has its own watch, which this leaves alone.
+    fn end_demote_watch(&mut self, out: &mut Vec<Action>) {
+        if !self.demote_watch {
+            return;
+        }
+        self.demote_watch = false;
+        out.push(Action::Disarm(Timer::DemoteWatch));
+        if !matches!(self.phase, Phase::Stopping(_)) {
+            out.push(Action::Watch(Watch::Idle));
+        }
+    }
+
+    /// The backend saw this node without the IP after our newest level was
+    /// in place (an older BACKUP says nothing about where the IP is now).
+    fn released_now(&self) -> bool {
+        self.role_seq >= self.seq && self.requested.is_some() && self.role.released()
     }
 
     fn on_signal(&mut self, signal: Signal, out: &mut Vec<Action>) {
@@ -454,6 +537,11 @@ impl Machine {
         let held = !(self.role.released() && self.role_seq >= self.seq);
         self.phase = Phase::Stopping(Step::Failover { held });
         self.probe = ProbeState::Idle;
+        if self.demote_watch {
+            // The stop's own watch (Fast, then Idle after the move) takes over.
+            self.demote_watch = false;
+            out.push(Action::Disarm(Timer::DemoteWatch));
+        }
         out.push(Action::Disarm(Timer::HealthGate));
         out.push(Action::Disarm(Timer::BackoffReset));
         self.request(self.policy.stop_level, out);
@@ -678,6 +766,7 @@ impl Machine {
                 self.exit(code, out);
             }
             (Timer::Settle, Phase::Stopping(Step::Settle)) => self.send_stop(out),
+            (Timer::DemoteWatch, _) => self.end_demote_watch(out),
             (Timer::StopTimeout, Phase::Stopping(Step::Draining)) => {
                 out.push(Action::Note(Note::StopTimedOut));
                 self.kill(out);

@@ -680,6 +680,48 @@ fn maintenance_holds_a_healthy_node_at_standby() {
 }
 
 #[test]
+fn demote_polls_eagerly_until_the_ip_left() {
+    let master = with(HEALTHY, &[seen(Role::Master, 2)]);
+    let mut m = after(policy(), &master);
+    assert_eq!(
+        m.handle(Event::Maintenance(true)),
+        vec![
+            set(Level::Standby, 3),
+            Action::Watch(Watch::Fast),
+            Action::Arm(Timer::DemoteWatch, S(10)),
+        ]
+    );
+    assert_eq!(m.handle(applied(Level::Standby, 3)), vec![]);
+    assert_eq!(m.handle(seen(Role::Master, 3)), vec![], "still here");
+    assert_eq!(
+        m.handle(seen(Role::Backup, 3)),
+        vec![
+            Action::Note(Note::MaintenanceReleased),
+            Action::Disarm(Timer::DemoteWatch),
+            Action::Watch(Watch::Idle),
+        ]
+    );
+    let view = m.view();
+    assert!(view.maintenance && view.applied && view.role_current);
+    assert_eq!(view.level, Some(Level::Standby));
+
+    // No peer takes over: the eager polling ends after failover_timeout.
+    let mut m = after(policy(), &master);
+    m.handle(Event::Maintenance(true));
+    assert_eq!(
+        m.handle(Event::Deadline(Timer::DemoteWatch)),
+        vec![Action::Disarm(Timer::DemoteWatch), Action::Watch(Watch::Idle)]
+    );
+
+    // A stop during the wait keeps its own fast watch.
+    let mut m = after(policy(), &master);
+    m.handle(Event::Maintenance(true));
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert!(got.contains(&Action::Disarm(Timer::DemoteWatch)), "{got:?}");
+    assert!(!got.contains(&Action::Watch(Watch::Idle)), "{got:?}");
+}
+
+#[test]
 fn a_stop_in_maintenance_still_goes_down() {
     let mut m = after(
         policy(),
@@ -943,6 +985,7 @@ fn all_events(world: &World) -> Vec<Event> {
             Timer::Failover,
             Timer::Settle,
             Timer::StopTimeout,
+            Timer::DemoteWatch,
         ]
         .map(Event::Deadline),
     );

@@ -67,10 +67,52 @@ impl Lab {
         self.dir.path().join(name)
     }
 
-    /// Writes `handoff.toml` (with `{fixture}` and `{log}` and `{dir}` expanded).
+    /// Writes `handoff.toml` (with `{fixture}` and `{log}` and `{dir}`
+    /// expanded), plus [`Lab::isolation`] for the sections it lacks.
     pub fn config(&self, text: &str) -> PathBuf {
-        let path = self.path("handoff.toml");
-        fs::write(&path, self.expand(text)).expect("write config");
+        self.config_named("handoff.toml", text)
+    }
+
+    /// [`Lab::config`] under another file name.
+    pub fn config_named(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        let mut text = text.to_string();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&Self::isolation(&text));
+        fs::write(&path, self.expand(&text)).expect("write config");
+        path
+    }
+
+    /// The sections that keep this lab's agent to itself, for those `text`
+    /// lacks: the defaults (/var/run/handoff.sock, /var/lib/handoff,
+    /// 127.0.0.1:9480) are one per host, and tests run in parallel.
+    pub fn isolation(text: &str) -> String {
+        let mut extra = String::new();
+        if !text.contains("[control]") {
+            extra.push_str(
+                "[control]\nsocket = \"{dir}/handoff.sock\"\nstate_dir = \"{dir}/state\"\n",
+            );
+        }
+        if !text.contains("[http]") {
+            extra.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
+        }
+        extra
+    }
+
+    /// The control socket of [`Lab::isolation`].
+    pub fn socket(&self) -> PathBuf {
+        self.path("handoff.sock")
+    }
+
+    /// A config with nothing but [`Lab::isolation`], for agents started
+    /// without one of their own.
+    pub fn base_config(&self) -> PathBuf {
+        let path = self.path("base.toml");
+        if !path.exists() {
+            fs::write(&path, self.expand(&Self::isolation(""))).expect("write base config");
+        }
         path
     }
 
@@ -104,13 +146,22 @@ impl Lab {
         v
     }
 
-    /// Starts `handoff [--config C] run -- PROXY...` with stderr captured to a file.
+    /// Starts `handoff --config C run -- PROXY...` with stderr captured to a
+    /// file; without `config`, [`Lab::base_config`].
     pub fn run(&self, config: Option<&Path>, proxy: &[String]) -> Handoff {
-        let mut cmd = self.handoff_command(config);
+        let mut cmd = self.agent_command(config);
         cmd.arg("run").arg("--").args(proxy);
         Handoff::spawn(cmd, self.path("handoff.stderr"))
     }
 
+    /// `handoff --config C` for an agent: [`Lab::base_config`] without `config`.
+    pub fn agent_command(&self, config: Option<&Path>) -> Command {
+        let base = self.base_config();
+        self.handoff_command(Some(config.unwrap_or(&base)))
+    }
+
+    /// `handoff`, with `--config` only when `config` is given (without it,
+    /// the default location is a file that does not exist).
     #[allow(clippy::unused_self)] // a method so every test reads lab.handoff_command(...)
     pub fn handoff_command(&self, config: Option<&Path>) -> Command {
         let mut cmd = Command::new(HANDOFF);

@@ -248,8 +248,9 @@ impl Cluster {
             &path,
             format!(
                 "[failover]\nbackend = \"keepalived\"\nfailover_timeout = \"8s\"\n{extra}\n\
-                 [control]\nstate_dir = \"{}\"\n\
+                 [control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n[http]\nlisten = \"\"\n\
                  [failover.keepalived]\ntrack_file = \"{}\"\nvip = [\"{VIP}\"]\n",
+                self.dir.join(format!("handoff-{node}.sock")).display(),
                 self.dir.join(format!("state-{node}")).display(),
                 self.track_file(node).display()
             )
