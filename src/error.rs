@@ -24,6 +24,19 @@ pub enum Error {
     /// A record in the state directory cannot be read.
     #[error("{0}")]
     Record(String),
+    /// The control socket cannot be bound (or another agent owns it).
+    #[error(transparent)]
+    Socket(#[from] crate::control::server::ControlError),
+    /// The running agent could not be asked, or refused.
+    #[error(transparent)]
+    Control(#[from] crate::control::client::ClientError),
+    /// A server (HTTP, control group) cannot be set up.
+    #[error("{0}")]
+    Serve(String),
+    /// `demote` waited `failover_timeout` (or `--timeout`) and this node
+    /// still holds the IP; the demotion stays in place.
+    #[error("{0}")]
+    TimedOut(String),
     /// An operating-system call failed during setup.
     #[error("{what}: {source}")]
     Os {
@@ -41,9 +54,14 @@ impl Error {
             Error::Config(_) => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
             Error::Unavailable(_) => exit::UNAVAILABLE,
-            Error::Failover(_) | Error::State(_) | Error::Record(_) | Error::Os { .. } => {
-                exit::FAILURE
-            }
+            Error::Failover(_)
+            | Error::State(_)
+            | Error::Record(_)
+            | Error::Socket(_)
+            | Error::Control(_)
+            | Error::Serve(_)
+            | Error::TimedOut(_)
+            | Error::Os { .. } => exit::FAILURE,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::{num::NonZeroU32, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
-    sync::mpsc,
+    sync::{mpsc, watch},
     task::JoinHandle,
     time::MissedTickBehavior,
 };
@@ -80,6 +80,21 @@ pub struct Verdict {
     pub healthy: bool,
 }
 
+/// What `handoff status` shows of the checks of the running proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthView {
+    /// The gate's verdict.
+    pub healthy: bool,
+    /// Passes in a row (counts towards `rise`).
+    pub passes: u32,
+    /// Failures in a row (counts towards `fall`).
+    pub failures: u32,
+    /// Why the last check failed; `None` when it passed or none ran yet.
+    pub last_error: Option<String>,
+    /// When the last check finished, in seconds since the Unix epoch.
+    pub last_at: Option<u64>,
+}
+
 /// Rise/fall counting: pure, so it is table-tested.
 #[derive(Debug, Clone, Copy)]
 pub struct Counter {
@@ -123,13 +138,16 @@ impl Counter {
     }
 }
 
-/// Starts checking the proxy of `generation`; abort the handle when it exits.
+/// Starts checking the proxy of `generation`; abort the handle when it
+/// exits. Each result is also published in `view`.
 pub fn spawn(
     gate: Gate,
     children: Children,
     generation: u64,
     verdicts: mpsc::Sender<Verdict>,
+    view: watch::Sender<HealthView>,
 ) -> JoinHandle<()> {
+    view.send_replace(HealthView::default());
     tokio::spawn(async move {
         let mut counter = Counter::new(gate.rise, gate.fall);
         let mut ticks = tokio::time::interval(gate.interval);
@@ -139,18 +157,29 @@ pub fn spawn(
             ticks.tick().await;
             let result =
                 tokio::time::timeout(gate.timeout, run(&gate.check, &children, gate.timeout)).await;
-            let passed = match result {
-                Ok(Ok(())) => true,
+            let error = match result {
+                Ok(Ok(())) => None,
                 Ok(Err(why)) => {
                     tracing::debug!(generation, %why, "health check failed");
-                    false
+                    Some(why)
                 }
                 Err(_) => {
                     tracing::debug!(generation, timeout = ?gate.timeout, "health check timed out");
-                    false
+                    Some(format!(
+                        "no answer within {}",
+                        humantime::format_duration(gate.timeout)
+                    ))
                 }
             };
-            if let Some(healthy) = counter.record(passed) {
+            let verdict = counter.record(error.is_none());
+            view.send_replace(HealthView {
+                healthy: counter.healthy,
+                passes: counter.passes,
+                failures: counter.failures,
+                last_error: error,
+                last_at: Some(crate::status::unix_now()),
+            });
+            if let Some(healthy) = verdict {
                 tracing::info!(generation, healthy, "health verdict");
                 if verdicts
                     .send(Verdict {

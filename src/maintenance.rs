@@ -1,19 +1,24 @@
 //! Maintenance: an operator's "hold this node at standby", persisted in the
 //! state dir as `maintenance.toml` so it survives restarts and reboots.
 //!
-//! Owns the record's format. `handoff run` honours a record found at start
-//! (a healthy proxy then means `standby`, not `up`); `handoff demote` and
-//! `promote` write and remove it (control-socket issue).
+//! Owns the record's format and its writes. `handoff run` honours a record
+//! found at start (a healthy proxy then means `standby`, not `up`); `handoff
+//! demote` and `promote` write and remove it, through the agent's control
+//! socket or, with no agent, directly under the state dir's lock.
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{StateDir, StateError};
 
 /// The file in the state directory.
 pub const FILE: &str = "maintenance.toml";
+/// The reason of a `handoff demote` without `--reason`.
+const NO_REASON: &str = "no reason given";
 
 /// Who put the node into maintenance, when, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Maintenance {
     /// Free text from `handoff demote --reason`.
@@ -38,6 +43,39 @@ impl Maintenance {
             "reason = {reason}\nuid = {}\nsince = {}\n",
             self.uid, self.since
         )
+    }
+
+    /// Puts the node into maintenance, or updates the reason when one is
+    /// given: a repeated demote keeps the first one's time and uid, so
+    /// "since" stays true.
+    pub fn set(
+        state: &StateDir,
+        reason: Option<&str>,
+        uid: u32,
+        now: u64,
+    ) -> Result<Maintenance, String> {
+        let record = match Maintenance::load(state.path())? {
+            Some(old) => Maintenance {
+                reason: reason.map_or(old.reason, str::to_owned),
+                ..old
+            },
+            None => Maintenance {
+                reason: reason.unwrap_or(NO_REASON).to_owned(),
+                uid,
+                since: now,
+            },
+        };
+        state
+            .write(FILE, &record.render())
+            .map_err(|e: StateError| e.to_string())?;
+        Ok(record)
+    }
+
+    /// Ends maintenance; returns the record that was in place, if any.
+    pub fn clear(state: &StateDir) -> Result<Option<Maintenance>, String> {
+        let old = Maintenance::load(state.path())?;
+        state.remove(FILE).map_err(|e| e.to_string())?;
+        Ok(old)
     }
 
     /// Reads the record in `state_dir`; a missing directory or file means none.
@@ -81,5 +119,21 @@ mod tests {
                 .unwrap_err()
                 .contains("maintenance.toml")
         );
+    }
+
+    #[test]
+    fn a_repeated_demote_keeps_since_and_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let first = Maintenance::set(&state, None, 0, 100).unwrap();
+        assert_eq!(first.reason, NO_REASON);
+        let second = Maintenance::set(&state, Some("disk swap"), 1000, 200).unwrap();
+        assert_eq!((second.uid, second.since), (0, 100));
+        assert_eq!(second.reason, "disk swap");
+        let third = Maintenance::set(&state, None, 0, 300).unwrap();
+        assert_eq!(third.reason, "disk swap", "no --reason keeps the old one");
+        assert_eq!(Maintenance::clear(&state).unwrap(), Some(third));
+        assert_eq!(Maintenance::clear(&state).unwrap(), None, "idempotent");
+        assert_eq!(Maintenance::load(dir.path()).unwrap(), None);
     }
 }

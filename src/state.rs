@@ -122,6 +122,16 @@ impl StateDir {
     pub fn write(&self, name: &str, content: &str) -> Result<(), StateError> {
         write_atomically(&self.dir.join(name), content.as_bytes())
     }
+
+    /// Removes `name` durably; a file that is already gone is fine.
+    pub fn remove(&self, name: &str) -> Result<(), StateError> {
+        let path = self.dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("removing", &path)(e)),
+        }
+    }
 }
 
 /// Writes `path` so that a crash leaves the old or the new content: a temp

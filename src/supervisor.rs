@@ -2,26 +2,36 @@
 //! [`Machine`] what to do, and carries the [`Action`]s out in order.
 //!
 //! Owns: the [`Proxy`] (its only owner) and its health checker, the timers,
-//! and the log lines for signals, forwards, phases and decisions. Every
-//! action is quick and never waits on the backend (the worker does), so a
-//! signal is handled promptly whatever the backend is doing.
+//! the status snapshot and metrics, and the log lines for signals, forwards,
+//! phases and decisions. Every action is quick and never waits on the
+//! backend (the worker does), so a signal is handled promptly whatever the
+//! backend is doing. The control socket and HTTP servers reach the loop only
+//! through its inbox (`crate::control::ToAgent`), answered between events.
 
-use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
+use std::{collections::BTreeMap, collections::VecDeque, sync::Arc, time::Duration};
 
 use nix::sys::signal::Signal;
-use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+    time::Instant,
+};
 
 use crate::{
     config::{Argv, Probe, ProcessGroup},
+    control::{Ask, ToAgent},
+    exit,
     failover::{BackendHandle, Failover, Level, spawn_worker},
-    health::{self, Gate, Verdict},
+    health::{self, Check, Gate, HealthView, Verdict},
     machine::{Action, Event, Machine, Note, Phase, Step, Timer},
     maintenance::Maintenance,
+    metrics::Metrics,
     notify::Notifier,
     platform::Received,
     probe,
     process::{Children, ProcessEnd},
     proxy::Proxy,
+    status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
 
 /// Everything the loop needs except the backend, built by `crate::cli`.
@@ -45,6 +55,10 @@ pub struct Supervisor {
     pub maintenance: Option<Maintenance>,
     /// The longest a planned stop can take (for systemd's stop timeout).
     pub stop_budget: Duration,
+    /// Questions from the control socket and HTTP servers.
+    pub inbox: mpsc::Receiver<ToAgent>,
+    /// Updated as things happen; encoded by the HTTP server.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -66,6 +80,28 @@ struct Dispatcher {
     /// When the failover wait began, to log how long the move took.
     failover_started: Option<Instant>,
     notifier: Notifier,
+    /// What `status` shows beyond the machine's own view.
+    seen: Seen,
+    /// Answers owed once the current event's actions are carried out.
+    replies: Vec<oneshot::Sender<Status>>,
+}
+
+/// Facts for `status` that only the dispatcher knows.
+#[derive(Debug)]
+struct Seen {
+    started: Instant,
+    node: String,
+    proxy_since: Option<Instant>,
+    last_exit: Option<LastExit>,
+    sampler: Sampler,
+}
+
+/// What the next turn of the loop brings.
+enum Next {
+    Event(Event),
+    /// A health verdict about an earlier proxy.
+    Stale,
+    Asked(ToAgent),
 }
 
 /// The running probe, if any; it reports once, on success.
@@ -84,6 +120,7 @@ struct HealthChecks {
     checker: Option<JoinHandle<()>>,
     tx: mpsc::Sender<Verdict>,
     rx: mpsc::Receiver<Verdict>,
+    view: watch::Sender<HealthView>,
 }
 
 /// Armed timers; arming one again moves its deadline.
@@ -127,7 +164,18 @@ impl Supervisor {
                 checker: None,
                 tx,
                 rx,
+                view: watch::Sender::new(HealthView::default()),
             },
+            seen: Seen {
+                started: Instant::now(),
+                node: nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                proxy_since: None,
+                last_exit: None,
+                sampler: Sampler::default(),
+            },
+            replies: Vec::new(),
         };
         if let Some(m) = &dispatcher.parts.maintenance {
             tracing::info!(reason = %m.reason, uid = m.uid, since = m.since, "in maintenance: a healthy proxy holds this node at standby");
@@ -163,19 +211,48 @@ impl Dispatcher {
             if let Some(code) = self.execute(actions).await {
                 return code;
             }
+            self.after_event();
+        }
+    }
+
+    /// Updates the metrics and pays the answers owed for this event.
+    fn after_event(&mut self) {
+        let view = self.parts.machine.view();
+        let applied = view.applied.then_some(view.level).flatten();
+        let metrics = &self.parts.metrics;
+        metrics.observe(view.role, applied, view.maintenance, self.proxy.is_some());
+        metrics.backend_failures(self.backend.failures());
+        if !self.replies.is_empty() {
+            let status = self.status();
+            for reply in self.replies.drain(..) {
+                let _ = reply.send(status.clone());
+            }
         }
     }
 
     async fn next_event(&mut self) -> Event {
         loop {
-            if let Some(event) = self.next_event_or_stale().await {
-                return event;
+            match self.next().await {
+                Next::Event(event) => return event,
+                Next::Stale => {}
+                Next::Asked(asked) => match asked.ask {
+                    Ask::Status => {
+                        let _ = asked.reply.send(self.status());
+                    }
+                    Ask::Maintenance(record) => {
+                        // Answered after the machine has acted on it.
+                        let on = record.is_some();
+                        self.parts.maintenance = record;
+                        self.replies.push(asked.reply);
+                        return Event::Maintenance(on);
+                    }
+                },
             }
         }
     }
 
-    /// The next event; `None` for a health verdict about an earlier proxy.
-    async fn next_event_or_stale(&mut self) -> Option<Event> {
+    /// What the loop waits for.
+    async fn next(&mut self) -> Next {
         let Dispatcher {
             parts,
             events,
@@ -188,11 +265,11 @@ impl Dispatcher {
         } = self;
         let next_timer = timers.next();
         let sleep = tokio::time::sleep_until(next_timer.map_or_else(far_future, |(_, at)| at));
-        tokio::select! {
+        let next = tokio::select! {
             biased;
             Some(received) = parts.signals.recv() => {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
-                Some(Event::Signal(received.signal))
+                Next::Event(Event::Signal(received.signal))
             }
             end = wait_exit(proxy.as_mut()) => {
                 if let Some(exited) = proxy.take() {
@@ -202,23 +279,35 @@ impl Dispatcher {
                 if let Some(checker) = health.checker.take() {
                     checker.abort();
                 }
-                Some(Event::ProxyExited(end))
+                self.seen.proxy_since = None;
+                self.seen.last_exit = Some(LastExit {
+                    how: end.to_string(),
+                    code: exit::from_process_end(end),
+                    at: status::unix_now(),
+                });
+                Next::Event(Event::ProxyExited(end))
             }
-            Some(event) = events.recv() => Some(event),
+            Some(event) = events.recv() => Next::Event(event),
             Some(()) = probe.rx.recv() => {
                 probe.task = None;
                 tracing::info!("probe through the VIP succeeded: the peer serves it");
-                Some(Event::ProbeSucceeded)
+                Next::Event(Event::ProbeSucceeded)
             }
             Some(verdict) = health.rx.recv() => {
-                (verdict.generation == health.generation).then_some(Event::Health(verdict.healthy))
+                if verdict.generation == health.generation {
+                    Next::Event(Event::Health(verdict.healthy))
+                } else {
+                    Next::Stale
+                }
             }
             () = sleep, if next_timer.is_some() => {
                 let (timer, _) = next_timer.expect("INVARIANT: guarded by next_timer.is_some()");
                 timers.0.remove(&timer);
-                Some(Event::Deadline(timer))
+                Next::Event(Event::Deadline(timer))
             }
-        }
+            Some(asked) = parts.inbox.recv() => Next::Asked(asked),
+        };
+        next
     }
 
     /// Kills what the last proxy left behind, if it has not been done yet.
@@ -268,10 +357,17 @@ impl Dispatcher {
                 Action::Watch(watch) => self.backend.watch(watch),
                 Action::Note(note) => {
                     // A confirmed move also says how long it took.
-                    let moved_after_ms = (note == Note::MoveConfirmed)
-                        .then(|| self.failover_started.map(|t| t.elapsed().as_millis()))
-                        .flatten()
-                        .map(|ms| u64::try_from(ms).unwrap_or(u64::MAX));
+                    let moved_after = (note == Note::MoveConfirmed)
+                        .then(|| self.failover_started.map(|t| t.elapsed()))
+                        .flatten();
+                    if let Some(took) = moved_after {
+                        self.parts.metrics.moved(took.as_secs_f64());
+                    }
+                    if note == Note::Restarting {
+                        self.parts.metrics.restarted();
+                    }
+                    let moved_after_ms =
+                        moved_after.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
                     tracing::info!(decision = ?note, moved_after_ms, "{note}");
                 }
                 Action::Probe(start) => {
@@ -309,12 +405,18 @@ impl Dispatcher {
             Ok(spawned) => {
                 tracing::info!(pid = spawned.pid().as_raw(), command = %self.parts.argv, "proxy started");
                 self.proxy = Some(spawned);
+                self.seen.proxy_since = Some(Instant::now());
                 let health = &mut self.health;
                 health.generation += 1;
                 if let Some(gate) = &self.parts.health {
                     let children = self.parts.children.clone();
-                    let checker =
-                        health::spawn(gate.clone(), children, health.generation, health.tx.clone());
+                    let checker = health::spawn(
+                        gate.clone(),
+                        children,
+                        health.generation,
+                        health.tx.clone(),
+                        health.view.clone(),
+                    );
                     health.checker = Some(checker);
                 }
                 Event::Spawned
@@ -352,6 +454,75 @@ impl Dispatcher {
                 tracing::error!(signal = signal.as_str(), pid, %error, "cannot signal the proxy");
             }
         }
+    }
+}
+
+impl Dispatcher {
+    /// The status snapshot (docs/status.md).
+    fn status(&mut self) -> Status {
+        let view = self.parts.machine.view();
+        let pid = self.proxy.as_ref().map(|p| p.pid().as_raw());
+        let (rss_bytes, cpu_seconds) = pid
+            .and_then(|p| u32::try_from(p).ok())
+            .map_or((None, None), |p| self.seen.sampler.sample(p));
+        let health = self.parts.health.as_ref().map(|gate| HealthStatus {
+            check: match &gate.check {
+                Check::Http(url) => format!("http {}", url.text),
+                Check::Tcp(addr) => format!("tcp {}", addr.0),
+                Check::Exec(argv) => format!("exec {argv}"),
+            },
+            rise: gate.rise.get(),
+            fall: gate.fall.get(),
+            view: self.health.view.borrow().clone(),
+        });
+        Status {
+            schema: status::SCHEMA,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            node: self.seen.node.clone(),
+            agent: Agent {
+                pid: std::process::id(),
+                uptime_seconds: self.seen.started.elapsed().as_secs(),
+                phase: phase_name(view.phase).to_owned(),
+            },
+            level: view.level,
+            level_applied: view.applied,
+            role: view.role,
+            role_current: view.role_current,
+            released: view.role_current && view.role.released(),
+            maintenance: self.parts.maintenance.clone(),
+            proxy: ProxyStatus {
+                command: self.parts.argv.to_string(),
+                pid,
+                uptime_seconds: self.seen.proxy_since.map(|t| t.elapsed().as_secs()),
+                restarts: view.restarts,
+                last_exit: self.seen.last_exit.clone(),
+                rss_bytes,
+                cpu_seconds,
+            },
+            health,
+            backend: BackendStatus {
+                name: self.backend.name().to_owned(),
+                failures: self.backend.failures(),
+                details: self.backend.details(),
+            },
+            consul: None,
+        }
+    }
+}
+
+/// The phase as `status` names it (docs/status.md).
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Starting => "starting",
+        Phase::Spawning => "spawning",
+        Phase::Running { healthy: false } => "running:unhealthy",
+        Phase::Running { healthy: true } => "running:healthy",
+        Phase::Restarting => "restarting",
+        Phase::Stopping(Step::Failover { .. }) => "stopping:failover",
+        Phase::Stopping(Step::Settle) => "stopping:settle",
+        Phase::Stopping(Step::Draining) => "stopping:draining",
+        Phase::Stopping(Step::Killed) => "stopping:killed",
+        Phase::Exiting { .. } | Phase::Done => "exiting",
     }
 }
 

@@ -162,20 +162,6 @@ fn usage_errors_exit_64() {
 }
 
 #[test]
-fn control_subcommands_are_not_available_yet() {
-    let lab = Lab::new();
-    for args in [
-        &["demote", "--reason", "disk"][..],
-        &["promote"],
-        &["status", "--json"],
-    ] {
-        let (code, _, stderr) = output(lab.handoff_command(None).args(args));
-        assert_eq!(code, 69, "{args:?}: {stderr}");
-        assert!(stderr.contains("not yet available"), "{stderr}");
-    }
-}
-
-#[test]
 fn version_and_help() {
     let lab = Lab::new();
     let (code, stdout, _) = output(lab.handoff_command(None).arg("--version"));

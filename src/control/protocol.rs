@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::Status;
+
 /// Bumped on any incompatible change.
 pub const VERSION: u32 = 1;
 /// Longest request the agent reads; anything longer is refused.
@@ -26,6 +28,13 @@ pub struct Request {
 pub enum Command {
     /// Report the agent's state.
     Status,
+    /// Enter (or stay in) maintenance: hold the node at standby.
+    Demote {
+        /// Why, for status and Consul; `None` keeps the current reason.
+        reason: Option<String>,
+    },
+    /// Leave maintenance.
+    Promote,
 }
 
 /// The agent's answer.
@@ -36,11 +45,20 @@ pub struct Response {
     pub version: u32,
     /// `None` on success; what went wrong otherwise.
     pub error: Option<String>,
-    /// The status, for `status`.
-    pub status: Option<serde_json::Value>,
+    /// The agent's status after the command.
+    pub status: Option<Status>,
 }
 
 impl Response {
+    /// A success answer.
+    pub fn ok(status: Status) -> Response {
+        Response {
+            version: VERSION,
+            error: None,
+            status: Some(status),
+        }
+    }
+
     /// A failure answer.
     pub fn error(message: impl Into<String>) -> Response {
         Response {
@@ -89,5 +107,17 @@ mod tests {
                 .contains("version 9")
         );
         assert!(parse_request(r#"{"version":1,"command":{"name":"status"},"x":1}"#).is_err());
+        let demote = parse_request(r#"{"version":1,"command":{"name":"demote","reason":"disk"}}"#);
+        assert_eq!(
+            demote.unwrap().command,
+            Command::Demote {
+                reason: Some("disk".into())
+            }
+        );
+        assert!(
+            parse_request(r#"{"version":1,"command":{"name":"demote","reason":"d","uid":0}}"#)
+                .is_err(),
+            "the uid comes from the socket, never from the request"
+        );
     }
 }

@@ -41,12 +41,20 @@ const FIFO_REOPEN: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct KeepalivedBackend {
     config: KeepalivedConfig,
+    /// The value last written, for `handoff status`.
+    written: Option<i32>,
+    /// Whether a VIP was local at the last look.
+    holds_vip: Option<bool>,
 }
 
 impl KeepalivedBackend {
     /// A backend writing `config.track_file`.
     pub fn new(config: KeepalivedConfig) -> Self {
-        KeepalivedBackend { config }
+        KeepalivedBackend {
+            config,
+            written: None,
+            holds_vip: None,
+        }
     }
 
     fn value(&self, level: Level) -> i32 {
@@ -78,24 +86,35 @@ impl Failover for KeepalivedBackend {
 
     async fn set_level(&mut self, level: Level) -> Result<(), FailoverError> {
         let path = self.config.track_file.clone();
-        let content = format!("{}\n", self.value(level));
+        let value = self.value(level);
+        let content = format!("{value}\n");
         // fsync can take a while: keep it off the runtime thread.
         tokio::task::spawn_blocking(move || state::write_atomically(&path, content.as_bytes()))
             .await
             .map_err(|e| FailoverError::Local(format!("writing the track file: {e}")))??;
+        self.written = Some(value);
         Ok(())
     }
 
     async fn role(&mut self) -> Result<Role, FailoverError> {
-        Ok(if holds_any(&self.config.vip)? {
-            Role::Master
-        } else {
-            Role::Backup
-        })
+        let holds = holds_any(&self.config.vip)?;
+        self.holds_vip = Some(holds);
+        Ok(if holds { Role::Master } else { Role::Backup })
     }
 
     fn poll_interval(&self, watch: Watch) -> Option<Duration> {
         Some(watch.pick(IDLE_POLL, FAST_POLL))
+    }
+
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({
+            "track_file": self.config.track_file,
+            "value": self.written,
+            "standby_value": self.config.standby_value,
+            "down_value": self.config.down_value,
+            "vip": self.config.vip,
+            "holds_vip": self.holds_vip,
+        })
     }
 
     fn hints(&mut self) -> Option<mpsc::Receiver<()>> {

@@ -9,6 +9,7 @@
 //!
 //! Does not own: when to change level (`crate::machine`).
 
+mod any;
 pub mod carp;
 mod command;
 pub mod keepalived;
@@ -17,6 +18,7 @@ mod worker;
 
 use std::{fmt, future::Future, time::Duration};
 
+pub use any::AnyBackend;
 pub use command::CommandBackend;
 pub use none::NoneBackend;
 pub use worker::{BackendHandle, spawn_worker};
@@ -25,7 +27,8 @@ use crate::process::CommandError;
 
 /// How far this node steps back from holding the floating IP; handoff only
 /// ever adds or removes its own share of a backend's demotion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Healthy, not in maintenance: our share is 0.
     Up,
@@ -46,15 +49,19 @@ impl fmt::Display for Level {
 }
 
 /// Whether this node holds the floating IP, as the backend sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// Holds the IP.
+    #[serde(rename = "MASTER")]
     Master,
     /// A peer holds it (or should).
+    #[serde(rename = "BACKUP")]
     Backup,
     /// Out of the election.
+    #[serde(rename = "FAULT")]
     Fault,
     /// Not known (yet, or the backend failed to say).
+    #[serde(rename = "unknown")]
     Unknown,
 }
 
@@ -114,6 +121,12 @@ pub trait Failover: Send + 'static {
     /// each `()` makes the worker poll at once. Taken once, at start.
     fn hints(&mut self) -> Option<tokio::sync::mpsc::Receiver<()>> {
         None
+    }
+
+    /// What `handoff status` shows of the backend (a JSON object, or null);
+    /// documented in docs/status.md.
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
     }
 }
 

@@ -36,6 +36,7 @@ pub struct BackendHandle {
     watch: watch::Sender<Watch>,
     failures: Arc<AtomicU64>,
     name: &'static str,
+    details: watch::Receiver<serde_json::Value>,
 }
 
 impl BackendHandle {
@@ -54,6 +55,11 @@ impl BackendHandle {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// What the backend last said about itself (see [`Failover::details`]).
+    pub fn details(&self) -> serde_json::Value {
+        self.details.borrow().clone()
+    }
+
     /// The backend's config name.
     pub fn name(&self) -> &'static str {
         self.name
@@ -67,8 +73,10 @@ pub fn spawn_worker<F: Failover>(backend: F, events: mpsc::Sender<Event>) -> Bac
     let (watch_tx, watch_rx) = watch::channel(Watch::Idle);
     let failures = Arc::new(AtomicU64::new(0));
     let name = backend.name();
+    let (details_tx, details) = watch::channel(backend.details());
     let worker = Worker {
         backend,
+        details: details_tx,
         events,
         failures: failures.clone(),
         last_role: None,
@@ -81,11 +89,13 @@ pub fn spawn_worker<F: Failover>(backend: F, events: mpsc::Sender<Event>) -> Bac
         watch: watch_tx,
         failures,
         name,
+        details,
     }
 }
 
 struct Worker<F> {
     backend: F,
+    details: watch::Sender<serde_json::Value>,
     events: mpsc::Sender<Event>,
     failures: Arc<AtomicU64>,
     last_role: Option<Role>,
@@ -186,6 +196,8 @@ impl<F: Failover> Worker<F> {
                 Role::Unknown
             }
         };
+        // Cheap (no I/O); status then shows what the backend just saw.
+        self.details.send_replace(self.backend.details());
         if self.last_role != Some(role) {
             tracing::info!(backend = self.backend.name(), %role, "role");
         } else if !force {

@@ -315,6 +315,7 @@ pub enum Step {
 /// The lifecycle state. Create with [`Machine::new`], then feed it
 /// [`Machine::start`] and events.
 #[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // independent facts, not a hidden enum
 pub struct Machine {
     policy: Policy,
     phase: Phase,
@@ -454,7 +455,10 @@ impl Machine {
         } else if !self.demote_watch {
             self.demote_watch = true;
             out.push(Action::Watch(Watch::Fast));
-            out.push(Action::Arm(Timer::DemoteWatch, self.policy.failover_timeout));
+            out.push(Action::Arm(
+                Timer::DemoteWatch,
+                self.policy.failover_timeout,
+            ));
         }
     }
 

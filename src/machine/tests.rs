@@ -710,7 +710,10 @@ fn demote_polls_eagerly_until_the_ip_left() {
     m.handle(Event::Maintenance(true));
     assert_eq!(
         m.handle(Event::Deadline(Timer::DemoteWatch)),
-        vec![Action::Disarm(Timer::DemoteWatch), Action::Watch(Watch::Idle)]
+        vec![
+            Action::Disarm(Timer::DemoteWatch),
+            Action::Watch(Watch::Idle)
+        ]
     );
 
     // A stop during the wait keeps its own fast watch.

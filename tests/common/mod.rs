@@ -92,7 +92,7 @@ impl Lab {
         let mut extra = String::new();
         if !text.contains("[control]") {
             extra.push_str(
-                "[control]\nsocket = \"{dir}/handoff.sock\"\nstate_dir = \"{dir}/state\"\n",
+                "[control]\nsocket = \"{dir}/handoff.sock\"\nstate_dir = \"{dir}/handoff-state\"\n",
             );
         }
         if !text.contains("[http]") {

@@ -38,6 +38,8 @@ pub struct CarpBackend {
     children: Children,
     state: Arc<StateDir>,
     record: Record,
+    /// The group's demote counter as last read, for `handoff status`.
+    last_counter: Option<u8>,
 }
 
 impl CarpBackend {
@@ -60,6 +62,7 @@ impl CarpBackend {
             children,
             state,
             record: fresh.clone(),
+            last_counter: None,
         };
         if let Some(text) = backend.state.read(ledger::FILE)? {
             let old = Record::parse(&text).map_err(|e| {
@@ -154,10 +157,12 @@ impl CarpBackend {
         }
     }
 
-    async fn counter(&self) -> Result<u8, FailoverError> {
+    async fn counter(&mut self) -> Result<u8, FailoverError> {
         let group = &self.record.group;
         let stdout = self.ifconfig(&["-g", group]).await?;
-        Ok(output::demote_count(group, &stdout)?)
+        let counter = output::demote_count(group, &stdout)?;
+        self.last_counter = Some(counter);
+        Ok(counter)
     }
 
     /// Runs ifconfig; its stdout, or why it failed.
@@ -214,5 +219,15 @@ impl Failover for CarpBackend {
 
     fn poll_interval(&self, watch: Watch) -> Option<Duration> {
         Some(watch.pick(IDLE_POLL, FAST_POLL))
+    }
+
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({
+            "group": self.record.group,
+            "interfaces": self.config.interfaces,
+            "demote_by": self.config.demote_by.0,
+            "share": self.record.share,
+            "counter": self.last_counter,
+        })
     }
 }

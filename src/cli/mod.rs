@@ -3,28 +3,32 @@
 //! Owns: what each subcommand prints and which exit status it returns (via
 //! [`Error::exit_code`]). The supervisor itself lives in `crate::supervisor`.
 
+mod operator;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tokio::sync::mpsc;
-use toml::Spanned;
 
 use crate::{
     Error,
     check::{self, KillBudget},
     config::{self, Argv, BackendKind, Handover, Location},
-    exit,
-    failover::{
-        CommandBackend, Level, NoneBackend, carp::CarpBackend, keepalived::KeepalivedBackend,
+    control::{
+        Inbox, direct,
+        server::{Access, ControlSocket},
     },
+    exit,
+    failover::{AnyBackend, Level},
     health::Gate,
-    logging,
+    http, logging,
     machine::{Machine, Policy},
     maintenance::Maintenance,
+    metrics::Metrics,
     platform,
     process::Children,
     signals,
-    state::{self, StateDir},
+    state::StateDir,
     supervisor::Supervisor,
 };
 
@@ -59,7 +63,8 @@ pub enum Command {
         #[arg(long, value_name = "DUR", value_parser = parse_duration)]
         kill_timeout: Option<Duration>,
     },
-    /// Hold this node demoted for maintenance (not yet available)
+    /// Hold this node at standby for maintenance and wait until the IP left;
+    /// exit 0 when it did, 1 when the wait timed out (the demotion stays)
     Demote {
         /// Why, shown in status and Consul
         #[arg(long)]
@@ -67,15 +72,15 @@ pub enum Command {
         /// Do not wait for the IP to move
         #[arg(long)]
         no_wait: bool,
-        /// Longest wait for the move
+        /// Longest wait for the move [default: failover_timeout]
         #[arg(long, value_name = "DUR", value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
-    /// Release a maintenance demotion (not yet available)
+    /// Release the maintenance demotion; the node goes up once its proxy is healthy
     Promote,
-    /// Show level, role, proxy and backend state (not yet available)
+    /// Show level, role, maintenance, proxy, health and backend state
     Status {
-        /// Machine-readable output
+        /// The JSON of docs/status.md instead of text
         #[arg(long)]
         json: bool,
     },
@@ -101,18 +106,34 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
             };
         }
     };
-    if !matches!(cli.command, Command::Run { .. }) {
-        // Short-lived tools: ^C should just end them.
+    if !matches!(cli.command, Command::Run { .. } | Command::Demote { .. }) {
+        // Short-lived tools: ^C should just end them. `demote` keeps them
+        // blocked: it may run ifconfig itself, whose exits the signal reader
+        // reaps, and ^C there ends the wait, never the demotion.
         let _ = signals::unblock();
     }
     let result = match cli.command {
         Command::Run { proxy } => blocked
-            .map_err(|e| Error::Os { what: "blocking signals", source: e.into() })
+            .map_err(|e| Error::Os {
+                what: "blocking signals",
+                source: e.into(),
+            })
             .and_then(|()| run(cli.config.as_deref(), proxy)),
         Command::Check { kill_timeout } => check(cli.config.as_deref(), kill_timeout),
-        Command::Demote { .. } | Command::Promote | Command::Status { .. } => Err(Error::Unavailable(
-            "demote, promote and status need the control socket, which is not yet available in this build".into(),
-        )),
+        Command::Demote {
+            reason,
+            no_wait,
+            timeout,
+        } => blocked
+            .map_err(|e| Error::Os {
+                what: "blocking signals",
+                source: e.into(),
+            })
+            .and_then(|()| {
+                operator::demote(cli.config.as_deref(), reason.as_deref(), no_wait, timeout)
+            }),
+        Command::Promote => operator::promote(cli.config.as_deref()),
+        Command::Status { json } => operator::status(cli.config.as_deref(), json),
     };
     match result {
         Ok(code) => code,
@@ -168,21 +189,14 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     for warning in check::warnings(&config, KillBudget::Unknown, false) {
         tracing::warn!("{warning}");
     }
-    let backend = config.failover.backend();
-    // Backends that own shared state (a CARP counter share, a track file):
-    // lock the state dir, so a second agent is refused here, and read the
-    // boot id, both before the signal reader starts reaping (the OpenBSD boot
-    // id comes from a sysctl(8) child).
-    let state = if matches!(backend, BackendKind::Carp | BackendKind::Keepalived) {
-        let state = StateDir::open(&config.control.state_dir)?;
-        let boot = state::boot_id().map_err(|source| Error::Os {
-            what: "reading the boot id",
-            source,
-        })?;
-        Some((Arc::new(state), boot))
-    } else {
-        None
-    };
+    // A second agent is refused here: by the control socket's lock (or a
+    // live socket), then by the state dir's lock.
+    let control = ControlSocket::bind(&config.control.socket, control_group(&config)?)?;
+    // The state dir holds the CARP ledger and the maintenance record; the
+    // boot id is read before the signal reader starts reaping (the OpenBSD
+    // boot id comes from a sysctl(8) child).
+    let state = Arc::new(StateDir::open(&config.control.state_dir)?);
+    let boot = direct::boot_id()?;
     // A node an operator put into maintenance stays at standby across restarts.
     let maintenance = Maintenance::load(&config.control.state_dir).map_err(Error::Record)?;
     if let Err(error) = platform::become_subreaper() {
@@ -204,12 +218,15 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     let policy = policy(&config);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        backend = backend.name(),
+        backend = config.failover.backend().name(),
         command = %argv,
         stop_signal = policy.stop_signal.as_str(),
         reload = ?policy.reload,
+        control = %control.path().display(),
         "starting"
     );
+    let (inbox_tx, inbox) = mpsc::channel(16);
+    let metrics = Arc::new(Metrics::new());
     // The supervisor runs on this (main) thread: it forks the proxy, and
     // Linux's PDEATHSIG fires when the forking *thread* exits.
     let supervisor = Supervisor {
@@ -226,38 +243,47 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         probe: config.failover.probe.clone(),
         maintenance,
         stop_budget: check::stop_budget(&config),
+        inbox,
+        metrics: metrics.clone(),
     };
-    runtime.block_on(supervise(config.failover, supervisor, state))
+    runtime.block_on(async {
+        let inbox = Inbox(inbox_tx);
+        if let Some(addr) = config.http.listen.0 {
+            let listener = http::bind(addr).await.map_err(|e| {
+                Error::Serve(format!("cannot listen on {addr} ([http] listen): {e}"))
+            })?;
+            let local = listener.local_addr().map_or(addr, |a| a);
+            tracing::info!(listen = %local, "http listening");
+            tokio::spawn(http::serve(listener, inbox.clone(), metrics));
+        }
+        let access = Access::new(control_group(&config)?.map(|gid| {
+            let name = config.control.group.as_ref().map(|g| g.get_ref().clone());
+            (name.unwrap_or_default(), gid)
+        }));
+        tokio::spawn(control.serve(access, inbox, state.clone()));
+        // CARP reconciles its ledger here, before the proxy exists; a damaged
+        // ledger or an unreadable counter stops here, before anything is spawned.
+        let backend =
+            AnyBackend::open(&config.failover, supervisor.children.clone(), state, boot).await?;
+        Ok(supervisor.run(backend).await)
+    })
 }
 
-/// Opens the configured backend and runs the supervisor with it.
-async fn supervise(
-    failover: config::FailoverConfig,
-    supervisor: Supervisor,
-    state: Option<(Arc<StateDir>, String)>,
-) -> Result<u8, Error> {
-    let children = supervisor.children.clone();
-    match (failover.backend(), failover.command, failover.carp, state) {
-        (BackendKind::Command, Some(command), ..) => Ok(supervisor
-            .run(CommandBackend::new(command.into_inner(), children))
-            .await),
-        // keepalived keeps no ledger (the track file holds an absolute value),
-        // but the state-dir lock must be held for as long as the agent runs.
-        (BackendKind::Keepalived, _, _, _lock) => {
-            let keepalived = failover
-                .keepalived
-                .map(Spanned::into_inner)
-                .unwrap_or_default();
-            Ok(supervisor.run(KeepalivedBackend::new(keepalived)).await)
-        }
-        (BackendKind::Carp, _, carp, Some((state, boot))) => {
-            let carp = carp.map(Spanned::into_inner).unwrap_or_default();
-            // Reconcile the ledger before the proxy exists; a damaged ledger
-            // or an unreadable counter stops here, before anything is spawned.
-            let backend = CarpBackend::open(carp, children, state, boot).await?;
-            Ok(supervisor.run(backend).await)
-        }
-        _ => Ok(supervisor.run(NoneBackend).await),
+/// The gid of `[control] group`, if set.
+fn control_group(config: &config::Config) -> Result<Option<nix::unistd::Gid>, Error> {
+    let Some(name) = &config.control.group else {
+        return Ok(None);
+    };
+    match nix::unistd::Group::from_name(name.get_ref()) {
+        Ok(Some(group)) => Ok(Some(group.gid)),
+        Ok(None) => Err(Error::Serve(format!(
+            "[control] group `{}` does not exist",
+            name.get_ref()
+        ))),
+        Err(e) => Err(Error::Serve(format!(
+            "cannot look up [control] group `{}`: {e}",
+            name.get_ref()
+        ))),
     }
 }
 

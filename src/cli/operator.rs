@@ -1,0 +1,231 @@
+//! The operator's subcommands: `status`, `demote` and `promote`.
+//!
+//! Owns what they print and when they return. They ask the running agent
+//! through the control socket; when no agent runs, `demote` and `promote`
+//! act on the backend themselves (`crate::control::direct`) and say so.
+//! `demote` waits by polling the agent's status until the backend, after
+//! the standby level was applied, reports this node without the IP.
+
+use std::{path::Path, time::Duration};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    Error,
+    config::{self, Config, Location},
+    control::{
+        client::{self, ClientError},
+        direct::{self, Demoted},
+        protocol::Command,
+    },
+    exit,
+    failover::Level,
+    maintenance::Maintenance,
+    process::Children,
+    signals,
+    status::Status,
+};
+
+/// How long one request may take.
+const ASK_LIMIT: Duration = Duration::from_secs(10);
+/// How often the status is polled while waiting.
+const POLL: Duration = Duration::from_millis(50);
+
+fn load(flag: Option<&Path>) -> Result<Config, Error> {
+    Ok(config::load(&Location::find(flag))?.config)
+}
+
+fn ask(config: &Config, command: Command) -> Result<Status, ClientError> {
+    client::request(&config.control.socket, command, ASK_LIMIT)
+}
+
+/// `handoff status [--json]`.
+pub fn status(flag: Option<&Path>, json: bool) -> Result<u8, Error> {
+    let config = load(flag)?;
+    match ask(&config, Command::Status) {
+        Ok(status) => {
+            if json {
+                let text = serde_json::to_string_pretty(&status)
+                    .map_err(|e| Error::Serve(format!("encoding the status: {e}")))?;
+                println!("{text}");
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(exit::OK)
+        }
+        Err(error @ ClientError::NoAgent { .. }) => {
+            let maintenance = match Maintenance::load(&config.control.state_dir) {
+                Ok(Some(m)) => format!("; maintenance is set: {}", m.reason),
+                Ok(None) => String::new(),
+                Err(e) => format!("; {e}"),
+            };
+            Err(Error::Unavailable(format!(
+                "{error} (is handoff running?){maintenance}"
+            )))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `handoff demote [--reason TEXT] [--no-wait] [--timeout DUR]`.
+pub fn demote(
+    flag: Option<&Path>,
+    reason: Option<&str>,
+    no_wait: bool,
+    timeout: Option<Duration>,
+) -> Result<u8, Error> {
+    let config = load(flag)?;
+    let limit = timeout.unwrap_or(config.failover.failover_timeout);
+    let command = Command::Demote {
+        reason: reason.map(str::to_owned),
+    };
+    let status = match ask(&config, command) {
+        Ok(status) => status,
+        Err(ClientError::NoAgent { .. }) => {
+            return demote_directly(&config, reason, (!no_wait).then_some(limit));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let reason = status
+        .maintenance
+        .as_ref()
+        .map_or("", |m| m.reason.as_str());
+    println!("maintenance set ({reason}): the agent holds this node at standby");
+    if no_wait {
+        return Ok(exit::OK);
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let mut status = status;
+    loop {
+        if status.released {
+            println!(
+                "this node no longer holds the floating IP (role {})",
+                status.role
+            );
+            return Ok(exit::OK);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::TimedOut(format!(
+                "waited {}: this node still holds the floating IP (role {}, level {}{}); the demotion stays in place",
+                humantime::format_duration(limit),
+                status.role,
+                status.level.map_or("none".into(), |l| l.to_string()),
+                if status.level_applied {
+                    ""
+                } else {
+                    ", not yet applied"
+                }
+            )));
+        }
+        std::thread::sleep(POLL);
+        status = ask(&config, Command::Status)?;
+    }
+}
+
+/// `demote` with no agent: under the state dir's lock, on the backend.
+fn demote_directly(
+    config: &Config,
+    reason: Option<&str>,
+    wait: Option<Duration>,
+) -> Result<u8, Error> {
+    let boot = direct::boot_id()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Os {
+            what: "starting the runtime",
+            source,
+        })?;
+    let children = Children::default();
+    let (tx, mut rx) = mpsc::channel(8);
+    signals::start(children.clone(), tx).map_err(|source| Error::Os {
+        what: "reading signals",
+        source,
+    })?;
+    let uid = nix::unistd::Uid::current().as_raw();
+    let outcome = runtime.block_on(direct::demote(
+        config, reason, uid, wait, children, &mut rx, boot,
+    ))?;
+    let backend = config.failover.backend().name();
+    let kept = |level: Level| {
+        if level == Level::Down {
+            " (it stays down: no proxy runs)"
+        } else {
+            ""
+        }
+    };
+    match outcome {
+        Demoted::Applied(m, level) => {
+            println!(
+                "no agent running: maintenance set ({}) and {backend} set to {level} directly{}",
+                m.reason,
+                kept(level)
+            );
+            Ok(exit::OK)
+        }
+        Demoted::Released(m, level) => {
+            println!(
+                "no agent running: maintenance set ({}) and {backend} set to {level} directly{}; this node does not hold the floating IP",
+                m.reason,
+                kept(level)
+            );
+            Ok(exit::OK)
+        }
+        Demoted::TimedOut(m, level, role) => Err(Error::TimedOut(format!(
+            "no agent running: maintenance set ({}) and {backend} set to {level} directly, but this node still holds the floating IP (role {role}); the demotion stays in place",
+            m.reason
+        ))),
+        Demoted::Interrupted(m, level, signal) => Err(Error::TimedOut(format!(
+            "no agent running: maintenance set ({}) and {backend} set to {level} directly; {} ended the wait, the demotion stays in place",
+            m.reason,
+            signal.as_str()
+        ))),
+    }
+}
+
+/// `handoff promote`.
+pub fn promote(flag: Option<&Path>) -> Result<u8, Error> {
+    let config = load(flag)?;
+    let status = match ask(&config, Command::Promote) {
+        Ok(status) => status,
+        Err(ClientError::NoAgent { .. }) => {
+            let old = direct::promote(&config)?;
+            let was = if old.is_some() {
+                "cleared"
+            } else {
+                "was not set"
+            };
+            println!(
+                "no agent running: maintenance {was}; the node keeps its current demotion until `handoff run` has a healthy proxy"
+            );
+            return Ok(exit::OK);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    println!("maintenance cleared");
+    if status.agent.phase != "running:healthy" {
+        println!(
+            "the proxy is not healthy ({}): the node goes up once it is",
+            status.agent.phase
+        );
+        return Ok(exit::OK);
+    }
+    let limit = config.failover.failover_timeout;
+    let deadline = std::time::Instant::now() + limit;
+    let mut status = status;
+    loop {
+        if status.level == Some(Level::Up) && status.level_applied {
+            println!("this node is up (role {})", status.role);
+            return Ok(exit::OK);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::TimedOut(format!(
+                "waited {}: the backend has not applied level up (level {})",
+                humantime::format_duration(limit),
+                status.level.map_or("none".into(), |l| l.to_string()),
+            )));
+        }
+        std::thread::sleep(POLL);
+        status = ask(&config, Command::Status)?;
+    }
+}

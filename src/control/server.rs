@@ -1,0 +1,424 @@
+//! The agent's side of the control socket.
+//!
+//! Owns: binding the socket safely, checking who connects, and answering
+//! one request per connection without ever letting a client hurt the agent.
+//!
+//! * A lock file next to the socket (`<socket>.lock`, flock(2)) says which
+//!   agent owns the path, so a second agent is refused even when it uses
+//!   another state dir, and a live socket is never deleted. A socket file
+//!   nobody listens on (ECONNREFUSED: left by a SIGKILLed agent) is replaced.
+//! * The socket is bound under a temporary name, given its mode (0600, or
+//!   0660 and the group) and only then renamed into place, so it is never
+//!   reachable with the umask's mode.
+//! * Peer credentials (SO_PEERCRED on Linux, getpeereid(2) on OpenBSD, both
+//!   through tokio's `peer_cred`) are checked on every connection as well:
+//!   root, the agent's own uid and members of `group` are let in.
+//! * Requests are bounded: 64 KiB, one line, 2 s to arrive; at most
+//!   [`MAX_CONNECTIONS`] at once. A bad client gets an error response (or a
+//!   closed connection) and the agent carries on.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read as _, Write as _},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use nix::{
+    fcntl::{Flock, FlockArg},
+    unistd::{Gid, Group, Uid, User},
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{Mutex, Semaphore},
+};
+
+use super::{
+    Ask, Inbox,
+    protocol::{Command, MAX_REQUEST, Response, parse_request},
+};
+use crate::{maintenance::Maintenance, state::StateDir, status::unix_now};
+
+/// How long a client has to send its request, and to take the answer.
+pub const IO_LIMIT: Duration = Duration::from_secs(2);
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How long the loop may take to answer.
+const LOOP_LIMIT: Duration = Duration::from_secs(5);
+
+/// The control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another agent holds the socket's lock.
+    #[error("another handoff{} owns the control socket {}; stop it first", pid_suffix(.holder.as_deref()), .path.display())]
+    InUse {
+        /// The socket.
+        path: PathBuf,
+        /// The pid the holder wrote.
+        holder: Option<String>,
+    },
+    /// Something answers on the socket although nobody holds its lock.
+    #[error("something answers on the control socket {}; not replacing a live socket", .path.display())]
+    Live {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// The path is taken by something that is not a socket.
+    #[error("{} exists and is not a socket; not replacing it", .path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// What handoff was doing.
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn pid_suffix(holder: Option<&str>) -> String {
+    holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ControlError + use<> {
+    let path = path.to_path_buf();
+    move |source| ControlError::Io { what, path, source }
+}
+
+/// A bound control socket; the file is removed when this is dropped.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: std::os::unix::net::UnixListener,
+    guard: SocketGuard,
+}
+
+#[derive(Debug)]
+struct SocketGuard {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        // Ours: nobody else can bind this path while we hold the lock.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Who may use the socket besides root.
+#[derive(Debug, Clone)]
+pub struct Access {
+    own_uid: u32,
+    group: Option<(String, Gid)>,
+}
+
+impl Access {
+    /// Root, this process's uid, and the members of `group`.
+    pub fn new(group: Option<(String, Gid)>) -> Access {
+        Access {
+            own_uid: Uid::effective().as_raw(),
+            group,
+        }
+    }
+
+    /// Whether `uid` (with primary `gid`) may use the socket; the refusal
+    /// says who may.
+    async fn check(&self, uid: u32, gid: u32) -> Result<(), String> {
+        if uid == 0 || uid == self.own_uid {
+            return Ok(());
+        }
+        if let Some((name, group)) = &self.group {
+            let (name, group) = (name.clone(), *group);
+            // NSS lookups may block (LDAP): off the loop's thread.
+            let member = tokio::task::spawn_blocking(move || {
+                gid == group.as_raw() || is_member(uid, &name, group)
+            })
+            .await
+            .unwrap_or(false);
+            if member {
+                return Ok(());
+            }
+        }
+        let who = match &self.group {
+            Some((name, _)) => format!("root and members of group `{name}`"),
+            None => "root".to_owned(),
+        };
+        Err(format!(
+            "permission denied: uid {uid} may not use the control socket (only {who} may)"
+        ))
+    }
+}
+
+/// Whether the user `uid` is listed as a member of `group` (group(5)).
+fn is_member(uid: u32, name: &str, group: Gid) -> bool {
+    let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+    let group = Group::from_gid(group).ok().flatten();
+    if let (Some(user), Some(group)) = (user, group) {
+        user.gid == group.gid || group.mem.contains(&user.name)
+    } else {
+        tracing::debug!(uid, name, "cannot look up the user or the group");
+        false
+    }
+}
+
+impl ControlSocket {
+    /// Binds `path` with mode 0600, or 0660 and `group`. Refuses when
+    /// another agent owns it or anything answers on it; replaces a stale one.
+    pub fn bind(path: &Path, group: Option<Gid>) -> Result<ControlSocket, ControlError> {
+        let lock = lock(path)?;
+        match fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(ControlError::NotASocket {
+                    path: path.to_path_buf(),
+                });
+            }
+            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(ControlError::Live {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(path = %path.display(), "replacing a stale control socket (nobody listens on it)");
+                }
+                Err(e) => return Err(io_error("probing", path)(e)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("inspecting", path)(e)),
+        }
+        let temp = temp_path(path);
+        let _ = fs::remove_file(&temp); // a leftover of a crash between bind and rename
+        let listener =
+            std::os::unix::net::UnixListener::bind(&temp).map_err(io_error("binding", &temp))?;
+        let placed = (|| {
+            let mode = if group.is_some() { 0o660 } else { 0o600 };
+            fs::set_permissions(&temp, fs::Permissions::from_mode(mode))?;
+            if group.is_some() {
+                nix::unistd::chown(&temp, None, group).map_err(io::Error::from)?;
+            }
+            fs::rename(&temp, path)
+        })();
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error("placing", path)(e));
+        }
+        listener
+            .set_nonblocking(true)
+            .map_err(io_error("configuring", path))?;
+        Ok(ControlSocket {
+            listener,
+            guard: SocketGuard {
+                path: path.to_path_buf(),
+                _lock: lock,
+            },
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.guard.path
+    }
+
+    /// Serves requests until the task is dropped; keeps `self` (and so the
+    /// file) alive meanwhile. `state` is where maintenance is recorded.
+    pub async fn serve(self, access: Access, inbox: Inbox, state: Arc<StateDir>) {
+        let listener = match UnixListener::from_std(self.listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot serve the control socket");
+                return;
+            }
+        };
+        let _guard = self.guard;
+        let context = Arc::new(Context {
+            access,
+            inbox,
+            state,
+            writes: Mutex::new(()),
+        });
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!(%error, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!("control socket busy: connection closed");
+                continue;
+            };
+            let context = context.clone();
+            tokio::spawn(async move {
+                context.handle(stream).await;
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// `<socket>.lock`, held for as long as the agent owns the socket.
+fn lock(path: &Path) -> Result<Flock<File>, ControlError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_error("opening", &lock_path))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let holder = file
+                .read_to_string(&mut pid)
+                .ok()
+                .map(|_| pid.trim().to_owned())
+                .filter(|p| !p.is_empty());
+            return Err(ControlError::InUse {
+                path: path.to_path_buf(),
+                holder,
+            });
+        }
+        Err((_, errno)) => return Err(io_error("locking", &lock_path)(errno.into())),
+    };
+    lock.set_len(0).map_err(io_error("writing", &lock_path))?;
+    writeln!(lock, "{}", std::process::id()).map_err(io_error("writing", &lock_path))?;
+    Ok(lock)
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map_or_else(
+        || "handoff.sock".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// What every connection needs.
+struct Context {
+    access: Access,
+    inbox: Inbox,
+    state: Arc<StateDir>,
+    /// Maintenance changes, one at a time.
+    writes: Mutex<()>,
+}
+
+impl Context {
+    async fn handle(&self, mut stream: UnixStream) {
+        let response = self.answer(&mut stream).await;
+        if let Some(error) = &response.error {
+            tracing::info!(%error, "control request refused");
+        }
+        let mut line = serde_json::to_string(&response).unwrap_or_else(|e| {
+            format!(
+                r#"{{"version":{},"error":"cannot encode the answer: {e}","status":null}}"#,
+                super::protocol::VERSION
+            )
+        });
+        line.push('\n');
+        // A client that does not read its answer only loses it.
+        let _ = tokio::time::timeout(IO_LIMIT, stream.write_all(line.as_bytes())).await;
+        let _ = tokio::time::timeout(IO_LIMIT, stream.shutdown()).await;
+    }
+
+    async fn answer(&self, stream: &mut UnixStream) -> Response {
+        let (uid, gid) = match stream.peer_cred() {
+            Ok(cred) => (cred.uid(), cred.gid()),
+            Err(e) => return Response::error(format!("cannot read the peer's credentials: {e}")),
+        };
+        if let Err(why) = self.access.check(uid, gid).await {
+            return Response::error(why);
+        }
+        let line = match read_request(stream).await {
+            Ok(line) => line,
+            Err(why) => return Response::error(why),
+        };
+        match parse_request(&line) {
+            Ok(request) => self.execute(request.command, uid).await,
+            Err(why) => Response::error(why),
+        }
+    }
+
+    async fn execute(&self, command: Command, uid: u32) -> Response {
+        let ask = match command {
+            Command::Status => Ask::Status,
+            Command::Demote { reason } => {
+                let _one_at_a_time = self.writes.lock().await;
+                let state = self.state.clone();
+                let set = tokio::task::spawn_blocking(move || {
+                    Maintenance::set(&state, reason.as_deref(), uid, unix_now())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+                match set {
+                    Ok(record) => {
+                        tracing::info!(uid, reason = %record.reason, "maintenance set: holding this node at standby");
+                        Ask::Maintenance(Some(record))
+                    }
+                    Err(why) => {
+                        return Response::error(format!("cannot record maintenance: {why}"));
+                    }
+                }
+            }
+            Command::Promote => {
+                let _one_at_a_time = self.writes.lock().await;
+                let state = self.state.clone();
+                let cleared = tokio::task::spawn_blocking(move || Maintenance::clear(&state))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                match cleared {
+                    Ok(old) => {
+                        tracing::info!(uid, was = old.is_some(), "maintenance cleared");
+                        Ask::Maintenance(None)
+                    }
+                    Err(why) => return Response::error(format!("cannot clear maintenance: {why}")),
+                }
+            }
+        };
+        match self.inbox.ask(ask, LOOP_LIMIT).await {
+            Ok(status) => Response::ok(status),
+            Err(why) => Response::error(why),
+        }
+    }
+}
+
+/// Reads one newline-terminated request of at most [`MAX_REQUEST`] bytes
+/// within [`IO_LIMIT`].
+async fn read_request(stream: &mut UnixStream) -> Result<String, String> {
+    let mut buf = Vec::new();
+    let limit = u64::try_from(MAX_REQUEST).unwrap_or(u64::MAX) + 1;
+    let mut reader = BufReader::new(stream.take(limit));
+    match tokio::time::timeout(IO_LIMIT, reader.read_until(b'\n', &mut buf)).await {
+        Err(_) => {
+            return Err(format!(
+                "no complete request within {}s",
+                IO_LIMIT.as_secs()
+            ));
+        }
+        Ok(Err(e)) => return Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if buf.len() > MAX_REQUEST {
+        return Err(format!("request longer than {} KiB", MAX_REQUEST / 1024));
+    }
+    if buf.last() != Some(&b'\n') {
+        return Err("the request ended before its newline".into());
+    }
+    String::from_utf8(buf).map_err(|_| "the request is not UTF-8".into())
+}

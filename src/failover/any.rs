@@ -1,0 +1,103 @@
+//! One type for "the configured backend", so that the agent and the
+//! agent-less `demote`/`promote` open it the same way. [`Failover`] returns
+//! `impl Future`, so it is not object safe: this enum dispatches instead.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+
+use super::{
+    CommandBackend, Failover, FailoverError, Level, NoneBackend, Role, Watch, carp::CarpBackend,
+    keepalived::KeepalivedBackend,
+};
+use crate::{
+    config::{BackendKind, FailoverConfig},
+    process::Children,
+    state::StateDir,
+};
+
+/// The backend named by `[failover] backend`.
+#[derive(Debug)]
+pub enum AnyBackend {
+    /// `none`
+    None(NoneBackend),
+    /// `command`
+    Command(CommandBackend),
+    /// `keepalived`
+    Keepalived(KeepalivedBackend),
+    /// `carp`
+    Carp(CarpBackend),
+}
+
+impl AnyBackend {
+    /// Opens the configured backend. CARP reconciles its ledger in `state`
+    /// first (a damaged ledger or an unreadable counter is an error here,
+    /// before anything is spawned); `boot` is the boot id.
+    pub async fn open(
+        failover: &FailoverConfig,
+        children: Children,
+        state: Arc<StateDir>,
+        boot: String,
+    ) -> Result<AnyBackend, FailoverError> {
+        Ok(match (failover.backend(), &failover.command) {
+            (BackendKind::Command, Some(command)) => {
+                AnyBackend::Command(CommandBackend::new(command.get_ref().clone(), children))
+            }
+            (BackendKind::Keepalived, _) => {
+                let config = failover
+                    .keepalived
+                    .as_ref()
+                    .map(|k| k.get_ref().clone())
+                    .unwrap_or_default();
+                AnyBackend::Keepalived(KeepalivedBackend::new(config))
+            }
+            (BackendKind::Carp, _) => {
+                let config = failover
+                    .carp
+                    .as_ref()
+                    .map(|c| c.get_ref().clone())
+                    .unwrap_or_default();
+                AnyBackend::Carp(CarpBackend::open(config, children, state, boot).await?)
+            }
+            _ => AnyBackend::None(NoneBackend),
+        })
+    }
+}
+
+/// Calls `$call` on whichever backend `$self` holds.
+macro_rules! each {
+    ($self:expr, $b:ident => $call:expr) => {
+        match $self {
+            AnyBackend::None($b) => $call,
+            AnyBackend::Command($b) => $call,
+            AnyBackend::Keepalived($b) => $call,
+            AnyBackend::Carp($b) => $call,
+        }
+    };
+}
+
+impl Failover for AnyBackend {
+    fn name(&self) -> &'static str {
+        each!(self, b => b.name())
+    }
+
+    async fn set_level(&mut self, level: Level) -> Result<(), FailoverError> {
+        each!(self, b => b.set_level(level).await)
+    }
+
+    async fn role(&mut self) -> Result<Role, FailoverError> {
+        each!(self, b => b.role().await)
+    }
+
+    fn poll_interval(&self, watch: Watch) -> Option<Duration> {
+        each!(self, b => b.poll_interval(watch))
+    }
+
+    fn hints(&mut self) -> Option<mpsc::Receiver<()>> {
+        each!(self, b => b.hints())
+    }
+
+    fn details(&self) -> serde_json::Value {
+        each!(self, b => b.details())
+    }
+}

@@ -1,0 +1,171 @@
+//! `GET /metrics`: the agent's Prometheus metrics, encoded by the
+//! prometheus-client crate (OpenMetrics text, which Prometheus reads).
+//!
+//! Owns the metric names (spec, "Interfaces to others") and their meaning.
+//! The dispatcher updates them; the HTTP server only encodes them.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
+    registry::Registry,
+};
+
+use crate::failover::{Level, Role};
+
+/// The roles `handoff_role` has a series for.
+const ROLES: [(Role, &str); 4] = [
+    (Role::Master, "master"),
+    (Role::Backup, "backup"),
+    (Role::Fault, "fault"),
+    (Role::Unknown, "unknown"),
+];
+
+type RoleLabels = Vec<(String, String)>;
+
+/// The metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    role: Family<RoleLabels, Gauge>,
+    role_changes: Counter,
+    demoted: Gauge,
+    maintenance: Gauge,
+    proxy_up: Gauge,
+    restarts: Counter,
+    failover: Histogram,
+    backend_failures: Counter,
+    consul_errors: Counter,
+    last_role: std::sync::Mutex<Option<Role>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics at their start values.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            role: Family::default(),
+            role_changes: Counter::default(),
+            demoted: Gauge::default(),
+            maintenance: Gauge::default(),
+            proxy_up: Gauge::default(),
+            restarts: Counter::default(),
+            // 50 ms .. ~50 s: CARP moves in one advert round trip, keepalived
+            // in ~3 x advert_int on a priority drop.
+            failover: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+            ]),
+            backend_failures: Counter::default(),
+            consul_errors: Counter::default(),
+            last_role: std::sync::Mutex::new(None),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "handoff_build",
+            "handoff's version",
+            Info::new(vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )]),
+        );
+        registry.register(
+            "handoff_role",
+            "1 for this node's current role as the backend reports it",
+            metrics.role.clone(),
+        );
+        registry.register(
+            "handoff_role_changes",
+            "Role changes seen",
+            metrics.role_changes.clone(),
+        );
+        registry.register(
+            "handoff_demoted",
+            "1 while our share of the demotion is applied (level standby or down)",
+            metrics.demoted.clone(),
+        );
+        registry.register(
+            "handoff_maintenance",
+            "1 while an operator holds this node in maintenance",
+            metrics.maintenance.clone(),
+        );
+        registry.register(
+            "handoff_proxy_up",
+            "1 while the proxy runs",
+            metrics.proxy_up.clone(),
+        );
+        registry.register(
+            "handoff_proxy_restarts",
+            "Proxy restarts",
+            metrics.restarts.clone(),
+        );
+        registry.register(
+            "handoff_failover_seconds",
+            "From the stop signal to the confirmed move of the floating IP",
+            metrics.failover.clone(),
+        );
+        registry.register(
+            "handoff_backend_failures",
+            "Backend operations that failed",
+            metrics.backend_failures.clone(),
+        );
+        registry.register(
+            "handoff_consul_errors",
+            "Consul requests that failed",
+            metrics.consul_errors.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Sets the gauges from the machine's view after an event.
+    pub fn observe(&self, role: Role, applied: Option<Level>, maintenance: bool, proxy_up: bool) {
+        for (r, name) in ROLES {
+            self.role
+                .get_or_create(&vec![("role".to_owned(), name.to_owned())])
+                .set(i64::from(r == role));
+        }
+        if let Ok(mut last) = self.last_role.lock() {
+            if last.is_some_and(|l| l != role && l != Role::Unknown) {
+                self.role_changes.inc();
+            }
+            *last = Some(role);
+        }
+        let demoted = matches!(applied, Some(Level::Standby | Level::Down));
+        self.demoted.set(i64::from(demoted));
+        self.maintenance.set(i64::from(maintenance));
+        self.proxy_up.set(i64::from(proxy_up));
+    }
+
+    /// A proxy restart.
+    pub fn restarted(&self) {
+        self.restarts.inc();
+    }
+
+    /// A confirmed move, `seconds` after the stop began.
+    pub fn moved(&self, seconds: f64) {
+        self.failover.observe(seconds);
+    }
+
+    /// Sets the backend failure counter to the worker's count.
+    pub fn backend_failures(&self, total: u64) {
+        let seen = self.backend_failures.get();
+        if total > seen {
+            self.backend_failures.inc_by(total - seen);
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
