@@ -83,6 +83,12 @@ pub fn request(path: &Path, command: Command, limit: Duration) -> Result<Status,
         .map_err(io)?;
     let response: Response =
         serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if response.version != VERSION {
+        return Err(ClientError::Protocol(format!(
+            "the agent speaks protocol version {}, this CLI {VERSION}",
+            response.version
+        )));
+    }
     match (response.error, response.status) {
         (Some(error), _) => Err(ClientError::Agent(error)),
         (None, Some(status)) => Ok(status),

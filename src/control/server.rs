@@ -14,8 +14,9 @@
 //!   through tokio's `peer_cred`) are checked on every connection as well:
 //!   root, the agent's own uid and members of `group` are let in.
 //! * Requests are bounded: 64 KiB, one line, 2 s to arrive; at most
-//!   [`MAX_CONNECTIONS`] at once. A bad client gets an error response (or a
-//!   closed connection) and the agent carries on.
+//!   [`MAX_CONNECTIONS`] at once, the rest waiting in the listen backlog. A
+//!   bad client gets an error response (or a closed connection) and the
+//!   agent carries on.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -44,7 +45,7 @@ use crate::{maintenance::Maintenance, state::StateDir, status::unix_now};
 
 /// How long a client has to send its request, and to take the answer.
 pub const IO_LIMIT: Duration = Duration::from_secs(2);
-/// Connections served at once; more are closed at once.
+/// Connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 16;
 /// How long the loop may take to answer.
 const LOOP_LIMIT: Duration = Duration::from_secs(5);
@@ -246,6 +247,12 @@ impl ControlSocket {
         });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
+            // Wait for a free slot before accepting: further clients queue in
+            // the kernel's backlog, and a slot frees within IO_LIMIT at most,
+            // so half-open connections can delay `status` but never lock it out.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(error) => {
@@ -254,10 +261,6 @@ impl ControlSocket {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!("control socket busy: connection closed");
-                continue;
             };
             let context = context.clone();
             tokio::spawn(async move {
