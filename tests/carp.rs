@@ -261,3 +261,120 @@ fn kernel_range_errors_are_clear() {
         "nothing changed, nothing leaked"
     );
 }
+
+fn cli(lab: &Lab, config: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = lab
+        .handoff_command(Some(config))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn ledger_share(lab: &Lab) -> String {
+    let text = std::fs::read_to_string(lab.path("state-a").join("carp-ledger.toml")).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("share"))
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn demote_moves_master_with_one_share_and_promote_brings_it_back() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = config(&lab, &cluster, "");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+    let (code, out) = cli(&lab, &config, &["demote", "--reason", "disk swap"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("no longer holds the floating IP (role BACKUP)"),
+        "{out}"
+    );
+    // The demote returned only once b was master.
+    assert_eq!(
+        lab.whats().last().map(String::as_str),
+        Some("sim master b"),
+        "{:#?}",
+        lab.whats()
+    );
+    let (code, out) = cli(&lab, &config, &["demote", "--reason", "disk swap"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 50, "exactly one share");
+    assert_eq!(lab.count("sim a edge 50 -> 100"), 0, "{:#?}", lab.whats());
+    let (code, out) = cli(&lab, &config, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["level"], "standby");
+    assert_eq!(v["role"], "BACKUP");
+    assert_eq!(v["maintenance"]["reason"], "disk swap");
+    assert_eq!(v["backend"]["details"]["share"], 50, "{v}");
+    assert_eq!(v["backend"]["details"]["group"], "edge");
+
+    let (code, out) = cli(&lab, &config, &["promote"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 0);
+    lab.wait_for_count("sim master a", 2); // preempt: a takes it back
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(cluster.edge(&lab, "a"), 50, "down stays held after exit");
+}
+
+#[test]
+fn demote_without_an_agent_leaves_the_same_ledger() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = config(&lab, &cluster, "");
+    // No agent: the CLI demotes through the ledger itself and waits.
+    let (code, out) = cli(&lab, &config, &["demote", "--reason", "rack move"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no agent running"), "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    assert!(lab.position("sim master b").is_some(), "{:#?}", lab.whats());
+    assert_eq!(ledger_share(&lab), "share = 50");
+    let (code, out) = cli(&lab, &config, &["demote", "--no-wait"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 50, "idempotent");
+
+    // An agent started now finds the record and our share, counted once.
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    h.wait_log("in maintenance");
+    let (code, out) = cli(&lab, &config, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rack move"), "{out}");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    assert_eq!(ledger_share(&lab), "share = 50");
+
+    // Promote without an agent clears the record but never raises the node.
+    let (code, out) = cli(&lab, &config, &["promote"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("maintenance cleared"), "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    assert!(!lab.path("state-a").join("maintenance.toml").exists());
+}
+
+#[test]
+fn demote_times_out_with_exit_1_when_no_peer_takes_over() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    // b is demoted far below a: a stays master whatever our share.
+    std::fs::write(
+        lab.path("carp-sim.toml"),
+        "[a]\ngroups = { carp = 0, edge = 0 }\nadvskew = 0\npreempt = true\nmaster = true\n\n\
+         [b]\ngroups = { carp = 0, edge = 200 }\nadvskew = 100\npreempt = true\nmaster = false\n",
+    )
+    .unwrap();
+    let config = config(&lab, &cluster, "");
+    let (code, out) = cli(&lab, &config, &["demote", "--timeout", "300ms"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("still holds the floating IP"), "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 50, "the demotion stays in place");
+}
