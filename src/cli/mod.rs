@@ -196,7 +196,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     // boot id is read before the signal reader starts reaping (the OpenBSD
     // boot id comes from a sysctl(8) child).
     let state = Arc::new(StateDir::open(&config.control.state_dir)?);
-    let boot = direct::boot_id()?;
+    let boot = direct::boot_id(&config)?;
     // A node an operator put into maintenance stays at standby across restarts.
     let maintenance = Maintenance::load(&config.control.state_dir).map_err(Error::Record)?;
     if let Err(error) = platform::become_subreaper() {

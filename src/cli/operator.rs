@@ -128,7 +128,7 @@ fn demote_directly(
     reason: Option<&str>,
     wait: Option<Duration>,
 ) -> Result<u8, Error> {
-    let boot = direct::boot_id()?;
+    let boot = direct::boot_id(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -76,11 +76,18 @@ pub fn request(path: &Path, command: Command, limit: Duration) -> Result<Status,
     })
     .map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io)?;
+    // An agent that refuses the peer answers without reading the request,
+    // and may close before it is written: its answer is still worth reading.
+    let sent = stream.write_all(line.as_bytes());
     let mut answer = String::new();
-    BufReader::new(io::Read::take(&stream, MAX_ANSWER))
-        .read_line(&mut answer)
-        .map_err(io)?;
+    let read = BufReader::new(io::Read::take(&stream, MAX_ANSWER)).read_line(&mut answer);
+    if answer.is_empty() {
+        sent.map_err(io)?;
+        read.map_err(io)?;
+        return Err(ClientError::Protocol(
+            "the agent closed without an answer".into(),
+        ));
+    }
     let response: Response =
         serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
     if response.version != VERSION {

@@ -17,7 +17,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     Error,
-    config::Config,
+    config::{BackendKind, Config},
     failover::{AnyBackend, Failover, Level, Role},
     maintenance::Maintenance,
     platform::Received,
@@ -122,9 +122,13 @@ fn current_level(backend: &AnyBackend, config: &Config) -> Option<Level> {
     })
 }
 
-/// The boot id, read before the signal reader starts reaping (on OpenBSD it
-/// comes from a sysctl(8) child).
-pub fn boot_id() -> Result<String, Error> {
+/// The boot id, for the CARP ledger (other backends keep none: empty). Read
+/// it before the signal reader starts reaping: on OpenBSD it comes from a
+/// sysctl(8) child.
+pub fn boot_id(config: &Config) -> Result<String, Error> {
+    if config.failover.backend() != BackendKind::Carp {
+        return Ok(String::new());
+    }
     state::boot_id().map_err(|source| Error::Os {
         what: "reading the boot id",
         source,

@@ -85,6 +85,51 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client sends, the parser answers Ok or Err, never panics,
+        /// and anything it accepts is a request of this version.
+        #[test]
+        fn arbitrary_lines_never_panic(line in ".{0,300}") {
+            if let Ok(r) = parse_request(&line) {
+                prop_assert_eq!(r.version, VERSION);
+            }
+        }
+
+        /// Bytes shaped like JSON requests, with fields mutated.
+        #[test]
+        fn near_miss_requests_never_panic(
+            version in any::<i64>(),
+            name in "[a-z]{0,8}",
+            reason in proptest::option::of(".{0,40}"),
+            extra in proptest::option::of("[a-z]{1,5}"),
+        ) {
+            let mut command = serde_json::json!({ "name": name });
+            if let Some(reason) = reason {
+                command["reason"] = reason.into();
+            }
+            let mut request = serde_json::json!({ "version": version, "command": command });
+            if let Some(extra) = extra {
+                request[extra] = 1.into();
+            }
+            let _ = parse_request(&request.to_string());
+        }
+
+        /// Every request a client can build is read back as itself.
+        #[test]
+        fn requests_round_trip(reason in proptest::option::of(".{0,200}"), which in 0..3u8) {
+            let command = match which {
+                0 => Command::Status,
+                1 => Command::Demote { reason },
+                _ => Command::Promote,
+            };
+            let request = Request { version: VERSION, command };
+            let line = serde_json::to_string(&request).unwrap();
+            prop_assert!(!line.contains('\n'), "one line");
+            prop_assert_eq!(parse_request(&line).unwrap(), request);
+        }
+    }
 
     #[test]
     fn requests_round_trip_and_bad_ones_say_why() {
