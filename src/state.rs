@@ -52,6 +52,62 @@ fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateE
     move |source| StateError::Io { what, path, source }
 }
 
+/// Why [`take_lock`] failed.
+#[derive(Debug)]
+pub enum LockFailure {
+    /// Another process holds it.
+    Held {
+        /// The pid it wrote, if readable.
+        holder: Option<String>,
+    },
+    /// The lock file could not be used.
+    Io {
+        /// What handoff was doing.
+        what: &'static str,
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Takes an exclusive flock(2) on `path` (created 0600) without waiting,
+/// and writes our pid into it for the message a second agent prints; the
+/// lock itself is what counts, and it goes with the process.
+pub fn take_lock(path: &Path) -> Result<Flock<File>, LockFailure> {
+    let failed = |what: &'static str| {
+        move |source: io::Error| LockFailure::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed("opening"))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let holder = file
+                .read_to_string(&mut pid)
+                .ok()
+                .map(|_| pid.trim().to_owned())
+                .filter(|p| !p.is_empty());
+            return Err(LockFailure::Held { holder });
+        }
+        Err((_, errno)) => return Err(failed("locking")(errno.into())),
+    };
+    lock.set_len(0).map_err(failed("writing"))?;
+    writeln!(lock, "{}", std::process::id()).map_err(failed("writing"))?;
+    Ok(lock)
+}
+
 /// The locked state directory; the lock is held until this is dropped (or
 /// the process dies: flock(2) locks go with the open file).
 #[derive(Debug)]
@@ -69,34 +125,13 @@ impl StateDir {
             .mode(0o700)
             .create(dir)
             .map_err(io_error("creating", dir))?;
-        let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_error("opening", &path))?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let mut pid = String::new();
-                let holder = file
-                    .read_to_string(&mut pid)
-                    .ok()
-                    .map(|_| pid.trim().to_owned())
-                    .filter(|p| !p.is_empty());
-                return Err(StateError::Locked {
-                    dir: dir.to_path_buf(),
-                    holder,
-                });
-            }
-            Err((_, errno)) => return Err(io_error("locking", &path)(errno.into())),
-        };
-        // For the message a second agent prints; the lock itself is what counts.
-        lock.set_len(0).map_err(io_error("writing", &path))?;
-        writeln!(lock, "{}", std::process::id()).map_err(io_error("writing", &path))?;
+        let lock = take_lock(&dir.join(LOCK_FILE)).map_err(|failure| match failure {
+            LockFailure::Held { holder } => StateError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            },
+            LockFailure::Io { what, path, source } => StateError::Io { what, path, source },
+        })?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
             _lock: lock,

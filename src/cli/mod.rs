@@ -202,19 +202,8 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Os {
-            what: "starting the runtime",
-            source,
-        })?;
     let children = Children::default();
-    let (signal_tx, signal_rx) = mpsc::channel(64);
-    signals::start(children.clone(), signal_tx).map_err(|source| Error::Os {
-        what: "reading signals",
-        source,
-    })?;
+    let (runtime, signal_rx) = runtime_and_signals(&children)?;
     let policy = policy(&config);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -267,6 +256,26 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             AnyBackend::open(&config.failover, supervisor.children.clone(), state, boot).await?;
         Ok(supervisor.run(backend).await)
     })
+}
+
+/// A current-thread runtime, and the signal reader (which also reaps
+/// `children`) feeding the returned channel.
+fn runtime_and_signals(
+    children: &Children,
+) -> Result<(tokio::runtime::Runtime, mpsc::Receiver<platform::Received>), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Os {
+            what: "starting the runtime",
+            source,
+        })?;
+    let (tx, rx) = mpsc::channel(64);
+    signals::start(children.clone(), tx).map_err(|source| Error::Os {
+        what: "reading signals",
+        source,
+    })?;
+    Ok((runtime, rx))
 }
 
 /// The gid of `[control] group`, if set.

@@ -8,8 +8,6 @@
 
 use std::{path::Path, time::Duration};
 
-use tokio::sync::mpsc;
-
 use crate::{
     Error,
     config::{self, Config, Location},
@@ -22,7 +20,6 @@ use crate::{
     failover::Level,
     maintenance::Maintenance,
     process::Children,
-    signals,
     status::Status,
 };
 
@@ -129,19 +126,8 @@ fn demote_directly(
     wait: Option<Duration>,
 ) -> Result<u8, Error> {
     let boot = direct::boot_id(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Os {
-            what: "starting the runtime",
-            source,
-        })?;
     let children = Children::default();
-    let (tx, mut rx) = mpsc::channel(8);
-    signals::start(children.clone(), tx).map_err(|source| Error::Os {
-        what: "reading signals",
-        source,
-    })?;
+    let (runtime, mut rx) = super::runtime_and_signals(&children)?;
     let uid = nix::unistd::Uid::current().as_raw();
     let outcome = runtime.block_on(direct::demote(
         config, reason, uid, wait, children, &mut rx, boot,

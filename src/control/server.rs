@@ -19,16 +19,16 @@
 //!   agent carries on.
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, Read as _, Write as _},
-    os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt},
+    fs::{self, File},
+    io,
+    os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
 use nix::{
-    fcntl::{Flock, FlockArg},
+    fcntl::Flock,
     unistd::{Gid, Group, Uid, User},
 };
 use tokio::{
@@ -41,7 +41,11 @@ use super::{
     Ask, Inbox,
     protocol::{Command, MAX_REQUEST, Response, parse_request},
 };
-use crate::{maintenance::Maintenance, state::StateDir, status::unix_now};
+use crate::{
+    maintenance::Maintenance,
+    state::{LockFailure, StateDir, take_lock},
+    status::unix_now,
+};
 
 /// How long a client has to send its request, and to take the answer.
 pub const IO_LIMIT: Duration = Duration::from_secs(2);
@@ -174,6 +178,16 @@ impl ControlSocket {
     /// Binds `path` with mode 0600, or 0660 and `group`. Refuses when
     /// another agent owns it or anything answers on it; replaces a stale one.
     pub fn bind(path: &Path, group: Option<Gid>) -> Result<ControlSocket, ControlError> {
+        // /run/handoff under systemd's RuntimeDirectory exists already; a
+        // fresh directory elsewhere is created traversable (the socket's own
+        // mode guards it).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(io_error("creating", dir))?;
+        }
         let lock = lock(path)?;
         match fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => {
@@ -275,34 +289,13 @@ impl ControlSocket {
 fn lock(path: &Path) -> Result<Flock<File>, ControlError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io_error("opening", &lock_path))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut pid = String::new();
-            let holder = file
-                .read_to_string(&mut pid)
-                .ok()
-                .map(|_| pid.trim().to_owned())
-                .filter(|p| !p.is_empty());
-            return Err(ControlError::InUse {
-                path: path.to_path_buf(),
-                holder,
-            });
-        }
-        Err((_, errno)) => return Err(io_error("locking", &lock_path)(errno.into())),
-    };
-    lock.set_len(0).map_err(io_error("writing", &lock_path))?;
-    writeln!(lock, "{}", std::process::id()).map_err(io_error("writing", &lock_path))?;
-    Ok(lock)
+    take_lock(Path::new(&name)).map_err(|failure| match failure {
+        LockFailure::Held { holder } => ControlError::InUse {
+            path: path.to_path_buf(),
+            holder,
+        },
+        LockFailure::Io { what, path, source } => ControlError::Io { what, path, source },
+    })
 }
 
 fn temp_path(path: &Path) -> PathBuf {
