@@ -274,3 +274,46 @@ fn a_standby_node_still_takes_the_vip_when_the_master_dies() {
         assert_eq!(h.code(SOON), 0, "{}", h.log());
     }
 }
+
+#[test]
+fn demote_returns_once_the_peer_holds_the_vip_and_promote_takes_it_back() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, [-254, 0], "");
+    let mut h = healthy_master(&lab, &cluster, "", "graceful");
+    let config = lab.path("handoff-a.toml");
+    // The CLI reaches the agent over its Unix socket from outside the netns.
+    let out = lab
+        .handoff_command(Some(&config))
+        .args(["demote", "--reason", "kernel update"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{:?}", out.stderr);
+    assert!(text.contains("no longer holds"), "{text}");
+    assert!(
+        !cluster.holds_vip("a"),
+        "demote returned while a held the VIP"
+    );
+    assert!(cluster.holds_vip("b"), "nobody holds the VIP");
+    let track = std::fs::read_to_string(cluster.track_file("a")).unwrap();
+    assert_eq!(track.trim(), "-100", "standby, still a candidate");
+
+    let out = lab
+        .handoff_command(Some(&config))
+        .arg("promote")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    cluster.wait_for_vip("a", Duration::from_secs(15));
+    assert_eq!(
+        std::fs::read_to_string(cluster.track_file("a"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    h.signal(SIGINT);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+}
