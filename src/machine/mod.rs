@@ -41,6 +41,10 @@ use crate::{
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest restart delay; also how long a proxy must stay up to reset it.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After the proxy's exit on the stop path, how long to wait for a `down`
+/// that was asked for but not yet confirmed (the one wait a stop can add to
+/// `failover_timeout + settle + stop_timeout`).
+pub const DOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The parts of the config that decisions depend on.
 #[derive(Debug, Clone)]
@@ -710,7 +714,18 @@ impl Machine {
                 for timer in [Timer::Settle, Timer::StopTimeout] {
                     out.push(Action::Disarm(timer));
                 }
-                self.exit(code, out);
+                if self.down_applied() {
+                    self.exit(code, out);
+                } else {
+                    // `down` outlives us, and a skipped wait or a graceful
+                    // fallback asked for it only just now: give the backend
+                    // DOWN_GRACE to apply it (a track file write takes ms),
+                    // so the node is not left a candidate.
+                    self.request(Level::Down, out);
+                    self.phase = Phase::Exiting { code };
+                    let grace = DOWN_GRACE.min(self.policy.failover_timeout);
+                    out.push(Action::Arm(Timer::Failover, grace));
+                }
             }
             Phase::Starting
             | Phase::Spawning

@@ -334,8 +334,13 @@ fn rules() {
             "proxy exit after the stop signal: exit with its status",
             &with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
             Event::ProxyExited(ProcessEnd::Signaled(15)),
-            vec![Disarm(Timer::Settle), Disarm(Timer::StopTimeout), Exit(143)],
-            Phase::Done,
+            // down was asked for but never confirmed: a short grace for it.
+            vec![
+                Disarm(Timer::Settle),
+                Disarm(Timer::StopTimeout),
+                Arm(Timer::Failover, DOWN_GRACE),
+            ],
+            Phase::Exiting { code: 143 },
         ),
         row(
             "stop before spawn is held, not lost",
