@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     maintenance::Maintenance,
-    state::{LockFailure, StateDir, take_lock},
+    state::{LockFailure, StateDir, holder_suffix, take_lock},
     status::unix_now,
 };
 
@@ -58,7 +58,7 @@ const LOOP_LIMIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// Another agent holds the socket's lock.
-    #[error("another handoff{} owns the control socket {}; stop it first", pid_suffix(.holder.as_deref()), .path.display())]
+    #[error("another handoff{} owns the control socket {}; stop it first", holder_suffix(.holder.as_deref()), .path.display())]
     InUse {
         /// The socket.
         path: PathBuf,
@@ -87,10 +87,6 @@ pub enum ControlError {
         /// Why.
         source: io::Error,
     },
-}
-
-fn pid_suffix(holder: Option<&str>) -> String {
-    holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
 }
 
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ControlError + use<> {
@@ -352,41 +348,47 @@ impl Context {
     }
 
     async fn execute(&self, command: Command, uid: u32) -> Response {
-        let ask = match command {
-            Command::Status => Ask::Status,
+        match command {
+            Command::Status => self.ask(Ask::Status).await,
             Command::Demote { reason } => {
-                let _one_at_a_time = self.writes.lock().await;
-                let state = self.state.clone();
-                let set = tokio::task::spawn_blocking(move || {
-                    Maintenance::set(&state, reason.as_deref(), uid, unix_now())
+                self.change_maintenance("record", move |state| {
+                    let record = Maintenance::set(state, reason.as_deref(), uid, unix_now())?;
+                    tracing::info!(uid, reason = %record.reason, "maintenance set: holding this node at standby");
+                    Ok(Some(record))
                 })
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-                match set {
-                    Ok(record) => {
-                        tracing::info!(uid, reason = %record.reason, "maintenance set: holding this node at standby");
-                        Ask::Maintenance(Some(record))
-                    }
-                    Err(why) => {
-                        return Response::error(format!("cannot record maintenance: {why}"));
-                    }
-                }
             }
             Command::Promote => {
-                let _one_at_a_time = self.writes.lock().await;
-                let state = self.state.clone();
-                let cleared = tokio::task::spawn_blocking(move || Maintenance::clear(&state))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
-                match cleared {
-                    Ok(old) => {
-                        tracing::info!(uid, was = old.is_some(), "maintenance cleared");
-                        Ask::Maintenance(None)
-                    }
-                    Err(why) => return Response::error(format!("cannot clear maintenance: {why}")),
-                }
+                self.change_maintenance("clear", move |state| {
+                    let old = Maintenance::clear(state)?;
+                    tracing::info!(uid, was = old.is_some(), "maintenance cleared");
+                    Ok(None)
+                })
+                .await
             }
-        };
+        }
+    }
+
+    /// Writes the maintenance record (off the loop's thread: it fsyncs) and
+    /// tells the loop, one change at a time from the file to the loop, so
+    /// that the two never disagree about which change came last.
+    async fn change_maintenance(
+        &self,
+        verb: &str,
+        change: impl FnOnce(&StateDir) -> Result<Option<Maintenance>, String> + Send + 'static,
+    ) -> Response {
+        let _one_at_a_time = self.writes.lock().await;
+        let state = self.state.clone();
+        let changed = tokio::task::spawn_blocking(move || change(&state))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match changed {
+            Ok(record) => self.ask(Ask::Maintenance(record)).await,
+            Err(why) => Response::error(format!("cannot {verb} maintenance: {why}")),
+        }
+    }
+
+    async fn ask(&self, ask: Ask) -> Response {
         match self.inbox.ask(ask, LOOP_LIMIT).await {
             Ok(status) => Response::ok(status),
             Err(why) => Response::error(why),
