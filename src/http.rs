@@ -8,7 +8,7 @@
 //! Answers come from the dispatcher's loop through [`Inbox`]: if the loop
 //! does not answer within [`LOOP_LIMIT`], `/healthz` says 503.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{
@@ -43,11 +43,6 @@ pub const LOOP_LIMIT: Duration = Duration::from_secs(1);
 struct Shared {
     inbox: Inbox,
     metrics: Arc<Metrics>,
-}
-
-/// Binds `addr`; the error names it.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 /// Serves until the task is dropped.

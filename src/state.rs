@@ -43,7 +43,8 @@ pub enum StateError {
     },
 }
 
-fn holder_suffix(holder: Option<&str>) -> String {
+/// " (pid N)" when the lock holder wrote its pid, for messages.
+pub(crate) fn holder_suffix(holder: Option<&str>) -> String {
     holder.map_or_else(String::new, |pid| format!(" (pid {pid})"))
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
-use common::{FIXTURE, Lab, SOON};
+use common::{FIXTURE, Lab, SOON, output};
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 
 /// A two-node simulated cluster: node a (advskew 0) is master; `edge` of
@@ -263,17 +263,8 @@ fn kernel_range_errors_are_clear() {
 }
 
 fn cli(lab: &Lab, config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let out = lab
-        .handoff_command(Some(config))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let (code, stdout, stderr) = output(lab.handoff_command(Some(config)).args(args));
+    (code, stdout + &stderr)
 }
 
 fn ledger_share(lab: &Lab) -> String {

@@ -6,16 +6,7 @@
 
 mod common;
 
-use common::{FIXTURE, Lab};
-
-fn output(cmd: &mut std::process::Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run handoff");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{FIXTURE, Lab, output};
 
 /// (config, line:col, phrase): the four kinds the issue names, and more.
 const BAD: &[(&str, &str, &str)] = &[

@@ -9,24 +9,14 @@ mod common;
 use std::{
     io::{Read, Write},
     os::unix::{fs::PermissionsExt, net::UnixStream, process::CommandExt},
-    process::Output,
     time::{Duration, Instant},
 };
 
-use common::{Handoff, Lab, SOON};
+use common::{Handoff, Lab, SOON, output};
 use nix::sys::signal::Signal::SIGTERM;
 
 fn run_cli(lab: &Lab, config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out: Output = lab
-        .handoff_command(Some(config))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output(lab.handoff_command(Some(config)).args(args))
 }
 
 fn status_json(lab: &Lab, config: &std::path::Path) -> serde_json::Value {
@@ -231,17 +221,9 @@ fn open_lab_to_others(lab: &Lab) {
 
 fn run_cli_as_nobody(lab: &Lab, config: &std::path::Path) -> (i32, String) {
     std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = lab
-        .handoff_command(Some(config))
-        .arg("status")
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = lab.handoff_command(Some(config));
+    let (code, _, stderr) = output(cmd.arg("status").uid(65534).gid(65534));
+    (code, stderr)
 }
 
 #[test]

@@ -112,26 +112,20 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
         // reaps, and ^C there ends the wait, never the demotion.
         let _ = signals::unblock();
     }
+    let blocked = blocked.map_err(|e| Error::Os {
+        what: "blocking signals",
+        source: e.into(),
+    });
     let result = match cli.command {
-        Command::Run { proxy } => blocked
-            .map_err(|e| Error::Os {
-                what: "blocking signals",
-                source: e.into(),
-            })
-            .and_then(|()| run(cli.config.as_deref(), proxy)),
+        Command::Run { proxy } => blocked.and_then(|()| run(cli.config.as_deref(), proxy)),
         Command::Check { kill_timeout } => check(cli.config.as_deref(), kill_timeout),
         Command::Demote {
             reason,
             no_wait,
             timeout,
-        } => blocked
-            .map_err(|e| Error::Os {
-                what: "blocking signals",
-                source: e.into(),
-            })
-            .and_then(|()| {
-                operator::demote(cli.config.as_deref(), reason.as_deref(), no_wait, timeout)
-            }),
+        } => blocked.and_then(|()| {
+            operator::demote(cli.config.as_deref(), reason.as_deref(), no_wait, timeout)
+        }),
         Command::Promote => operator::promote(cli.config.as_deref()),
         Command::Status { json } => operator::status(cli.config.as_deref(), json),
     };
@@ -191,14 +185,15 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     }
     // A second agent is refused here: by the control socket's lock (or a
     // live socket), then by the state dir's lock.
-    let control = ControlSocket::bind(&config.control.socket, control_group(&config)?)?;
+    let group = control_group(&config)?;
+    let control = ControlSocket::bind(&config.control.socket, group.as_ref().map(|g| g.1))?;
     // The state dir holds the CARP ledger and the maintenance record; the
     // boot id is read before the signal reader starts reaping (the OpenBSD
     // boot id comes from a sysctl(8) child).
     let state = Arc::new(StateDir::open(&config.control.state_dir)?);
     let boot = direct::boot_id(&config)?;
     // A node an operator put into maintenance stays at standby across restarts.
-    let maintenance = Maintenance::load(&config.control.state_dir).map_err(Error::Record)?;
+    let maintenance = Maintenance::load(state.path()).map_err(Error::Record)?;
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
@@ -238,18 +233,14 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     runtime.block_on(async {
         let inbox = Inbox(inbox_tx);
         if let Some(addr) = config.http.listen.0 {
-            let listener = http::bind(addr).await.map_err(|e| {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 Error::Serve(format!("cannot listen on {addr} ([http] listen): {e}"))
             })?;
             let local = listener.local_addr().map_or(addr, |a| a);
             tracing::info!(listen = %local, "http listening");
             tokio::spawn(http::serve(listener, inbox.clone(), metrics));
         }
-        let access = Access::new(control_group(&config)?.map(|gid| {
-            let name = config.control.group.as_ref().map(|g| g.get_ref().clone());
-            (name.unwrap_or_default(), gid)
-        }));
-        tokio::spawn(control.serve(access, inbox, state.clone()));
+        tokio::spawn(control.serve(Access::new(group), inbox, state.clone()));
         // CARP reconciles its ledger here, before the proxy exists; a damaged
         // ledger or an unreadable counter stops here, before anything is spawned.
         let backend =
@@ -278,13 +269,13 @@ fn runtime_and_signals(
     Ok((runtime, rx))
 }
 
-/// The gid of `[control] group`, if set.
-fn control_group(config: &config::Config) -> Result<Option<nix::unistd::Gid>, Error> {
+/// `[control] group` and its gid, if set.
+fn control_group(config: &config::Config) -> Result<Option<(String, nix::unistd::Gid)>, Error> {
     let Some(name) = &config.control.group else {
         return Ok(None);
     };
     match nix::unistd::Group::from_name(name.get_ref()) {
-        Ok(Some(group)) => Ok(Some(group.gid)),
+        Ok(Some(group)) => Ok(Some((group.name, group.gid))),
         Ok(None) => Err(Error::Serve(format!(
             "[control] group `{}` does not exist",
             name.get_ref()

@@ -91,32 +91,51 @@ pub fn demote(
     if no_wait {
         return Ok(exit::OK);
     }
-    let deadline = std::time::Instant::now() + limit;
-    let mut status = status;
-    loop {
-        if status.released {
+    match wait_until(&config, status, limit, |s| s.released)? {
+        Ok(status) => {
             println!(
                 "this node no longer holds the floating IP (role {})",
                 status.role
             );
-            return Ok(exit::OK);
+            Ok(exit::OK)
+        }
+        Err(status) => Err(Error::TimedOut(format!(
+            "waited {}: this node still holds the floating IP (role {}, level {}{}); the demotion stays in place",
+            humantime::format_duration(limit),
+            status.role,
+            level_name(&status),
+            if status.level_applied {
+                ""
+            } else {
+                ", not yet applied"
+            }
+        ))),
+    }
+}
+
+/// Polls the agent's status, starting from `status`, until `done` holds
+/// (`Ok`) or `limit` passed (`Err` with the last status seen).
+fn wait_until(
+    config: &Config,
+    mut status: Status,
+    limit: Duration,
+    done: impl Fn(&Status) -> bool,
+) -> Result<Result<Status, Status>, Error> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done(&status) {
+            return Ok(Ok(status));
         }
         if std::time::Instant::now() >= deadline {
-            return Err(Error::TimedOut(format!(
-                "waited {}: this node still holds the floating IP (role {}, level {}{}); the demotion stays in place",
-                humantime::format_duration(limit),
-                status.role,
-                status.level.map_or("none".into(), |l| l.to_string()),
-                if status.level_applied {
-                    ""
-                } else {
-                    ", not yet applied"
-                }
-            )));
+            return Ok(Err(status));
         }
         std::thread::sleep(POLL);
-        status = ask(&config, Command::Status)?;
+        status = ask(config, Command::Status)?;
     }
+}
+
+fn level_name(status: &Status) -> String {
+    status.level.map_or("none".into(), |l| l.to_string())
 }
 
 /// `demote` with no agent: under the state dir's lock, on the backend.
@@ -197,21 +216,16 @@ pub fn promote(flag: Option<&Path>) -> Result<u8, Error> {
         return Ok(exit::OK);
     }
     let limit = config.failover.failover_timeout;
-    let deadline = std::time::Instant::now() + limit;
-    let mut status = status;
-    loop {
-        if status.level == Some(Level::Up) && status.level_applied {
+    let up = |s: &Status| s.level == Some(Level::Up) && s.level_applied;
+    match wait_until(&config, status, limit, up)? {
+        Ok(status) => {
             println!("this node is up (role {})", status.role);
-            return Ok(exit::OK);
+            Ok(exit::OK)
         }
-        if std::time::Instant::now() >= deadline {
-            return Err(Error::TimedOut(format!(
-                "waited {}: the backend has not applied level up (level {})",
-                humantime::format_duration(limit),
-                status.level.map_or("none".into(), |l| l.to_string()),
-            )));
-        }
-        std::thread::sleep(POLL);
-        status = ask(&config, Command::Status)?;
+        Err(status) => Err(Error::TimedOut(format!(
+            "waited {}: the backend has not applied level up (level {})",
+            humantime::format_duration(limit),
+            level_name(&status),
+        ))),
     }
 }

@@ -5,8 +5,9 @@
 //! proxy under supervision, so nothing here ever raises the node:
 //! * `demote` writes the maintenance record and brings the backend to at
 //!   least `standby` (a node a stopped agent left `down` stays `down`: an
-//!   exited agent's `down` must hold, spec "Stop" step 4). On CARP `standby`
-//!   and `down` are the same share, so demoting twice never adds a second.
+//!   exited agent's `down` must hold, spec "Stop" step 4; only keepalived's
+//!   track file can tell the two apart). On CARP `standby` and `down` are the
+//!   same share, so demoting twice never adds a second.
 //! * `promote` removes the record and leaves the level alone: the next
 //!   `handoff run` releases it once its proxy is healthy.
 
@@ -70,9 +71,12 @@ pub async fn demote(
     let state = open_state(config)?;
     let record = Maintenance::set(&state, reason, uid, unix_now()).map_err(Error::Record)?;
     let mut backend = AnyBackend::open(&config.failover, children, state, boot).await?;
-    let level = match current_level(&backend, config) {
-        Some(Level::Down) => Level::Down,
-        _ => Level::Standby,
+    let left_down =
+        matches!(&backend, AnyBackend::Keepalived(k) if k.level_on_disk() == Some(Level::Down));
+    let level = if left_down {
+        Level::Down
+    } else {
+        Level::Standby
     };
     backend.set_level(level).await?;
     let Some(limit) = wait else {
@@ -102,24 +106,6 @@ pub async fn demote(
 pub fn promote(config: &Config) -> Result<Option<Maintenance>, Error> {
     let state = open_state(config)?;
     Maintenance::clear(&state).map_err(Error::Record)
-}
-
-/// The level the backend is at, where it can tell: keepalived's track file
-/// holds an absolute value (CARP's standby and down are the same share).
-fn current_level(backend: &AnyBackend, config: &Config) -> Option<Level> {
-    let AnyBackend::Keepalived(_) = backend else {
-        return None;
-    };
-    let keepalived = config.failover.keepalived.as_ref()?.get_ref();
-    let text = std::fs::read_to_string(&keepalived.track_file).ok()?;
-    let value: i32 = text.trim().parse().ok()?;
-    Some(if value == keepalived.down_value {
-        Level::Down
-    } else if value == 0 {
-        Level::Up
-    } else {
-        Level::Standby
-    })
 }
 
 /// The boot id, for the CARP ledger (other backends keep none: empty). Read

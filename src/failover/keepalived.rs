@@ -57,6 +57,16 @@ impl KeepalivedBackend {
         }
     }
 
+    /// The level the track file says now (`None` if it is missing or not
+    /// one of ours); agent-less `demote` must not raise a node left `down`.
+    pub fn level_on_disk(&self) -> Option<Level> {
+        let text = std::fs::read_to_string(&self.config.track_file).ok()?;
+        let value: i32 = text.trim().parse().ok()?;
+        [Level::Down, Level::Standby, Level::Up]
+            .into_iter()
+            .find(|&level| self.value(level) == value)
+    }
+
     fn value(&self, level: Level) -> i32 {
         match level {
             Level::Up => 0,
