@@ -46,17 +46,32 @@ impl KillBudget {
 
 /// The longest a planned stop can take: failover wait, settle, graceful stop.
 pub fn stop_budget(config: &Config) -> Duration {
-    config.failover.failover_timeout + config.failover.settle + config.proxy.stop_timeout
+    config.failover.failover_timeout
+        + config.failover.settle
+        + config.proxy.stop_timeout
+        + exit_allowance(config)
+}
+
+/// What the exit may add after the proxy is gone: `DOWN_GRACE` for a `down`
+/// not yet confirmed, and Consul's deregistration.
+fn exit_allowance(config: &Config) -> Duration {
+    let consul = if config.consul.is_some() {
+        crate::consul::EXIT_LIMIT
+    } else {
+        Duration::ZERO
+    };
+    crate::machine::DOWN_GRACE + consul
 }
 
 /// One line describing the budget, for `check`'s output.
 pub fn budget_line(config: &Config) -> String {
     format!(
-        "stop budget {} = failover_timeout {} + settle {} + stop_timeout {}",
+        "stop budget {} = failover_timeout {} + settle {} + stop_timeout {} + exit {}",
         show(stop_budget(config)),
         show(config.failover.failover_timeout),
         show(config.failover.settle),
-        show(config.proxy.stop_timeout)
+        show(config.proxy.stop_timeout),
+        show(exit_allowance(config))
     )
 }
 
@@ -113,9 +128,6 @@ pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<Str
         }
         BackendKind::Command | BackendKind::None => {}
     }
-    if config.consul.is_some() {
-        out.push("[consul] is not used by this build yet: no role is reported to Consul".into());
-    }
     if under_nomad && config.proxy.restart != RestartPolicy::Never {
         out.push(
             "restart is not \"never\" under Nomad: let Nomad's restart block restart the task"
@@ -171,8 +183,11 @@ fn keepalived_warnings(
             dir.display()
         ));
     }
-    let confirmed =
-        config.failover.probe.is_some() || config.consul.as_ref().is_some_and(|c| c.confirm_peer);
+    let confirmed = config.failover.probe.is_some()
+        || config
+            .consul
+            .as_ref()
+            .is_some_and(|c| c.get_ref().confirm_peer);
     if k.handover == Handover::Fast && !confirmed && config.failover.settle.is_zero() {
         out.push(
             "handover = \"fast\" with no probe, no consul confirm_peer and no settle: nobody holds the VIP for the peer's skew time ((256 - priority)/256 s) while the proxy is already stopping; set settle to at least that".into(),
@@ -209,14 +224,14 @@ mod tests {
         let c = config(
             "[failover]\nfailover_timeout = \"10s\"\nsettle = \"1s\"\n[proxy]\nstop_timeout = \"10s\"\n",
         );
-        assert_eq!(stop_budget(&c), Duration::from_secs(21));
-        let w = warnings(&c, KillBudget::Flag(Duration::from_secs(20)), false);
+        assert_eq!(stop_budget(&c), Duration::from_secs(22));
+        let w = warnings(&c, KillBudget::Flag(Duration::from_secs(21)), false);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].contains("stop budget 21s") && w[0].contains("kill timeout 20s"),
+            w[0].contains("stop budget 22s") && w[0].contains("kill timeout 21s"),
             "{w:?}"
         );
-        assert!(warnings(&c, KillBudget::Flag(Duration::from_secs(21)), false).is_empty());
+        assert!(warnings(&c, KillBudget::Flag(Duration::from_secs(22)), false).is_empty());
         assert!(warnings(&c, KillBudget::Unknown, false).is_empty());
     }
 

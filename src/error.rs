@@ -30,6 +30,9 @@ pub enum Error {
     /// The running agent could not be asked, or refused.
     #[error(transparent)]
     Control(#[from] crate::control::client::ClientError),
+    /// A Consul setting (address, token, TLS file) cannot be used.
+    #[error("consul: {0}")]
+    Consul(#[from] crate::consul::SettingsError),
     /// A server (HTTP, control group) cannot be set up.
     #[error("{0}")]
     Serve(String),
@@ -51,7 +54,7 @@ impl Error {
     /// The exit status for this error; the only place that decides it.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) => exit::CONFIG,
+            Error::Config(_) | Error::Consul(_) => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::Failover(_)

@@ -30,6 +30,8 @@
 //!   CARP (a counted share of a group's demote counter, with a crash-safe
 //!   ledger), keepalived (a track file), commands, none.
 //! * [`health`]: the promotion gate; [`probe`]: proof the peer serves the VIP.
+//! * [`consul`]: the role reported to Consul, and the peers' roles read back
+//!   (peer confirmation, split brain); never on the failover path.
 //! * [`state`]: the locked state directory and atomic, durable writes.
 //! * [`config`], [`check`], [`cli`], [`exit`], [`error`]: the interface.
 //! * [`platform`]: everything that differs between Linux and OpenBSD.
@@ -37,6 +39,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod consul;
 pub mod control;
 pub mod error;
 pub mod exit;

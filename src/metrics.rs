@@ -35,6 +35,7 @@ pub struct Metrics {
     failover: Histogram,
     backend_failures: Counter,
     consul_errors: Counter,
+    split_brain: Gauge,
     last_role: std::sync::Mutex<Option<Role>>,
 }
 
@@ -62,6 +63,7 @@ impl Metrics {
             ]),
             backend_failures: Counter::default(),
             consul_errors: Counter::default(),
+            split_brain: Gauge::default(),
             last_role: std::sync::Mutex::new(None),
             registry: Registry::default(),
         };
@@ -118,6 +120,11 @@ impl Metrics {
             "Consul requests that failed",
             metrics.consul_errors.clone(),
         );
+        registry.register(
+            "handoff_split_brain",
+            "1 while more than one live node has been tagged master in Consul for longer than 2 x ttl",
+            metrics.split_brain.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -159,6 +166,16 @@ impl Metrics {
         if total > seen {
             self.backend_failures.inc_by(total - seen);
         }
+    }
+
+    /// A Consul call failed.
+    pub fn consul_error(&self) {
+        self.consul_errors.inc();
+    }
+
+    /// Sets `handoff_split_brain`.
+    pub fn split_brain(&self, on: bool) {
+        self.split_brain.set(i64::from(on));
     }
 
     /// The exposition text.

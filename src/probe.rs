@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tokio::{net::TcpStream, sync::mpsc, task::JoinHandle};
+use tokio::net::TcpStream;
 
 use crate::{config::Probe, health};
 
@@ -14,21 +14,17 @@ const RETRY: Duration = Duration::from_millis(50);
 /// One attempt; a peer that is taking over answers in milliseconds.
 const ATTEMPT: Duration = Duration::from_millis(500);
 
-/// Probes until one attempt succeeds, then sends `()` on `done`.
-pub fn spawn(probe: Probe, done: mpsc::Sender<()>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match tokio::time::timeout(ATTEMPT, once(&probe)).await {
-                Ok(Ok(())) => {
-                    let _ = done.send(()).await;
-                    return;
-                }
-                Ok(Err(why)) => tracing::debug!(%why, "probe failed"),
-                Err(_) => tracing::debug!(?ATTEMPT, "probe timed out"),
-            }
-            tokio::time::sleep(RETRY).await;
+/// Probes until one attempt succeeds (the caller drops it when the wait
+/// is over).
+pub async fn until_answered(probe: Probe) {
+    loop {
+        match tokio::time::timeout(ATTEMPT, once(&probe)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(why)) => tracing::debug!(%why, "probe failed"),
+            Err(_) => tracing::debug!(?ATTEMPT, "probe timed out"),
         }
-    })
+        tokio::time::sleep(RETRY).await;
+    }
 }
 
 async fn once(probe: &Probe) -> Result<(), String> {

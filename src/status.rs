@@ -12,6 +12,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    consul::ConsulStatus,
     failover::{Level, Role},
     health::HealthView,
     maintenance::Maintenance,
@@ -50,7 +51,7 @@ pub struct Status {
     /// The failover backend.
     pub backend: BackendStatus,
     /// Consul reporting; `null` while it is not configured.
-    pub consul: Option<serde_json::Value>,
+    pub consul: Option<ConsulStatus>,
 }
 
 /// The agent process.
@@ -224,13 +225,43 @@ impl Status {
             }
         }
         out.push('\n');
-        let consul = if self.consul.is_some() {
-            "configured"
-        } else {
-            "not configured"
-        };
-        let _ = writeln!(out, "consul       {consul}");
+        self.render_consul(&mut out);
         out
+    }
+
+    fn render_consul(&self, out: &mut String) {
+        let Some(c) = &self.consul else {
+            out.push_str("consul       not configured\n");
+            return;
+        };
+        let _ = write!(
+            out,
+            "consul       {} as {} at {}",
+            c.service, c.service_id, c.address
+        );
+        match (&c.last_error, &c.tag, c.check) {
+            (Some(error), _, _) => {
+                let _ = write!(
+                    out,
+                    "\n             not registered ({} errors): {error}",
+                    c.errors
+                );
+            }
+            (None, Some(tag), Some(check)) => {
+                let _ = write!(out, "\n             registered: tag {tag}, check {check}");
+            }
+            _ => out.push_str("\n             not registered yet"),
+        }
+        let masters = if c.masters.is_empty() {
+            "none".to_owned()
+        } else {
+            c.masters.join(", ")
+        };
+        let _ = write!(out, "\n             masters: {masters}");
+        if c.split_brain {
+            out.push_str(" (SPLIT BRAIN)");
+        }
+        out.push('\n');
     }
 
     fn render_proxy(&self, out: &mut String) {

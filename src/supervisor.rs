@@ -19,6 +19,7 @@ use tokio::{
 
 use crate::{
     config::{Argv, Probe, ProcessGroup},
+    consul::{Consul, PeerOutcome, Report},
     control::{Ask, ToAgent},
     exit,
     failover::{BackendHandle, Failover, Level, spawn_worker},
@@ -59,6 +60,8 @@ pub struct Supervisor {
     pub inbox: mpsc::Receiver<ToAgent>,
     /// Updated as things happen; encoded by the HTTP server.
     pub metrics: Arc<Metrics>,
+    /// Consul reporting, with `[consul]`.
+    pub consul: Option<Consul>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -76,7 +79,8 @@ struct Dispatcher {
     /// Events produced by actions (the spawn's outcome), handled first.
     pending: VecDeque<Event>,
     health: HealthChecks,
-    probe: ProbeTask,
+    probe: Waiter<()>,
+    peer: Waiter<PeerOutcome>,
     /// When the failover wait began, to log how long the move took.
     failover_started: Option<Instant>,
     notifier: Notifier,
@@ -104,12 +108,36 @@ enum Next {
     Asked(ToAgent),
 }
 
-/// The running probe, if any; it reports once, on success.
+/// A confirmation task (the probe, Consul's peer view), if one runs; it
+/// reports once. Starting or cancelling one drops any answer still queued
+/// from the one before, so an old answer never confirms a new wait.
 #[derive(Debug)]
-struct ProbeTask {
+struct Waiter<T> {
     task: Option<JoinHandle<()>>,
-    tx: mpsc::Sender<()>,
-    rx: mpsc::Receiver<()>,
+    tx: mpsc::Sender<T>,
+    rx: mpsc::Receiver<T>,
+}
+
+impl<T: Send + 'static> Waiter<T> {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        Waiter { task: None, tx, rx }
+    }
+
+    fn cancel(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        while self.rx.try_recv().is_ok() {}
+    }
+
+    fn start(&mut self, wait: impl Future<Output = T> + Send + 'static) {
+        self.cancel();
+        let tx = self.tx.clone();
+        self.task = Some(tokio::spawn(async move {
+            let _ = tx.send(wait.await).await;
+        }));
+    }
 }
 
 /// The running proxy's health checker; verdicts about an earlier proxy
@@ -143,7 +171,6 @@ impl Supervisor {
         let (event_tx, events) = mpsc::channel(64);
         let backend = spawn_worker(backend, event_tx);
         let (tx, rx) = mpsc::channel(8);
-        let (probe_tx, probe_rx) = mpsc::channel(1);
         let mut dispatcher = Dispatcher {
             parts: self,
             backend,
@@ -152,11 +179,8 @@ impl Supervisor {
             dead: None,
             timers: Timers::default(),
             pending: VecDeque::new(),
-            probe: ProbeTask {
-                task: None,
-                tx: probe_tx,
-                rx: probe_rx,
-            },
+            probe: Waiter::new(),
+            peer: Waiter::new(),
             failover_started: None,
             notifier: Notifier::from_env(),
             health: HealthChecks {
@@ -222,6 +246,9 @@ impl Dispatcher {
         let metrics = &self.parts.metrics;
         metrics.observe(view.role, applied, view.maintenance, self.proxy.is_some());
         metrics.backend_failures(self.backend.failures());
+        if let Some(consul) = &self.parts.consul {
+            consul.publish(Report::new(&view, self.parts.maintenance.as_ref()));
+        }
         if !self.replies.is_empty() {
             let status = self.status();
             for reply in self.replies.drain(..) {
@@ -261,6 +288,7 @@ impl Dispatcher {
             timers,
             health,
             probe,
+            peer,
             ..
         } = self;
         let next_timer = timers.next();
@@ -292,6 +320,19 @@ impl Dispatcher {
                 probe.task = None;
                 tracing::info!("probe through the VIP succeeded: the peer serves it");
                 Next::Event(Event::ProbeSucceeded)
+            }
+            Some(outcome) = peer.rx.recv() => {
+                peer.task = None;
+                match outcome {
+                    PeerOutcome::Master(id) => {
+                        tracing::info!(peer = %id, "consul: the peer reports master");
+                    }
+                    PeerOutcome::Unavailable(error) => tracing::warn!(
+                        %error,
+                        "consul cannot confirm the peer: not waiting for it (Consul never holds a failover back)"
+                    ),
+                }
+                Next::Event(Event::PeerConfirmed)
             }
             Some(verdict) = health.rx.recv() => {
                 if verdict.generation == health.generation {
@@ -371,12 +412,23 @@ impl Dispatcher {
                     tracing::info!(decision = ?note, moved_after_ms, "{note}");
                 }
                 Action::Probe(start) => {
-                    if let Some(task) = self.probe.task.take() {
-                        task.abort();
-                    }
+                    self.probe.cancel();
                     if let (true, Some(target)) = (start, &self.parts.probe) {
                         tracing::info!(?target, "probing the VIP until the peer answers");
-                        self.probe.task = Some(probe::spawn(target.clone(), self.probe.tx.clone()));
+                        self.probe.start(probe::until_answered(target.clone()));
+                    }
+                }
+                Action::ConfirmPeer(start) => {
+                    self.peer.cancel();
+                    match (start, &self.parts.consul) {
+                        (true, Some(consul)) => {
+                            tracing::info!("consul: waiting for the peer to report master");
+                            self.peer.start(consul.confirm());
+                        }
+                        // Without Consul there is nobody to ask (the policy
+                        // never asks then; answer rather than hang).
+                        (true, None) => self.pending.push_back(Event::PeerConfirmed),
+                        (false, _) => {}
                     }
                 }
                 Action::Exit(code) => {
@@ -385,6 +437,11 @@ impl Dispatcher {
                         "INVARIANT: the machine exits only after the proxy did"
                     );
                     self.clean_up_after_dead_proxy().await;
+                    self.probe.cancel();
+                    self.peer.cancel();
+                    if let Some(consul) = self.parts.consul.take() {
+                        consul.shutdown().await;
+                    }
                     tracing::info!(
                         code,
                         restarts = self.parts.machine.restarts(),
@@ -488,7 +545,7 @@ impl Dispatcher {
             level_applied: view.applied,
             role: view.role,
             role_current: view.role_current,
-            released: view.role_current && view.role.released(),
+            released: view.role_current && view.role.released() && !view.awaiting_peer,
             maintenance: self.parts.maintenance.clone(),
             proxy: ProxyStatus {
                 command: self.parts.argv.to_string(),
@@ -505,7 +562,7 @@ impl Dispatcher {
                 failures: self.backend.failures(),
                 details: self.backend.details(),
             },
-            consul: None,
+            consul: self.parts.consul.as_ref().map(Consul::status),
         }
     }
 }

@@ -73,7 +73,7 @@ fn check_accepts_a_good_config_and_warns_about_the_budget() {
     let (code, stdout, stderr) = output(lab.handoff_command(Some(&config)).arg("check"));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
-    assert!(stdout.contains("stop budget 21s"), "{stdout}");
+    assert!(stdout.contains("stop budget 22s"), "{stdout}");
     assert!(stderr.is_empty(), "{stderr}");
 
     // --config after the subcommand works too.
@@ -85,7 +85,7 @@ fn check_accepts_a_good_config_and_warns_about_the_budget() {
     assert_eq!(code, 0, "a warning is not an error: {stderr}");
     assert!(stdout.contains("configuration OK"));
     assert!(
-        stderr.contains("warning: stop budget 21s") && stderr.contains("kill timeout 15s"),
+        stderr.contains("warning: stop budget 22s") && stderr.contains("kill timeout 15s"),
         "{stderr}"
     );
 

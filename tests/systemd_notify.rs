@@ -82,10 +82,11 @@ fn run_with_socket(lab: &Lab, socket: &str) {
 
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
-    // Default budget: failover_timeout 10 s + settle 0 + stop_timeout 10 s.
+    // Default budget: failover_timeout 10 s + settle 0 + stop_timeout 10 s
+    // + the exit's 1 s DOWN_GRACE.
     let stopping = lab.wait_for("notify STOPPING=1");
     assert!(
-        stopping.what.contains("EXTEND_TIMEOUT_USEC=20000000"),
+        stopping.what.contains("EXTEND_TIMEOUT_USEC=21000000"),
         "{}",
         stopping.what
     );

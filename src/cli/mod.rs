@@ -14,6 +14,7 @@ use crate::{
     Error,
     check::{self, KillBudget},
     config::{self, Argv, BackendKind, Handover, Location},
+    consul::{Consul, Report, Settings},
     control::{
         Inbox, direct,
         server::{Access, ControlSocket},
@@ -197,6 +198,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
+    let consul = consul_settings(&config)?;
     let children = Children::default();
     let (runtime, signal_rx) = runtime_and_signals(&children)?;
     let policy = policy(&config);
@@ -213,7 +215,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     let metrics = Arc::new(Metrics::new());
     // The supervisor runs on this (main) thread: it forks the proxy, and
     // Linux's PDEATHSIG fires when the forking *thread* exits.
-    let supervisor = Supervisor {
+    let mut supervisor = Supervisor {
         machine: Machine::new(policy),
         argv,
         group: config.proxy.process_group,
@@ -229,6 +231,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
         stop_budget: check::stop_budget(&config),
         inbox,
         metrics: metrics.clone(),
+        consul: None,
     };
     runtime.block_on(async {
         let inbox = Inbox(inbox_tx);
@@ -238,15 +241,37 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             })?;
             let local = listener.local_addr().map_or(addr, |a| a);
             tracing::info!(listen = %local, "http listening");
-            tokio::spawn(http::serve(listener, inbox.clone(), metrics));
+            tokio::spawn(http::serve(listener, inbox.clone(), metrics.clone()));
         }
         tokio::spawn(control.serve(Access::new(group), inbox, state.clone()));
+        if let Some(settings) = consul {
+            let first = Report::new(&supervisor.machine.view(), supervisor.maintenance.as_ref());
+            supervisor.consul = Some(Consul::start(settings, first, &metrics)?);
+        }
         // CARP reconciles its ledger here, before the proxy exists; a damaged
         // ledger or an unreadable counter stops here, before anything is spawned.
         let backend =
             AnyBackend::open(&config.failover, supervisor.children.clone(), state, boot).await?;
         Ok(supervisor.run(backend).await)
     })
+}
+
+/// `[consul]` over the `CONSUL_HTTP_*` environment; the token file is read
+/// here, so a missing one stops the start (exit 78) before the proxy runs.
+fn consul_settings(config: &config::Config) -> Result<Option<Settings>, Error> {
+    let Some(section) = &config.consul else {
+        return Ok(None);
+    };
+    let node = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut settings =
+        Settings::resolve(section.get_ref(), |name| std::env::var(name).ok(), &node)?;
+    if let Some(k) = &config.failover.keepalived {
+        let vips: Vec<String> = k.get_ref().vip.iter().map(ToString::to_string).collect();
+        settings.vip = vips.join(",");
+    }
+    Ok(Some(settings))
 }
 
 /// A current-thread runtime, and the signal reader (which also reaps
@@ -301,6 +326,10 @@ fn policy(config: &config::Config) -> Policy {
         exit_code_map: config.proxy.exit_code_map.clone(),
         stop_level: stop_level(&config.failover),
         probe: config.failover.probe.is_some(),
+        confirm_peer: config
+            .consul
+            .as_ref()
+            .is_some_and(|c| c.get_ref().confirm_peer),
     }
 }
 

@@ -45,7 +45,7 @@ pub struct Config {
     /// `[failover]`
     pub failover: FailoverConfig,
     /// `[consul]`; absent means no Consul reporting.
-    pub consul: Option<ConsulConfig>,
+    pub consul: Option<Spanned<ConsulConfig>>,
     /// `[control]`
     pub control: ControlConfig,
     /// `[http]`
@@ -326,12 +326,13 @@ fn default_command_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// `[consul]`
+/// `[consul]`. Every key left out falls back to the `CONSUL_HTTP_*`
+/// variable of the same meaning (`crate::consul::Settings`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsulConfig {
     /// Agent address; default from `CONSUL_HTTP_ADDR`.
-    pub address: Option<String>,
+    pub address: Option<Spanned<String>>,
     /// Token file; default from `CONSUL_HTTP_TOKEN_FILE` / `CONSUL_HTTP_TOKEN`.
     pub token_file: Option<PathBuf>,
     /// Registered service name.
@@ -343,6 +344,21 @@ pub struct ConsulConfig {
     pub ttl: Duration,
     /// On stop, also wait until another node reports master.
     pub confirm_peer: bool,
+    /// Consul removes this node's instance after its check has been
+    /// critical this long (at least 1m, Consul's minimum).
+    #[serde(deserialize_with = "values::duration::some")]
+    pub deregister_critical_after: Option<Duration>,
+    /// CA bundle for an https agent; default from `CONSUL_CACERT`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate; default from `CONSUL_CLIENT_CERT`.
+    pub cert_file: Option<PathBuf>,
+    /// Client key; default from `CONSUL_CLIENT_KEY`.
+    pub key_file: Option<PathBuf>,
+    /// Name the agent's certificate must carry; default from
+    /// `CONSUL_TLS_SERVER_NAME`.
+    pub tls_server_name: Option<String>,
+    /// `false` accepts any certificate; default from `CONSUL_HTTP_SSL_VERIFY`.
+    pub ssl_verify: Option<bool>,
 }
 
 impl Default for ConsulConfig {
@@ -354,6 +370,12 @@ impl Default for ConsulConfig {
             service_id: "edge-${hostname}".into(),
             ttl: Duration::from_secs(10),
             confirm_peer: false,
+            deregister_critical_after: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            tls_server_name: None,
+            ssl_verify: None,
         }
     }
 }

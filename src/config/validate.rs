@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{BackendKind, Config, ControlConfig, FailoverConfig, ProxyConfig};
+use super::{BackendKind, Config, ConsulConfig, ControlConfig, FailoverConfig, ProxyConfig};
 
 pub(super) type Problem = (Option<Range<usize>>, String);
 
@@ -15,6 +15,9 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     failover(&config.failover, &mut problems);
     proxy(&config.proxy, &mut problems);
     control(&config.control, &mut problems);
+    if let Some(consul) = &config.consul {
+        self::consul(consul, &mut problems);
+    }
     problems
 }
 
@@ -133,5 +136,36 @@ fn control(control: &ControlConfig, problems: &mut Vec<Problem>) {
             Some(group.span()),
             format!("cannot look up group `{name}`: {e}"),
         )),
+    }
+}
+
+fn consul(section: &Spanned<ConsulConfig>, problems: &mut Vec<Problem>) {
+    let consul = section.get_ref();
+    let span = Some(section.span());
+    if let Some(address) = &consul.address
+        && let Err(message) = crate::consul::Endpoint::parse(address.get_ref(), false)
+    {
+        problems.push((Some(address.span()), message));
+    }
+    if consul.service.is_empty() || consul.service_id.is_empty() {
+        problems.push((
+            span.clone(),
+            "[consul] service and service_id must not be empty".into(),
+        ));
+    }
+    // The check is refreshed every ttl/3; below a second that is a request
+    // storm on the agent for no gain.
+    if consul.ttl < std::time::Duration::from_secs(1) {
+        problems.push((span.clone(), "[consul] ttl must be at least 1s".into()));
+    }
+    // Consul's minimum; a shorter value would be raised silently.
+    if consul
+        .deregister_critical_after
+        .is_some_and(|d| d < std::time::Duration::from_secs(60))
+    {
+        problems.push((
+            span,
+            "[consul] deregister_critical_after must be at least 1m (Consul's minimum)".into(),
+        ));
     }
 }

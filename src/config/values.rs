@@ -279,4 +279,10 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         deserializer.deserialize_str(Visitor)
     }
+
+    /// Deserializes a duration string into `Some` (absent keys stay `None`
+    /// through `#[serde(default)]`).
+    pub fn some<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        deserialize(deserializer).map(Some)
+    }
 }

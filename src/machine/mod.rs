@@ -73,6 +73,10 @@ pub struct Policy {
     /// `[failover] probe` is set: a move counts as confirmed only once the
     /// probe through the VIP succeeds from here (the peer serves it).
     pub probe: bool,
+    /// `[consul] confirm_peer`: a move (and `demote`) counts as confirmed
+    /// only once Consul shows another node tagged master and passing, or
+    /// Consul cannot say.
+    pub confirm_peer: bool,
 }
 
 /// Something that happened.
@@ -112,6 +116,9 @@ pub enum Event {
     Deadline(Timer),
     /// The probe through the VIP succeeded.
     ProbeSucceeded,
+    /// Consul shows another node as master (or cannot say: the wait never
+    /// depends on Consul being up).
+    PeerConfirmed,
     /// Maintenance was set (`true`) or cleared: a healthy node is held at
     /// `standby` instead of `up` (still a candidate if the peer dies).
     Maintenance(bool),
@@ -178,6 +185,9 @@ pub enum Action {
     Note(Note),
     /// Start (`true`) or cancel (`false`) probing the VIP until it answers.
     Probe(bool),
+    /// Start (`true`) or cancel (`false`) waiting for Consul to show another
+    /// node as master.
+    ConfirmPeer(bool),
     /// Exit handoff with this status. Never emitted while the proxy lives.
     Exit(u8),
 }
@@ -245,9 +255,10 @@ impl std::fmt::Display for Note {
     }
 }
 
-/// The probe through the VIP during one stop.
+/// One confirmation that the peer took over (the probe through the VIP,
+/// Consul's view), during one wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProbeState {
+enum Confirmation {
     /// Not started (or cancelled).
     Idle,
     /// Asked for; waiting for its success.
@@ -256,8 +267,18 @@ enum ProbeState {
     Passed,
 }
 
+/// Which confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirm {
+    /// `[failover] probe`.
+    Probe,
+    /// `[consul] confirm_peer`.
+    Peer,
+}
+
 /// The machine as `handoff status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // independent facts, not a hidden enum
 pub struct View {
     /// Where in the lifecycle.
     pub phase: Phase,
@@ -271,6 +292,8 @@ pub struct View {
     pub role_current: bool,
     /// Held at standby by an operator.
     pub maintenance: bool,
+    /// Waiting for Consul to show the peer as master.
+    pub awaiting_peer: bool,
     /// Proxy restarts so far.
     pub restarts: u32,
 }
@@ -335,7 +358,9 @@ pub struct Machine {
     /// The request the backend had answered when it last saw `role`.
     role_seq: u64,
     /// The probe of the current stop.
-    probe: ProbeState,
+    probe: Confirmation,
+    /// Consul's confirmation of the current stop or demote.
+    peer: Confirmation,
     /// Held at standby by an operator.
     maintenance: bool,
     /// The role is polled eagerly until maintenance has moved the IP away.
@@ -359,7 +384,8 @@ impl Machine {
             seq: 0,
             role: Role::Unknown,
             role_seq: 0,
-            probe: ProbeState::Idle,
+            probe: Confirmation::Idle,
+            peer: Confirmation::Idle,
             maintenance: false,
             demote_watch: false,
             backoff: FIRST_BACKOFF,
@@ -387,6 +413,7 @@ impl Machine {
             role: self.role,
             role_current: self.role_seq >= self.seq,
             maintenance: self.maintenance,
+            awaiting_peer: self.peer == Confirmation::Running,
             restarts: self.restarts,
         }
     }
@@ -420,18 +447,22 @@ impl Machine {
             Event::Role { role, seq } => {
                 self.role = role;
                 self.role_seq = seq;
-                if self.demote_watch && self.released_now() {
-                    out.push(Action::Note(Note::MaintenanceReleased));
-                    self.end_demote_watch(&mut out);
-                }
+                self.check_demote(&mut out);
                 self.check_move(&mut out);
             }
             Event::LevelApplied { level, ok: _, seq } => self.on_applied(level, seq, &mut out),
             Event::Deadline(timer) => self.on_deadline(timer, &mut out),
             Event::Maintenance(on) => self.on_maintenance(on, &mut out),
             Event::ProbeSucceeded => {
-                if self.probe == ProbeState::Running {
-                    self.probe = ProbeState::Passed;
+                if self.probe == Confirmation::Running {
+                    self.probe = Confirmation::Passed;
+                    self.check_move(&mut out);
+                }
+            }
+            Event::PeerConfirmed => {
+                if self.peer == Confirmation::Running {
+                    self.peer = Confirmation::Passed;
+                    self.check_demote(&mut out);
                     self.check_move(&mut out);
                 }
             }
@@ -453,17 +484,33 @@ impl Machine {
             return;
         }
         // `demote` waits until the IP has left: poll eagerly until it has
-        // (or failover_timeout passed), not once a second.
+        // (or failover_timeout passed), not once a second. A node that did
+        // not hold it has nothing to confirm.
         if self.released_now() {
             out.push(Action::Note(Note::MaintenanceReleased));
         } else if !self.demote_watch {
             self.demote_watch = true;
+            self.cancel(Confirm::Peer, out);
+            self.peer = Confirmation::Idle;
             out.push(Action::Watch(Watch::Fast));
             out.push(Action::Arm(
                 Timer::DemoteWatch,
                 self.policy.failover_timeout,
             ));
         }
+    }
+
+    /// Maintenance's move is complete once this node is released and, with
+    /// `confirm_peer`, Consul shows the peer as master.
+    fn check_demote(&mut self, out: &mut Vec<Action>) {
+        if !self.demote_watch || !self.released_now() {
+            return;
+        }
+        if self.policy.confirm_peer && !self.confirmed(Confirm::Peer, out) {
+            return;
+        }
+        out.push(Action::Note(Note::MaintenanceReleased));
+        self.end_demote_watch(out);
     }
 
     /// Back to idle polling once maintenance's move is seen (or timed out).
@@ -473,6 +520,7 @@ impl Machine {
             return;
         }
         self.demote_watch = false;
+        self.cancel(Confirm::Peer, out);
         out.push(Action::Disarm(Timer::DemoteWatch));
         if !matches!(self.phase, Phase::Stopping(_)) {
             out.push(Action::Watch(Watch::Idle));
@@ -544,12 +592,15 @@ impl Machine {
         // newest level was in place; anything older may be out of date.
         let held = !(self.role.released() && self.role_seq >= self.seq);
         self.phase = Phase::Stopping(Step::Failover { held });
-        self.probe = ProbeState::Idle;
         if self.demote_watch {
             // The stop's own watch (Fast, then Idle after the move) takes over.
             self.demote_watch = false;
             out.push(Action::Disarm(Timer::DemoteWatch));
         }
+        // The stop's confirmations start afresh.
+        self.stop_confirmations(out);
+        self.probe = Confirmation::Idle;
+        self.peer = Confirmation::Idle;
         out.push(Action::Disarm(Timer::HealthGate));
         out.push(Action::Disarm(Timer::BackoffReset));
         self.request(self.policy.stop_level, out);
@@ -594,13 +645,15 @@ impl Machine {
             return;
         }
         // Released here is not yet served there: where a probe is set, the
-        // peer must answer through the VIP first (only if we held it).
-        if held && self.policy.probe && self.probe != ProbeState::Passed {
-            if self.probe == ProbeState::Idle {
-                self.probe = ProbeState::Running;
-                out.push(Action::Probe(true));
+        // peer must answer through the VIP first, and with confirm_peer
+        // Consul must show it as master (only if we held the IP; both run
+        // at once).
+        if held {
+            let probed = !self.policy.probe || self.confirmed(Confirm::Probe, out);
+            let reported = !self.policy.confirm_peer || self.confirmed(Confirm::Peer, out);
+            if !(probed && reported) {
+                return;
             }
-            return;
         }
         if self.level_applied(Level::Standby) {
             // Graceful handover: the peer holds the VIP now; bow out (FAULT)
@@ -619,7 +672,7 @@ impl Machine {
 
     /// Stop step 3: settle, then stop the proxy.
     fn after_failover(&mut self, out: &mut Vec<Action>) {
-        self.stop_probe(out);
+        self.stop_confirmations(out);
         out.push(Action::Disarm(Timer::Failover));
         out.push(Action::Watch(Watch::Idle));
         if self.policy.settle.is_zero() {
@@ -632,7 +685,7 @@ impl Machine {
 
     /// Stop step 4: the graceful stop signal, bounded by `stop_timeout`.
     fn send_stop(&mut self, out: &mut Vec<Action>) {
-        self.stop_probe(out);
+        self.stop_confirmations(out);
         out.push(Action::Disarm(Timer::Failover));
         out.push(Action::Disarm(Timer::Settle));
         self.phase = Phase::Stopping(Step::Draining);
@@ -642,7 +695,7 @@ impl Machine {
 
     /// Stop step 5: SIGKILL; the exit follows.
     fn kill(&mut self, out: &mut Vec<Action>) {
-        self.stop_probe(out);
+        self.stop_confirmations(out);
         for timer in [Timer::Failover, Timer::Settle, Timer::StopTimeout] {
             out.push(Action::Disarm(timer));
         }
@@ -808,16 +861,44 @@ impl Machine {
         }
     }
 
-    /// Cancels a running probe: the wait it belongs to is over.
-    fn stop_probe(&mut self, out: &mut Vec<Action>) {
-        if self.probe == ProbeState::Running {
-            self.probe = ProbeState::Idle;
-            out.push(Action::Probe(false));
+    /// Whether `which` has passed in the current wait; starts it if it has
+    /// not been asked for yet.
+    fn confirmed(&mut self, which: Confirm, out: &mut Vec<Action>) -> bool {
+        let (state, start) = match which {
+            Confirm::Probe => (&mut self.probe, Action::Probe(true)),
+            Confirm::Peer => (&mut self.peer, Action::ConfirmPeer(true)),
+        };
+        match *state {
+            Confirmation::Passed => true,
+            Confirmation::Running => false,
+            Confirmation::Idle => {
+                *state = Confirmation::Running;
+                out.push(start);
+                false
+            }
         }
     }
 
+    /// Cancels `which` if it runs: the wait it belongs to is over.
+    fn cancel(&mut self, which: Confirm, out: &mut Vec<Action>) {
+        let (state, stop) = match which {
+            Confirm::Probe => (&mut self.probe, Action::Probe(false)),
+            Confirm::Peer => (&mut self.peer, Action::ConfirmPeer(false)),
+        };
+        if *state == Confirmation::Running {
+            *state = Confirmation::Idle;
+            out.push(stop);
+        }
+    }
+
+    /// Cancels the stop's running confirmations.
+    fn stop_confirmations(&mut self, out: &mut Vec<Action>) {
+        self.cancel(Confirm::Probe, out);
+        self.cancel(Confirm::Peer, out);
+    }
+
     fn exit(&mut self, code: u8, out: &mut Vec<Action>) {
-        self.stop_probe(out);
+        self.stop_confirmations(out);
         debug_assert!(
             !self.proxy_alive,
             "INVARIANT: never exit while the proxy lives"

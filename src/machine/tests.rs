@@ -22,6 +22,7 @@ fn policy() -> Policy {
         exit_code_map: ExitCodeMap::default(),
         stop_level: Level::Down,
         probe: false,
+        confirm_peer: false,
     }
 }
 
@@ -661,6 +662,137 @@ fn a_node_that_did_not_hold_the_ip_does_not_probe() {
     );
 }
 
+fn confirming() -> Policy {
+    Policy {
+        confirm_peer: true,
+        ..policy()
+    }
+}
+
+#[test]
+fn with_confirm_peer_the_move_waits_for_consul_to_show_the_peer_as_master() {
+    let mut m = after(
+        confirming(),
+        &with(
+            HEALTHY,
+            &[
+                seen(Role::Master, 2),
+                Event::Signal(SIGTERM),
+                applied(Level::Down, 3),
+            ],
+        ),
+    );
+    assert_eq!(
+        m.handle(seen(Role::Backup, 3)),
+        vec![Action::ConfirmPeer(true)],
+        "released here, not yet reported there"
+    );
+    assert!(m.view().awaiting_peer);
+    assert_eq!(
+        m.handle(seen(Role::Backup, 3)),
+        vec![],
+        "one wait at a time"
+    );
+    let got = m.handle(Event::PeerConfirmed);
+    assert_eq!(got[0], Action::Note(Note::MoveConfirmed), "{got:?}");
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+    assert!(!m.view().awaiting_peer);
+}
+
+#[test]
+fn probe_and_peer_confirmation_run_together_and_both_must_pass() {
+    let both = Policy {
+        probe: true,
+        confirm_peer: true,
+        ..policy()
+    };
+    let mut m = after(
+        both,
+        &with(
+            HEALTHY,
+            &[
+                seen(Role::Master, 2),
+                Event::Signal(SIGTERM),
+                applied(Level::Down, 3),
+            ],
+        ),
+    );
+    assert_eq!(
+        m.handle(seen(Role::Backup, 3)),
+        vec![Action::Probe(true), Action::ConfirmPeer(true)]
+    );
+    assert_eq!(
+        m.handle(Event::PeerConfirmed),
+        vec![],
+        "the probe is still out"
+    );
+    let got = m.handle(Event::ProbeSucceeded);
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+}
+
+#[test]
+fn the_second_stop_signal_skips_the_peer_confirmation() {
+    let mut m = after(
+        confirming(),
+        &with(
+            HEALTHY,
+            &[
+                seen(Role::Master, 2),
+                Event::Signal(SIGTERM),
+                applied(Level::Down, 3),
+                seen(Role::Backup, 3),
+            ],
+        ),
+    );
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert_eq!(
+        got[..2],
+        [Action::Note(Note::WaitSkipped), Action::ConfirmPeer(false)],
+        "{got:?}"
+    );
+    assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+    assert_eq!(
+        m.handle(Event::PeerConfirmed),
+        vec![],
+        "a late answer changes nothing"
+    );
+}
+
+#[test]
+fn demote_with_confirm_peer_is_released_only_once_consul_shows_the_peer() {
+    let mut m = after(confirming(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    m.handle(Event::Maintenance(true));
+    m.handle(applied(Level::Standby, 3));
+    assert_eq!(
+        m.handle(seen(Role::Backup, 3)),
+        vec![Action::ConfirmPeer(true)]
+    );
+    assert!(m.view().awaiting_peer, "status says not released yet");
+    assert_eq!(
+        m.handle(Event::PeerConfirmed),
+        vec![
+            Action::Note(Note::MaintenanceReleased),
+            Action::Disarm(Timer::DemoteWatch),
+            Action::Watch(Watch::Idle),
+        ]
+    );
+    assert!(!m.view().awaiting_peer);
+
+    // No confirmation within failover_timeout: the wait is cancelled.
+    let mut m = after(confirming(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    m.handle(Event::Maintenance(true));
+    m.handle(applied(Level::Standby, 3));
+    m.handle(seen(Role::Backup, 3));
+    assert_eq!(
+        m.handle(Event::Deadline(Timer::DemoteWatch)),
+        vec![
+            Action::ConfirmPeer(false),
+            Action::Disarm(Timer::DemoteWatch),
+            Action::Watch(Watch::Idle),
+        ]
+    );
+}
+
 #[test]
 fn maintenance_holds_a_healthy_node_at_standby() {
     // Set before the proxy is healthy: healthy means standby, not up.
@@ -859,6 +991,7 @@ struct World {
     answered: u64,
     stop_seen: bool,
     probing: bool,
+    confirming: bool,
     exited: bool,
     timers: Vec<Timer>,
 }
@@ -890,6 +1023,7 @@ impl World {
             Event::Signal(s) if s == SIGTERM || s == SIGINT => self.stop_seen = true,
             Event::Deadline(t) => self.timers.retain(|x| *x != t),
             Event::ProbeSucceeded => self.probing = false,
+            Event::PeerConfirmed => self.confirming = false,
             _ => {}
         }
     }
@@ -949,6 +1083,7 @@ impl World {
             }
             Action::Disarm(t) => self.timers.retain(|x| x != t),
             Action::Probe(start) => self.probing = *start,
+            Action::ConfirmPeer(start) => self.confirming = *start,
             Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
         }
     }
@@ -998,6 +1133,7 @@ fn all_events(world: &World) -> Vec<Event> {
         .map(Event::Deadline),
     );
     v.push(Event::ProbeSucceeded);
+    v.push(Event::PeerConfirmed);
     v.push(Event::Maintenance(true));
     v.push(Event::Maintenance(false));
     v.retain(|e| possible(world, *e));
@@ -1013,6 +1149,7 @@ fn possible(world: &World, event: Event) -> bool {
         Event::LevelApplied { level, seq, .. } => world.requests.contains(&(level, seq, false)),
         Event::Deadline(t) => world.timers.contains(&t),
         Event::ProbeSucceeded => world.probing,
+        Event::PeerConfirmed => world.confirming,
         _ => true,
     }
 }
@@ -1166,6 +1303,7 @@ fn random_walks_keep_the_invariants_and_always_end_after_a_stop() {
                 restart,
                 stop_level,
                 probe: walk % 7 == 0,
+                confirm_peer: walk % 4 == 0,
                 ..policy()
             },
             &[],
