@@ -7,72 +7,13 @@
 
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+use std::path::PathBuf;
 
-use common::{FIXTURE, Lab, SOON, output};
+use common::{FIXTURE, Lab, SOON, carp_sim::Cluster, output};
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 
-/// A two-node simulated cluster: node a (advskew 0) is master; `edge` of
-/// node a starts at `foreign` (someone else's share).
-struct Cluster {
-    state: PathBuf,
-}
-
-impl Cluster {
-    fn new(lab: &Lab, foreign: i32) -> Cluster {
-        let state = lab.path("carp-sim.toml");
-        std::fs::write(
-            &state,
-            format!(
-                "[a]\ngroups = {{ carp = 0, edge = {foreign} }}\nadvskew = 0\npreempt = true\nmaster = true\n\n\
-                 [b]\ngroups = {{ carp = 0, edge = 0 }}\nadvskew = 100\npreempt = true\nmaster = false\n"
-            ),
-        )
-        .unwrap();
-        Cluster { state }
-    }
-
-    /// An `ifconfig` for `node`: a script, since the config names a program.
-    fn ifconfig(&self, lab: &Lab, node: &str) -> PathBuf {
-        let path = lab.path(&format!("ifconfig-{node}"));
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\nexec {FIXTURE} carp-sim --state {} --node {node} --log {} -- \"$@\"\n",
-                self.state.display(),
-                lab.log.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
-
-    /// The `edge` counter of `node`, asked through the simulator.
-    fn edge(&self, lab: &Lab, node: &str) -> u32 {
-        let out = std::process::Command::new(self.ifconfig(lab, node))
-            .args(["-g", "edge"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let count = text.trim().rsplit(' ').next().and_then(|n| n.parse().ok());
-        count.unwrap_or_else(|| {
-            panic!(
-                "simulator said {text:?}, stderr {:?}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-}
-
 fn config(lab: &Lab, cluster: &Cluster, extra: &str) -> PathBuf {
-    lab.config(&format!(
-        "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n[failover.carp]\ngroup = \"edge\"\n\
-         interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\n[control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{extra}",
-        cluster.ifconfig(lab, "a").display(),
-        lab.socket().display(),
-        lab.path("state-a").display()
-    ))
+    cluster.config(lab, "a", extra)
 }
 
 #[test]

@@ -222,7 +222,17 @@ pub(super) async fn run(
                 .update_check(&check_id, report.check, &report.output())
                 .await
         } else {
-            let result = client.register(&wanted).await;
+            // Consul keeps an existing check's status across a registration
+            // (the `Status` given counts only for a new check), so the
+            // status follows in its own call.
+            let result = match client.register(&wanted).await {
+                Ok(()) => {
+                    client
+                        .update_check(&check_id, report.check, &report.output())
+                        .await
+                }
+                Err(error) => Err(error),
+            };
             if result.is_ok() {
                 registered = Some(wanted);
             }

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod carp_sim;
+pub mod consul;
 pub mod netns;
 
 use std::{
