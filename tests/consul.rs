@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, SOON, carp_sim::Cluster, consul::Consul, output};
+use common::{Handoff, Lab, SOON, carp_sim::Cluster, consul::Consul, output};
 use nix::sys::signal::Signal::SIGTERM;
 
 /// A `[consul]` section for the agent at `addr`.
@@ -101,4 +101,454 @@ fn registration_tags_meta_and_check_follow_the_role() {
         "still registered after a clean exit"
     );
     h.assert_logged("consul: deregistered");
+}
+
+/// Starts the agent of `node` with its own stderr file.
+fn run_node(lab: &Lab, config: &std::path::Path, node: &str) -> Handoff {
+    let mut cmd = lab.agent_command(Some(config));
+    cmd.arg("run").arg("--").args(lab.proxy(&[]));
+    Handoff::spawn(cmd, lab.path(&format!("{node}.stderr")))
+}
+
+/// Index of the first line of `log` containing `text`.
+fn line_of(log: &str, text: &str) -> usize {
+    log.lines()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("no {text:?} in:\n{log}"))
+}
+
+#[test]
+fn a_planned_stop_with_confirm_peer_returns_only_after_the_peer_is_tagged_master() {
+    let lab = Lab::new();
+    let consul = Consul::start(&lab);
+    let cluster = Cluster::new(&lab, 0);
+    let a = cluster.config(
+        &lab,
+        "a",
+        &section(&consul.addr(), "edge-a", "confirm_peer = true"),
+    );
+    let b = cluster.config(&lab, "b", &section(&consul.addr(), "edge-b", ""));
+    let mut ha = run_node(&lab, &a, "a");
+    let mut hb = run_node(&lab, &b, "b");
+    consul.wait_for_tag("edge-a", "master", SOON);
+    consul.wait_for_tag("edge-b", "backup", SOON);
+
+    ha.signal(SIGTERM);
+    assert_eq!(ha.code(SOON), 0, "{}", ha.log());
+    let log = ha.log();
+    let confirmed = line_of(&log, "consul: the peer reports master peer=edge-b");
+    let stopped = line_of(&log, "stopping proxy");
+    assert!(
+        line_of(&log, "consul: waiting for the peer") < confirmed && confirmed < stopped,
+        "the proxy was stopped before Consul showed b as master:\n{log}"
+    );
+    assert!(log.contains("decision=MoveConfirmed"), "{log}");
+    assert_eq!(consul.tags("edge-b").unwrap(), ["master"]);
+    assert!(consul.service("edge-a").is_none());
+    hb.signal(SIGTERM);
+    assert_eq!(hb.code(SOON), 0, "{}", hb.log());
+}
+
+#[test]
+fn with_no_peer_reporting_master_the_stop_waits_failover_timeout_and_a_second_signal_skips() {
+    for skip in [false, true] {
+        let lab = Lab::new();
+        let consul = Consul::start(&lab);
+        let cluster = Cluster::new(&lab, 0);
+        let config = cluster.config(
+            &lab,
+            "a",
+            &section(&consul.addr(), "edge-a", "confirm_peer = true"),
+        );
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("failover_timeout = \"5s\"", "failover_timeout = \"2s\"");
+        std::fs::write(&config, text).unwrap();
+        let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+        consul.wait_for_tag("edge-a", "master", SOON);
+        // b takes the IP in the simulator, but no agent reports it to Consul.
+        let start = Instant::now();
+        h.signal(SIGTERM);
+        h.wait_log("consul: waiting for the peer");
+        if skip {
+            h.signal(SIGTERM);
+        }
+        assert_eq!(h.code(SOON), 0, "{}", h.log());
+        let took = start.elapsed();
+        if skip {
+            h.assert_logged("decision=WaitSkipped");
+            assert!(
+                took < Duration::from_secs(2),
+                "the second signal did not skip: {took:?}"
+            );
+        } else {
+            h.assert_logged("decision=MoveTimedOut");
+            assert!(
+                took >= Duration::from_secs(2),
+                "stopped after {took:?}, before failover_timeout"
+            );
+        }
+        assert!(!h.log().contains("the peer reports master"), "{}", h.log());
+    }
+}
+
+/// A listener that accepts and never answers (the kernel completes the
+/// handshake from the backlog; nobody reads). Dropped at the test's end.
+fn hanging_listener() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+/// An HTTP server that answers 500 to everything, for at most 60 s.
+fn failing_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_millis(200)))
+                        .unwrap();
+                    let mut buf = [0u8; 8192];
+                    let _ = stream.read(&mut buf);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\nConnection: close\r\n\r\nboom\n",
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    addr
+}
+
+/// Figures of one demote and one planned stop, in ms: the `demote`
+/// command's run time; from SIGTERM to the proxy's SIGTERM; to the exit.
+#[derive(Debug, Clone, Copy)]
+struct Timings {
+    demote: u128,
+    stop: u128,
+    exit: u128,
+}
+
+fn failover_timings(consul_addr: Option<&str>) -> Timings {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let extra = consul_addr.map_or_else(String::new, |addr| {
+        section(addr, "edge-a", "confirm_peer = true")
+    });
+    let config = cluster.config(&lab, "a", &extra);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+
+    let start = Instant::now();
+    let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("demote"));
+    let demote = start.elapsed().as_millis();
+    assert_eq!(code, 0, "{err}\n{}", h.log());
+    let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("promote"));
+    assert_eq!(code, 0, "{err}");
+    lab.wait_for_count("sim master a", 2);
+
+    let signalled = common::now_ns();
+    h.signal(SIGTERM);
+    let stopped = lab.wait_for("signal SIGTERM").ns;
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let exited = common::now_ns();
+    Timings {
+        demote,
+        stop: u128::try_from((stopped - signalled) / 1_000_000).unwrap(),
+        exit: u128::try_from((exited - signalled) / 1_000_000).unwrap(),
+    }
+}
+
+#[test]
+fn consul_down_hanging_or_failing_delays_demote_and_stop_by_less_than_a_second() {
+    let base = failover_timings(None);
+    println!("without consul: {base:?}");
+    let dead = common::consul::free_ports::<1>()[0];
+    let (_hanging, hanging) = hanging_listener();
+    let failing = failing_server();
+    for (what, addr) in [
+        ("down", format!("127.0.0.1:{dead}")),
+        ("hanging", hanging),
+        ("answering 500", failing),
+    ] {
+        let t = failover_timings(Some(&addr));
+        println!("consul {what}: {t:?}");
+        for (step, with, without) in [
+            ("demote", t.demote, base.demote),
+            ("stop", t.stop, base.stop),
+            ("exit", t.exit, base.exit),
+        ] {
+            assert!(
+                with < without + 1000,
+                "consul {what}: {step} took {with} ms, {without} ms without consul"
+            );
+        }
+    }
+}
+
+#[test]
+fn registration_comes_back_when_consul_returns_and_when_it_forgets_us() {
+    let lab = Lab::new();
+    let mut consul = Consul::start(&lab);
+    let cluster = Cluster::new(&lab, 0);
+    let config = cluster.config(
+        &lab,
+        "a",
+        &section(
+            &consul.addr(),
+            "edge-a",
+            "deregister_critical_after = \"1m\"",
+        ),
+    );
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    consul.wait_for_tag("edge-a", "master", SOON);
+
+    // Consul dies: the agent notices and keeps failing over without it.
+    consul.kill();
+    let deadline = Instant::now() + SOON;
+    loop {
+        let status = status_json(&lab, &config);
+        if status["consul"]["registered"] == false {
+            assert!(status["consul"]["errors"].as_u64().unwrap() > 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never noticed: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A restarted dev agent has forgotten everything; the backoff (at most
+    // 5 s) brings the registration back.
+    consul.restart();
+    let took = consul.wait_for_tag("edge-a", "master", Duration::from_secs(15));
+    println!(
+        "registration restored {} ms after consul had a leader",
+        took.as_millis()
+    );
+    h.wait_log("consul: registration restored");
+
+    // Removed behind its back: the next check update (ttl/3 = 1 s) gets a
+    // non-2xx, and the agent registers again at once.
+    let (code, body) = consul.request("PUT", "/v1/agent/service/deregister/edge-a", None);
+    assert_eq!(code, 200, "{body}");
+    let took = consul.wait_for_tag("edge-a", "master", Duration::from_secs(5));
+    println!(
+        "re-registered {} ms after the deregistration",
+        took.as_millis()
+    );
+
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert!(consul.service("edge-a").is_none());
+}
+
+/// `GET /metrics` from the agent's HTTP endpoint (its logged address).
+fn metrics(h: &Handoff) -> String {
+    h.wait_log("http listening listen=");
+    let log = h.log();
+    let at = log.find("http listening listen=").unwrap() + "http listening listen=".len();
+    let addr: String = log[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let (code, body) = common::consul::http(port, "GET", "/metrics", None, None).unwrap();
+    assert_eq!(code, 200);
+    body
+}
+
+#[test]
+fn two_masters_for_longer_than_two_ttls_warn_once_and_set_the_metric() {
+    let lab = Lab::new();
+    let consul = Consul::start(&lab);
+    // Both nodes' backends say MASTER: a split brain as Consul sees it.
+    // (Their stops wait for a move that never comes: keep that short.)
+    let backend = lab.command_backend("MASTER\n", "failover_timeout = \"1s\"");
+    let one = |id: &str| {
+        format!(
+            "{backend}[consul]\naddress = \"{}\"\nservice_id = \"{id}\"\nttl = \"1s\"\n\
+             [control]\nsocket = \"{{dir}}/{id}.sock\"\nstate_dir = \"{{dir}}/{id}-state\"\n",
+            consul.addr()
+        )
+    };
+    let a = lab.config_named("a.toml", &one("edge-a"));
+    let b = lab.config_named("b.toml", &one("edge-b"));
+    let mut ha = run_node(&lab, &a, "a");
+    let mut hb = run_node(&lab, &b, "b");
+    consul.wait_for_tag("edge-a", "master", SOON);
+    consul.wait_for_tag("edge-b", "master", SOON);
+    // Live masters (passing, after the 1 s start-up gate) for 2 x ttl.
+    let both = Instant::now();
+    ha.wait_log("consul: split brain: more than one node is tagged master");
+    let after = both.elapsed();
+    println!(
+        "split brain reported {} ms after both were tagged master",
+        after.as_millis()
+    );
+    assert!(
+        after >= Duration::from_millis(1900),
+        "warned before 2 x ttl: {after:?}"
+    );
+    assert!(
+        metrics(&ha).contains("handoff_split_brain 1"),
+        "{}",
+        metrics(&ha)
+    );
+    let status = status_json(&lab, &a);
+    assert_eq!(status["consul"]["split_brain"], true, "{status:#}");
+
+    // One leaves: the episode is over, and the metric says so.
+    hb.signal(SIGTERM);
+    assert_eq!(hb.code(SOON), 0, "{}", hb.log());
+    ha.wait_log("consul: split brain over");
+    assert!(metrics(&ha).contains("handoff_split_brain 0"));
+    assert_eq!(
+        ha.log()
+            .matches("consul: split brain: more than one")
+            .count(),
+        1,
+        "one warning per episode:\n{}",
+        ha.log()
+    );
+    ha.signal(SIGTERM);
+    assert_eq!(ha.code(SOON), 0, "{}", ha.log());
+}
+
+#[test]
+fn with_acls_a_service_write_token_works_and_a_bad_one_is_named_but_never_printed() {
+    let lab = Lab::new();
+    let consul = Consul::start_with_acls(&lab);
+    let rules = r#"service \"edge\" { policy = \"write\" } node_prefix \"\" { policy = \"read\" }"#;
+    let (code, body) = consul.request(
+        "PUT",
+        "/v1/acl/policy",
+        Some(&format!(r#"{{"Name":"edge-writer","Rules":"{rules}"}}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = consul.request(
+        "PUT",
+        "/v1/acl/token",
+        Some(r#"{"Description":"handoff","Policies":[{"Name":"edge-writer"}]}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let secret = token["SecretID"].as_str().unwrap().to_owned();
+    std::fs::write(lab.path("consul.token"), format!("{secret}\n")).unwrap();
+
+    // The narrow token, from a token file: registered, tagged, passing.
+    let extra = "token_file = \"{dir}/consul.token\"";
+    let config = lab.config(&format!(
+        "{}{}",
+        section(&consul.addr(), "edge-a", extra),
+        "[failover]\nbackend = \"none\"\n"
+    ));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    consul.wait_until("registered", SOON, |c| c.service("edge-a").is_some());
+    consul.wait_until("passing", SOON, |c| {
+        c.check_status("edge-a").as_deref() == Some("passing")
+    });
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert!(
+        !h.log().contains(&secret),
+        "the token was logged:\n{}",
+        h.log()
+    );
+
+    // A token Consul does not know, from the environment: a clear error
+    // naming where it came from, in the log and in status, never the token.
+    let bad = "deadbeef-0000-4000-8000-00000000bad0";
+    let config = lab.config_named(
+        "bad.toml",
+        &format!(
+            "{}{}",
+            section(&consul.addr(), "edge-bad", ""),
+            "[failover]\nbackend = \"none\"\n"
+        ),
+    );
+    let mut cmd = lab.agent_command(Some(&config));
+    cmd.env("CONSUL_HTTP_TOKEN", bad)
+        .arg("run")
+        .arg("--")
+        .args(lab.proxy(&[]));
+    let mut h = Handoff::spawn(cmd, lab.path("bad.stderr"));
+    h.wait_log("consul: cannot report this node's role");
+    let log = h.log();
+    assert!(log.contains("403"), "{log}");
+    assert!(
+        log.contains("the token from CONSUL_HTTP_TOKEN is refused"),
+        "{log}"
+    );
+    let (code, text, _) = output(lab.handoff_command(Some(&config)).arg("status"));
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("not registered") && text.contains("403"),
+        "{text}"
+    );
+    let (_, json, _) = output(
+        lab.handoff_command(Some(&config))
+            .args(["status", "--json"]),
+    );
+    h.signal(SIGTERM);
+    assert_eq!(
+        h.code(SOON),
+        0,
+        "a refusing Consul must not fail the agent: {}",
+        h.log()
+    );
+    for shown in [h.log(), text, json] {
+        assert!(!shown.contains(bad), "the token was shown:\n{shown}");
+    }
+    assert!(consul.service("edge-bad").is_none());
+}
+
+#[test]
+fn bad_consul_settings_are_config_errors_that_name_their_place() {
+    let lab = Lab::new();
+    // In the file: file:line:col.
+    let config = lab.config("[consul]\naddress = \"ftp://127.0.0.1:8500\"\n");
+    let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("check"));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("handoff.toml:2:11: `ftp://127.0.0.1:8500`: scheme `ftp`"),
+        "{err}"
+    );
+    let config = lab.config("[consul]\nttl = \"10s\"\nderegister_critical_after = \"30s\"\n");
+    let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("check"));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("at least 1m"), "{err}");
+
+    // From the environment: the variable; a token file: the file. `check`
+    // and `run` agree, and no proxy is started.
+    let config = lab.config("[consul]\n");
+    for (var, value, want) in [
+        ("CONSUL_HTTP_ADDR", "http://", "CONSUL_HTTP_ADDR: `http://`"),
+        (
+            "CONSUL_HTTP_TOKEN_FILE",
+            "/nonexistent/token",
+            "CONSUL_HTTP_TOKEN_FILE /nonexistent/token: cannot read the token",
+        ),
+        (
+            "CONSUL_HTTP_SSL_VERIFY",
+            "maybe",
+            "CONSUL_HTTP_SSL_VERIFY: `maybe` is not true or false",
+        ),
+    ] {
+        for sub in [&["check"][..], &["run", "--", "true"][..]] {
+            let (code, _, err) =
+                output(lab.handoff_command(Some(&config)).env(var, value).args(sub));
+            assert_eq!(code, 78, "{var}={value} {sub:?}: {err}");
+            assert!(err.contains(want), "{var}={value} {sub:?}: {err}");
+        }
+    }
+    assert!(!lab.log.exists(), "a proxy was started");
 }

@@ -152,6 +152,11 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
             location.path().display()
         );
     }
+    // The Consul settings as `run` will read them: a bad CONSUL_HTTP_ADDR,
+    // a missing token or TLS file fails here too (ExecStartPre, rc_pre).
+    if let Some(settings) = consul_settings(&loaded.config)? {
+        crate::consul::Client::new(&settings)?;
+    }
     let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
     for warning in check::warnings(&loaded.config, budget, nomad.is_some()) {

@@ -36,9 +36,10 @@ use crate::metrics::Metrics;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of the one call on the failover path: the first question of a
 /// peer confirmation. Consul is the local agent; it answers in milliseconds.
-pub const ON_PATH_TIMEOUT: Duration = Duration::from_millis(500);
+/// With [`EXIT_LIMIT`] it keeps a hanging Consul's cost to a stop under 1 s.
+pub const ON_PATH_TIMEOUT: Duration = Duration::from_millis(400);
 /// Deadline of the deregistration at exit.
-pub const EXIT_LIMIT: Duration = Duration::from_millis(500);
+pub const EXIT_LIMIT: Duration = Duration::from_millis(300);
 /// How long a blocking query may wait for a change.
 const WATCH_WAIT: Duration = Duration::from_secs(20);
 /// First retry delay while Consul fails.

@@ -251,13 +251,11 @@ pub fn http(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
     let body = body.unwrap_or("");
+    let token = token.map_or_else(String::new, |t| format!("X-Consul-Token: {t}\r\n"));
     let mut request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n{token}",
         body.len()
     );
-    if let Some(token) = token {
-        request.push_str(&format!("X-Consul-Token: {token}\r\n"));
-    }
     request.push_str("\r\n");
     request.push_str(body);
     stream.write_all(request.as_bytes()).ok()?;
