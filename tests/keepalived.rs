@@ -14,7 +14,7 @@ use common::netns::{Cluster, DEFAULT_TIMING, lab_available, watch_vip};
 
 use std::time::{Duration, Instant};
 
-use common::{Handoff, Lab, SOON};
+use common::{Handoff, Lab, SOON, consul::Consul, output};
 use nix::sys::signal::Signal::{SIGINT, SIGKILL, SIGTERM};
 
 /// Starts a healthy handoff on a, and waits until a (promoted) holds the VIP.
@@ -316,4 +316,57 @@ fn demote_returns_once_the_peer_holds_the_vip_and_promote_takes_it_back() {
     );
     h.signal(SIGINT);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
+}
+
+#[test]
+fn consul_follows_keepalived_roles_over_a_unix_socket_and_confirms_the_peer() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    // Consul on loopback for the test, and on a Unix socket for the agents:
+    // a socket reaches into the nodes' network namespaces.
+    let socket = lab.path("consul.sock");
+    let hcl = format!("addresses {{ http = \"127.0.0.1 unix://{}\" }}", socket.display());
+    let consul = Consul::start_with(&lab, Some(hcl), None);
+    let section = |id: &str, confirm: bool| {
+        format!(
+            "[consul]\naddress = \"unix://{}\"\nservice_id = \"{id}\"\nttl = \"3s\"\nconfirm_peer = {confirm}\n",
+            socket.display()
+        )
+    };
+    let cluster = Cluster::new(&lab, [-254, -254], "");
+    let mut a = healthy_master(&lab, &cluster, &section("edge-a", true), "graceful");
+    let b_config = cluster.config(&lab, "b", &section("edge-b", false));
+    let mut b = cluster.handoff(&lab, "b", &b_config, &lab.proxy(&[]));
+    consul.wait_for_tag("edge-a", "master", SOON);
+    consul.wait_for_tag("edge-b", "backup", SOON);
+    let meta = consul.service("edge-a").unwrap()["Meta"].clone();
+    assert_eq!(meta["vip"], common::netns::VIP);
+
+    // demote with confirm_peer returns once Consul shows b as master.
+    let config = lab.path("handoff-a.toml");
+    let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("demote"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(consul.tags("edge-b").unwrap(), ["master"], "demote returned before Consul knew");
+    assert!(cluster.holds_vip("b"));
+    consul.wait_for_tag("edge-a", "maintenance", Duration::from_secs(1));
+
+    let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("promote"));
+    assert_eq!(code, 0, "{err}");
+    cluster.wait_for_vip("a", Duration::from_secs(15));
+    consul.wait_for_tag("edge-a", "master", SOON);
+    consul.wait_for_tag("edge-b", "backup", SOON);
+
+    // A planned stop of a: the proxy is stopped only after Consul shows b.
+    a.signal(SIGINT);
+    assert_eq!(a.code(SOON), 0, "{}", a.log());
+    let log = a.log();
+    let confirmed = log.find("consul: the peer reports master peer=edge-b").expect(&log);
+    let stopped = log.find("stopping proxy").expect(&log);
+    assert!(confirmed < stopped, "{log}");
+    assert_eq!(consul.tags("edge-b").unwrap(), ["master"]);
+    assert!(consul.service("edge-a").is_none(), "a clean exit deregisters");
+    b.signal(SIGTERM);
+    assert_eq!(b.code(SOON), 0, "{}", b.log());
 }
