@@ -552,3 +552,147 @@ fn bad_consul_settings_are_config_errors_that_name_their_place() {
     }
     assert!(!lab.log.exists(), "a proxy was started");
 }
+
+/// Runs an agent with `env` until Consul has registered it or it reports
+/// an error; returns the status's `consul` object.
+fn consul_outcome(lab: &Lab, name: &str, section: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let config = lab.config_named(
+        &format!("{name}.toml"),
+        &format!(
+            "{section}[failover]\nbackend = \"none\"\n[control]\nsocket = \"{{dir}}/{name}.sock\"\nstate_dir = \"{{dir}}/{name}-state\"\n"
+        ),
+    );
+    let mut cmd = lab.agent_command(Some(&config));
+    cmd.envs(env.iter().copied())
+        .arg("run")
+        .arg("--")
+        .args(lab.proxy(&[]));
+    let mut h = Handoff::spawn(cmd, lab.path(&format!("{name}.stderr")));
+    let deadline = Instant::now() + SOON;
+    let consul = loop {
+        let (code, out, _) = output(
+            lab.handoff_command(Some(&config))
+                .args(["status", "--json"]),
+        );
+        if code == 0 {
+            let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let c = status["consul"].clone();
+            if c["registered"] == true || c["last_error"].is_string() {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name}: no outcome: {}", h.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{name}: {}", h.log());
+    consul
+}
+
+#[test]
+fn https_with_the_consul_tls_variables() {
+    let lab = Lab::new();
+    let dir = lab.dir.path();
+    for args in [
+        &["tls", "ca", "create"][..],
+        &["tls", "cert", "create", "-server"],
+        &["tls", "cert", "create", "-client"],
+    ] {
+        let out = std::process::Command::new(common::consul::binary())
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "consul {args:?}: {out:?}");
+    }
+    let file = |name: &str| dir.join(name).display().to_string();
+    let [https] = common::consul::free_ports::<1>();
+    let hcl = format!(
+        "ports {{ https = {https} }} ca_file = \"{}\" cert_file = \"{}\" key_file = \"{}\" verify_incoming_https = true",
+        file("consul-agent-ca.pem"),
+        file("dc1-server-consul-0.pem"),
+        file("dc1-server-consul-0-key.pem")
+    );
+    let _consul = Consul::start_with(&lab, Some(hcl), None);
+    let ca = file("consul-agent-ca.pem");
+    let cert = file("dc1-client-consul-0.pem");
+    let key = file("dc1-client-consul-0-key.pem");
+    let addr = format!("https://127.0.0.1:{https}");
+    let section = |id: &str| format!("[consul]\nservice_id = \"{id}\"\nttl = \"3s\"\n");
+    let base = [
+        ("CONSUL_HTTP_ADDR", addr.as_str()),
+        ("CONSUL_CACERT", ca.as_str()),
+        ("CONSUL_CLIENT_CERT", cert.as_str()),
+        ("CONSUL_CLIENT_KEY", key.as_str()),
+    ];
+    let ok = |c: &serde_json::Value| c["registered"] == true;
+    let error = |c: &serde_json::Value| c["last_error"].as_str().unwrap_or("").to_owned();
+
+    let c = consul_outcome(&lab, "tls", &section("tls"), &base);
+    assert!(ok(&c), "CA and client certificate: {c:#}");
+    let c = consul_outcome(
+        &lab,
+        "sni",
+        &section("sni"),
+        &[
+            &base[..],
+            &[("CONSUL_TLS_SERVER_NAME", "server.dc1.consul")],
+        ]
+        .concat(),
+    );
+    assert!(ok(&c), "the server name in the certificate: {c:#}");
+    let c = consul_outcome(
+        &lab,
+        "wrongname",
+        &section("wrongname"),
+        &[
+            &base[..],
+            &[("CONSUL_TLS_SERVER_NAME", "elsewhere.example")],
+        ]
+        .concat(),
+    );
+    println!("a name not in the certificate: {}", error(&c));
+    assert!(
+        !ok(&c) && error(&c).contains("certificate"),
+        "a name not in the certificate: {c:#}"
+    );
+    let c = consul_outcome(&lab, "noclient", &section("noclient"), &base[..2]);
+    println!("without a client certificate: {}", error(&c));
+    assert!(
+        !ok(&c),
+        "verify_incoming_https without a client certificate: {c:#}"
+    );
+    let c = consul_outcome(&lab, "noca", &section("noca"), &[base[0], base[2], base[3]]);
+    assert!(
+        !ok(&c) && error(&c).contains("certificate"),
+        "the system roots do not know Consul's CA: {c:#}"
+    );
+    let c = consul_outcome(
+        &lab,
+        "noverify",
+        &section("noverify"),
+        &[
+            base[0],
+            base[2],
+            base[3],
+            ("CONSUL_HTTP_SSL_VERIFY", "false"),
+        ],
+    );
+    assert!(ok(&c), "CONSUL_HTTP_SSL_VERIFY=false: {c:#}");
+    // The config file beats the environment.
+    let c = consul_outcome(
+        &lab,
+        "fileverify",
+        &format!("{}ssl_verify = false\n", section("fileverify")),
+        &[
+            base[0],
+            base[2],
+            base[3],
+            ("CONSUL_HTTP_SSL_VERIFY", "true"),
+        ],
+    );
+    assert!(
+        ok(&c),
+        "[consul] ssl_verify = false over the variable: {c:#}"
+    );
+}

@@ -327,7 +327,10 @@ fn consul_follows_keepalived_roles_over_a_unix_socket_and_confirms_the_peer() {
     // Consul on loopback for the test, and on a Unix socket for the agents:
     // a socket reaches into the nodes' network namespaces.
     let socket = lab.path("consul.sock");
-    let hcl = format!("addresses {{ http = \"127.0.0.1 unix://{}\" }}", socket.display());
+    let hcl = format!(
+        "addresses {{ http = \"127.0.0.1 unix://{}\" }}",
+        socket.display()
+    );
     let consul = Consul::start_with(&lab, Some(hcl), None);
     let section = |id: &str, confirm: bool| {
         format!(
@@ -348,7 +351,11 @@ fn consul_follows_keepalived_roles_over_a_unix_socket_and_confirms_the_peer() {
     let config = lab.path("handoff-a.toml");
     let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("demote"));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(consul.tags("edge-b").unwrap(), ["master"], "demote returned before Consul knew");
+    assert_eq!(
+        consul.tags("edge-b").unwrap(),
+        ["master"],
+        "demote returned before Consul knew"
+    );
     assert!(cluster.holds_vip("b"));
     consul.wait_for_tag("edge-a", "maintenance", Duration::from_secs(1));
 
@@ -362,11 +369,16 @@ fn consul_follows_keepalived_roles_over_a_unix_socket_and_confirms_the_peer() {
     a.signal(SIGINT);
     assert_eq!(a.code(SOON), 0, "{}", a.log());
     let log = a.log();
-    let confirmed = log.find("consul: the peer reports master peer=edge-b").expect(&log);
+    let confirmed = log
+        .find("consul: the peer reports master peer=edge-b")
+        .expect(&log);
     let stopped = log.find("stopping proxy").expect(&log);
     assert!(confirmed < stopped, "{log}");
     assert_eq!(consul.tags("edge-b").unwrap(), ["master"]);
-    assert!(consul.service("edge-a").is_none(), "a clean exit deregisters");
+    assert!(
+        consul.service("edge-a").is_none(),
+        "a clean exit deregisters"
+    );
     b.signal(SIGTERM);
     assert_eq!(b.code(SOON), 0, "{}", b.log());
 }
