@@ -589,10 +589,9 @@ fn consul_outcome(lab: &Lab, name: &str, section: &str, env: &[(&str, &str)]) ->
     consul
 }
 
-#[test]
-fn https_with_the_consul_tls_variables() {
-    let lab = Lab::new();
-    let dir = lab.dir.path();
+/// A CA, a server certificate (server.dc1.consul, localhost, 127.0.0.1)
+/// and a client certificate, made by Consul's own `consul tls`.
+fn make_certificates(dir: &std::path::Path) {
     for args in [
         &["tls", "ca", "create"][..],
         &["tls", "cert", "create", "-server"],
@@ -605,6 +604,13 @@ fn https_with_the_consul_tls_variables() {
             .unwrap();
         assert!(out.status.success(), "consul {args:?}: {out:?}");
     }
+}
+
+#[test]
+fn https_with_the_consul_tls_variables() {
+    let lab = Lab::new();
+    let dir = lab.dir.path();
+    make_certificates(dir);
     let file = |name: &str| dir.join(name).display().to_string();
     let [https] = common::consul::free_ports::<1>();
     let hcl = format!(
