@@ -10,7 +10,8 @@
 //! planned stop (SIGINT/SIGTERM) it goes `down` (keepalived's graceful
 //! handover: `standby` first, `down` once the VIP moved), waits until the IP
 //! has moved (only if this node held it, at most `failover_timeout`; a
-//! `probe` can demand that the peer answers), waits `settle`,
+//! `probe` can demand that the peer answers, and Consul's `confirm_peer`
+//! that the peer reports master), waits `settle`,
 //! sends the proxy its graceful stop signal, and SIGKILLs it after
 //! `stop_timeout`. When the proxy dies it goes `down` first, then restarts it
 //! or exits with its status. `down` outlives handoff: a node without a proxy

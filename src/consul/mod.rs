@@ -7,7 +7,7 @@
 //! Consul must never hurt a failover: every call has a short deadline, the
 //! reporting runs beside the loop (the dispatcher only publishes into a
 //! `watch`), retries back off with jitter, and the one wait on the stop path
-//! ([`peers::confirm`]) gives up as soon as Consul cannot answer.
+//! (`peers::confirm`) gives up as soon as Consul cannot answer.
 //!
 //! Does not own: when the role changes (`crate::machine`).
 
