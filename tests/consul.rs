@@ -542,10 +542,19 @@ fn bad_consul_settings_are_config_errors_that_name_their_place() {
             "maybe",
             "CONSUL_HTTP_SSL_VERIFY: `maybe` is not true or false",
         ),
+        (
+            "CONSUL_CACERT",
+            "/nonexistent/ca.pem",
+            "consul: /nonexistent/ca.pem: No such file",
+        ),
     ] {
         for sub in [&["check"][..], &["run", "--", "true"][..]] {
-            let (code, _, err) =
-                output(lab.handoff_command(Some(&config)).env(var, value).args(sub));
+            let (code, _, err) = output(
+                lab.handoff_command(Some(&config))
+                    .env("CONSUL_HTTP_ADDR", "https://127.0.0.1:8501")
+                    .env(var, value)
+                    .args(sub),
+            );
             assert_eq!(code, 78, "{var}={value} {sub:?}: {err}");
             assert!(err.contains(want), "{var}={value} {sub:?}: {err}");
         }

@@ -14,7 +14,7 @@ use crate::{
     Error,
     check::{self, KillBudget},
     config::{self, Argv, BackendKind, Handover, Location},
-    consul::{Consul, Report, Settings},
+    consul::{Client, Consul, Report, Settings},
     control::{
         Inbox, direct,
         server::{Access, ControlSocket},
@@ -155,7 +155,7 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     // The Consul settings as `run` will read them: a bad CONSUL_HTTP_ADDR,
     // a missing token or TLS file fails here too (ExecStartPre, rc_pre).
     if let Some(settings) = consul_settings(&loaded.config)? {
-        crate::consul::Client::new(&settings)?;
+        Client::new(&settings)?;
     }
     let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
@@ -203,7 +203,11 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
-    let consul = consul_settings(&config)?;
+    // TLS files are read here too: bad ones stop the start before anything runs.
+    let consul = match consul_settings(&config)? {
+        Some(settings) => Some((Client::new(&settings)?, settings)),
+        None => None,
+    };
     let children = Children::default();
     let (runtime, signal_rx) = runtime_and_signals(&children)?;
     let policy = policy(&config);
@@ -249,14 +253,16 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             tokio::spawn(http::serve(listener, inbox.clone(), metrics.clone()));
         }
         tokio::spawn(control.serve(Access::new(group), inbox, state.clone()));
-        if let Some(settings) = consul {
-            let first = Report::new(&supervisor.machine.view(), supervisor.maintenance.as_ref());
-            supervisor.consul = Some(Consul::start(settings, first, &metrics)?);
-        }
         // CARP reconciles its ledger here, before the proxy exists; a damaged
         // ledger or an unreadable counter stops here, before anything is spawned.
         let backend =
             AnyBackend::open(&config.failover, supervisor.children.clone(), state, boot).await?;
+        // Reporting starts only now: a start that fails above must not leave
+        // a registration behind that nobody deregisters.
+        if let Some((client, settings)) = consul {
+            let first = Report::new(&supervisor.machine.view(), supervisor.maintenance.as_ref());
+            supervisor.consul = Some(Consul::start(client, settings, first, &metrics));
+        }
         Ok(supervisor.run(backend).await)
     })
 }

@@ -115,14 +115,14 @@ pub struct Consul {
 }
 
 impl Consul {
-    /// Starts reporting `first` and watching the peers. Call inside the
-    /// runtime.
+    /// Starts reporting `first` and watching the peers through `client`
+    /// (built from `settings`). Call inside the runtime.
     pub fn start(
+        client: Client,
         settings: Settings,
         first: Report,
         metrics: &Arc<Metrics>,
-    ) -> Result<Consul, SettingsError> {
-        let client = Client::new(&settings)?;
+    ) -> Consul {
         let settings = Arc::new(settings);
         let shared = Shared::default();
         shared.update(|s| {
@@ -151,13 +151,13 @@ impl Consul {
             token = settings.token_source.as_deref().unwrap_or("none"),
             "consul: reporting this node's role"
         );
-        Ok(Consul {
+        Consul {
             client,
             settings,
             reports,
             shared,
             tasks: vec![reporter, watcher],
-        })
+        }
     }
 
     /// Hands the reporter the current state; it registers again (at once)
