@@ -579,6 +579,21 @@ fn a_crash_during_graceful_handover_goes_down_at_once() {
     assert_eq!(m.handle(applied(Level::Down, 4)), vec![Action::Exit(1)]);
 }
 
+/// A healthy master that got SIGTERM, with its `down` (request 3) applied.
+fn stopping_master(policy: Policy) -> Machine {
+    after(
+        policy,
+        &with(
+            HEALTHY,
+            &[
+                seen(Role::Master, 2),
+                Event::Signal(SIGTERM),
+                applied(Level::Down, 3),
+            ],
+        ),
+    )
+}
+
 fn probed() -> Policy {
     Policy {
         probe: true,
@@ -588,17 +603,7 @@ fn probed() -> Policy {
 
 #[test]
 fn with_a_probe_the_move_waits_for_the_peer_to_answer() {
-    let mut m = after(
-        probed(),
-        &with(
-            HEALTHY,
-            &[
-                seen(Role::Master, 2),
-                Event::Signal(SIGTERM),
-                applied(Level::Down, 3),
-            ],
-        ),
-    );
+    let mut m = stopping_master(probed());
     assert_eq!(
         m.handle(seen(Role::Backup, 3)),
         vec![Action::Probe(true)],
@@ -616,18 +621,8 @@ fn with_a_probe_the_move_waits_for_the_peer_to_answer() {
 
 #[test]
 fn a_probe_that_never_answers_ends_at_failover_timeout_and_is_cancelled() {
-    let mut m = after(
-        probed(),
-        &with(
-            HEALTHY,
-            &[
-                seen(Role::Master, 2),
-                Event::Signal(SIGTERM),
-                applied(Level::Down, 3),
-                seen(Role::Backup, 3),
-            ],
-        ),
-    );
+    let mut m = stopping_master(probed());
+    m.handle(seen(Role::Backup, 3));
     let got = m.handle(Event::Deadline(Timer::Failover));
     assert_eq!(
         got[..2],
@@ -671,17 +666,7 @@ fn confirming() -> Policy {
 
 #[test]
 fn with_confirm_peer_the_move_waits_for_consul_to_show_the_peer_as_master() {
-    let mut m = after(
-        confirming(),
-        &with(
-            HEALTHY,
-            &[
-                seen(Role::Master, 2),
-                Event::Signal(SIGTERM),
-                applied(Level::Down, 3),
-            ],
-        ),
-    );
+    let mut m = stopping_master(confirming());
     assert_eq!(
         m.handle(seen(Role::Backup, 3)),
         vec![Action::ConfirmPeer(true)],
@@ -706,17 +691,7 @@ fn probe_and_peer_confirmation_run_together_and_both_must_pass() {
         confirm_peer: true,
         ..policy()
     };
-    let mut m = after(
-        both,
-        &with(
-            HEALTHY,
-            &[
-                seen(Role::Master, 2),
-                Event::Signal(SIGTERM),
-                applied(Level::Down, 3),
-            ],
-        ),
-    );
+    let mut m = stopping_master(both);
     assert_eq!(
         m.handle(seen(Role::Backup, 3)),
         vec![Action::Probe(true), Action::ConfirmPeer(true)]
@@ -732,18 +707,8 @@ fn probe_and_peer_confirmation_run_together_and_both_must_pass() {
 
 #[test]
 fn the_second_stop_signal_skips_the_peer_confirmation() {
-    let mut m = after(
-        confirming(),
-        &with(
-            HEALTHY,
-            &[
-                seen(Role::Master, 2),
-                Event::Signal(SIGTERM),
-                applied(Level::Down, 3),
-                seen(Role::Backup, 3),
-            ],
-        ),
-    );
+    let mut m = stopping_master(confirming());
+    m.handle(seen(Role::Backup, 3));
     let got = m.handle(Event::Signal(SIGTERM));
     assert_eq!(
         got[..2],
