@@ -711,3 +711,28 @@ fn https_with_the_consul_tls_variables() {
         "[consul] ssl_verify = false over the variable: {c:#}"
     );
 }
+
+#[test]
+fn a_node_whose_proxy_is_unhealthy_is_fault_and_critical() {
+    let lab = Lab::new();
+    let consul = Consul::start(&lab);
+    let cluster = Cluster::new(&lab, 0);
+    let health = "[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n";
+    let config = cluster.config(
+        &lab,
+        "a",
+        &format!("{health}{}", section(&consul.addr(), "edge-a", "")),
+    );
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("start");
+    consul.wait_for_tag("edge-a", "fault", SOON);
+    consul.wait_until("critical", SOON, |c| {
+        c.check_status("edge-a").as_deref() == Some("critical")
+    });
+    let meta = consul.service("edge-a").unwrap()["Meta"].clone();
+    assert_eq!(meta["level"], "down");
+    assert_eq!(meta["demoted"], "true");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert!(consul.service("edge-a").is_none());
+}

@@ -79,10 +79,13 @@ impl Report {
         } else if view.maintenance {
             Tag::Maintenance
         } else {
+            // A node held down (starting, unhealthy, no proxy) is out of
+            // the election even where the backend calls it BACKUP.
+            let down = view.level.is_none_or(|l| l == Level::Down);
             match view.role {
                 Role::Master => Tag::Master,
-                Role::Backup => Tag::Backup,
-                Role::Fault | Role::Unknown => Tag::Fault,
+                Role::Backup if !down => Tag::Backup,
+                Role::Backup | Role::Fault | Role::Unknown => Tag::Fault,
             }
         };
         // Passing while the proxy is healthy, warning while it serves but
@@ -279,9 +282,14 @@ mod tests {
     use crate::machine::Step;
 
     fn view(phase: Phase, role: Role, maintenance: bool) -> View {
+        let level = match phase {
+            Phase::Running { healthy: true } if maintenance => Level::Standby,
+            Phase::Running { healthy: true } => Level::Up,
+            _ => Level::Down,
+        };
         View {
             phase,
-            level: Some(Level::Up),
+            level: Some(level),
             applied: true,
             role,
             role_current: true,
@@ -295,26 +303,17 @@ mod tests {
     fn tags_and_check_status_for_each_state() {
         use CheckStatus::{Critical, Passing, Warning};
         let healthy = Phase::Running { healthy: true };
+        let unhealthy = Phase::Running { healthy: false };
         let table = [
             (Phase::Starting, Role::Unknown, false, Tag::Fault, Critical),
+            (Phase::Starting, Role::Backup, false, Tag::Fault, Critical),
             (healthy, Role::Master, false, Tag::Master, Passing),
             (healthy, Role::Backup, false, Tag::Backup, Passing),
             (healthy, Role::Fault, false, Tag::Fault, Passing),
             (healthy, Role::Master, true, Tag::Maintenance, Warning),
-            (
-                Phase::Running { healthy: false },
-                Role::Master,
-                false,
-                Tag::Master,
-                Critical,
-            ),
-            (
-                Phase::Running { healthy: false },
-                Role::Backup,
-                true,
-                Tag::Maintenance,
-                Critical,
-            ),
+            (unhealthy, Role::Master, false, Tag::Master, Critical),
+            (unhealthy, Role::Backup, false, Tag::Fault, Critical),
+            (unhealthy, Role::Backup, true, Tag::Maintenance, Critical),
             (Phase::Restarting, Role::Fault, false, Tag::Fault, Critical),
             (
                 Phase::Stopping(Step::Failover { held: true }),
@@ -368,7 +367,7 @@ mod tests {
         );
         assert_eq!(
             report.output(),
-            "handoff: maintenance (level up): kernel upgrade"
+            "handoff: maintenance (level standby): kernel upgrade"
         );
     }
 
