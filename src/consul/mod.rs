@@ -111,7 +111,8 @@ pub struct Consul {
     settings: Arc<Settings>,
     reports: watch::Sender<Report>,
     shared: Shared,
-    tasks: Vec<JoinHandle<()>>,
+    reporter: JoinHandle<()>,
+    watcher: JoinHandle<()>,
 }
 
 impl Consul {
@@ -156,7 +157,8 @@ impl Consul {
             settings,
             reports,
             shared,
-            tasks: vec![reporter, watcher],
+            reporter,
+            watcher,
         }
     }
 
@@ -189,11 +191,25 @@ impl Consul {
     /// Stops reporting and removes this node's instance, within
     /// [`EXIT_LIMIT`]: a clean exit leaves nothing behind in Consul.
     pub async fn shutdown(self) {
-        for task in &self.tasks {
-            task.abort();
+        let start = tokio::time::Instant::now();
+        let deadline = start + EXIT_LIMIT;
+        self.watcher.abort();
+        // Closing the channel stops the reporter before its next call. A
+        // call in flight is let finish (for up to 2/3 of the limit):
+        // aborted, its request could still reach Consul after the
+        // deregistration and register us again.
+        drop(self.reports);
+        let mut reporter = self.reporter;
+        let finish_by = start + EXIT_LIMIT * 2 / 3;
+        if tokio::time::timeout_at(finish_by, &mut reporter)
+            .await
+            .is_err()
+        {
+            reporter.abort(); // Consul hangs: nothing of it lands anyway
         }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let id = &self.settings.service_id;
-        match self.client.deregister(id, EXIT_LIMIT).await {
+        match self.client.deregister(id, left).await {
             Ok(()) => tracing::info!(service_id = %id, "consul: deregistered"),
             Err(error) => {
                 tracing::warn!(%error, "consul: cannot deregister; the TTL check goes critical in ttl");
