@@ -277,6 +277,9 @@ fn demote_without_an_agent_leaves_the_same_ledger() {
     // An agent started now finds the record and our share, counted once.
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
     h.wait_log("in maintenance");
+    // The proxy's handlers are in place once it logged "start"; a SIGTERM
+    // before that kills it by the default action (exit 143).
+    lab.wait_for("start");
     let (code, out) = cli(&lab, &config, &["status", "--json"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("rack move"), "{out}");

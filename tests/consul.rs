@@ -482,6 +482,9 @@ fn with_acls_a_service_write_token_works_and_a_bad_one_is_named_but_never_printe
         .args(lab.proxy(&[]));
     let mut h = Handoff::spawn(cmd, lab.path("bad.stderr"));
     h.wait_log("consul: cannot report this node's role");
+    // The second proxy's handlers are in place (a SIGTERM before would
+    // kill it by the default action).
+    lab.wait_for_count("start", 2);
     let log = h.log();
     assert!(log.contains("403"), "{log}");
     assert!(
@@ -576,7 +579,10 @@ fn consul_outcome(lab: &Lab, name: &str, section: &str, env: &[(&str, &str)]) ->
         .arg("run")
         .arg("--")
         .args(lab.proxy(&[]));
+    let started = lab.count("start");
     let mut h = Handoff::spawn(cmd, lab.path(&format!("{name}.stderr")));
+    // Its proxy's handlers are in place before it is stopped.
+    lab.wait_for_count("start", started + 1);
     let deadline = Instant::now() + SOON;
     let consul = loop {
         let (code, out, _) = output(

@@ -277,6 +277,7 @@ fn the_control_group_may_use_the_socket() {
     ));
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
     h.wait_log("http listening");
+    lab.wait_for("start"); // the proxy's handlers are in place before the stop
     let meta = std::fs::metadata(lab.socket()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
