@@ -1,0 +1,196 @@
+# The edge proxy under Nomad: traefik supervised by handoff, one per edge
+# node (raw_exec, because handoff must change the node's keepalived track
+# file or CARP demote counter, and bind the proxy's ports on the host).
+#
+#   nomad job run config/nomad/edge-proxy.nomad.hcl
+#
+# What a stop looks like (nomad job stop, a new version, nomad node drain):
+# Nomad sends kill_signal (SIGINT) to handoff only; handoff demotes the node,
+# waits until the peer holds the floating IP, stops traefik (SIGTERM), and
+# exits. Nomad SIGKILLs the task after kill_timeout, so kill_timeout must
+# cover handoff's whole stop budget (see below).
+
+job "edge-proxy" {
+  datacenters = ["dc1"]
+  type        = "service"
+
+  group "edge" {
+    # One per edge node: two proxies on one node would share its floating IP.
+    count = 2
+
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
+
+    # Only the nodes that carry the floating IP (keepalived installed and
+    # configured with config/keepalived.conf; client meta edge = "true").
+    constraint {
+      attribute = "${meta.edge}"
+      value     = "true"
+    }
+
+    network {
+      port "http" {
+        static = 80
+      }
+      port "https" {
+        static = 443
+      }
+      port "handoff" {
+        static = 9480
+      }
+    }
+
+    # Nomad's view of the task: /healthz is 200 while the proxy runs and
+    # handoff's loop answers. The node's role goes to Consul from handoff
+    # itself ([consul] below: master.edge.service.consul).
+    service {
+      name = "edge-handoff"
+      port = "handoff"
+
+      check {
+        type     = "http"
+        path     = "/healthz"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    # handoff exits with the proxy's status; Nomad restarts the task (leave
+    # handoff's own `restart` at "never" under Nomad).
+    restart {
+      attempts = 3
+      interval = "5m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    task "traefik" {
+      driver = "raw_exec"
+
+      # Nomad's default, written out: SIGINT goes to handoff's pid only.
+      kill_signal = "SIGINT"
+      # `handoff check` prints the stop budget of the config below:
+      # failover_timeout 10s + settle 0s + stop_timeout 10s + exit 1.3s
+      # = 21.3s. kill_timeout leaves headroom above it. Nomad caps
+      # kill_timeout at the client's max_kill_timeout (default 30s): raise
+      # that in the client config if the budget grows past it.
+      # Verify with: handoff --config handoff.toml check --kill-timeout 25s
+      kill_timeout = "25s"
+
+      config {
+        command = "/usr/local/bin/handoff"
+        args = [
+          "--config", "${NOMAD_TASK_DIR}/handoff.toml",
+          "run", "--",
+          "/usr/local/bin/traefik", "--configfile", "${NOMAD_TASK_DIR}/traefik.yml",
+        ]
+      }
+
+      env {
+        # raw_exec tasks inherit the Nomad agent's environment; under
+        # systemd Type=notify that includes NOTIFY_SOCKET, which is not ours.
+        NOTIFY_SOCKET = ""
+      }
+
+      # handoff's own config: a change restarts the task (through the same
+      # stop sequence).
+      template {
+        destination = "local/handoff.toml"
+        change_mode = "restart"
+        data        = <<EOT
+[proxy]
+preset = "traefik"
+stop_timeout = "10s"
+exit_code_map = { 143 = 0 }
+restart = "never"
+
+[proxy.health]
+http = "http://127.0.0.1:8082/ping"
+interval = "1s"
+timeout = "500ms"
+
+[failover]
+backend = "keepalived"
+failover_timeout = "10s"
+
+[failover.keepalived]
+track_file = "/var/lib/handoff/keepalived.track"
+vip = ["192.0.2.10"]
+handover = "graceful"
+
+[consul]
+service = "edge"
+service_id = "edge-{{ env "node.unique.name" }}"
+ttl = "10s"
+confirm_peer = true
+
+[control]
+socket = "/run/handoff.sock"
+state_dir = "/var/lib/handoff"
+
+[http]
+listen = "{{ env "NOMAD_ADDR_handoff" }}"
+
+[log]
+format = "json"
+EOT
+      }
+
+      # traefik's static config: a change needs a restart.
+      template {
+        destination = "local/traefik.yml"
+        change_mode = "restart"
+        data        = <<EOT
+entryPoints:
+  web:
+    address: ":{{ env "NOMAD_PORT_http" }}"
+  websecure:
+    address: ":{{ env "NOMAD_PORT_https" }}"
+  ping:
+    address: "127.0.0.1:8082"
+ping:
+  entryPoint: ping
+lifeCycle:
+  requestAcceptGraceTimeout: "0s"
+  graceTimeOut: "8s"
+providers:
+  file:
+    filename: "{{ env "NOMAD_TASK_DIR" }}/dynamic.yml"
+    watch: true
+EOT
+      }
+
+      # Routes. The reload goes through handoff, never around it: handoff
+      # turns SIGHUP into the preset's reload signal, which for traefik is
+      # "drop" (SIGHUP would terminate traefik; its file provider reloads by
+      # itself), for nginx SIGHUP and for haproxy SIGUSR2. Every signal
+      # handoff receives, forwards or drops is logged.
+      template {
+        destination   = "local/dynamic.yml"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        data          = <<EOT
+http:
+  routers:
+    app:
+      rule: "PathPrefix(`/`)"
+      service: app
+  services:
+    app:
+      loadBalancer:
+        servers:
+{{- range service "app" }}
+          - url: "http://{{ .Address }}:{{ .Port }}"
+{{- end }}
+EOT
+      }
+
+      resources {
+        cpu    = 500
+        memory = 256
+      }
+    }
+  }
+}

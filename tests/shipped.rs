@@ -1,0 +1,606 @@
+//! The files operators install, checked as shipped: every example config
+//! passes `handoff check`; config/handoff.toml and docs/handoff.toml.5 name
+//! every config key the code knows (asked from the parser itself); the
+//! keepalived config passes `keepalived -t` and moves the VIP the way the
+//! comments say; the Nomad job's kill_timeout covers its config's budget; the
+//! systemd unit passes `systemd-analyze verify`; the rc.d script passes
+//! `mksh -n` and drives a fake rc.subr as OpenBSD's would; the man pages
+//! are `mandoc -T lint` clean and in step with `--help`.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use common::{HANDOFF, Lab, output};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Whether `tool` runs here; under CI it must.
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have {tool} (scripts/test installs it)"
+        );
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}
+
+/// `handoff check` on `config`: (exit code, stdout, stderr).
+fn check(config: &Path, extra: &[&str]) -> (i32, String, String) {
+    let lab = Lab::new();
+    output(
+        lab.handoff_command(Some(config))
+            .arg("check")
+            .args(extra)
+            .env_remove("CONSUL_HTTP_ADDR")
+            .env_remove("CONSUL_HTTP_TOKEN"),
+    )
+}
+
+/// The keys of the config section `section` ("" for the top level), as the
+/// parser lists them when it meets an unknown one.
+fn keys_of(lab: &Lab, section: &str) -> Option<Vec<String>> {
+    let header = if section.is_empty() {
+        String::new()
+    } else {
+        format!("[{section}]\n")
+    };
+    let path = lab.path("probe.toml");
+    std::fs::write(&path, format!("{header}__probe__ = 1\n")).unwrap();
+    let (_, _, err) = output(
+        Command::new(HANDOFF)
+            .arg("--config")
+            .arg(&path)
+            .arg("check"),
+    );
+    let at = err.find("unknown field `__probe__`, expected ")?;
+    let list = &err[at + "unknown field `__probe__`, expected ".len()..];
+    let list = list.lines().next().unwrap();
+    Some(
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Every leaf key the code knows, by section ("proxy.health" -> ["http", ...]).
+fn config_keys() -> BTreeMap<String, Vec<String>> {
+    let lab = Lab::new();
+    let mut out = BTreeMap::new();
+    let mut todo = vec![String::new()];
+    while let Some(section) = todo.pop() {
+        let keys = keys_of(&lab, &section).unwrap_or_else(|| panic!("[{section}] is not a table"));
+        let mut leaves = Vec::new();
+        for key in keys {
+            let path = if section.is_empty() {
+                key.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            if keys_of(&lab, &path).is_some() {
+                todo.push(path);
+            } else {
+                leaves.push(key);
+            }
+        }
+        if !section.is_empty() {
+            out.insert(section, leaves);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_key_probe_finds_every_section() {
+    let keys = config_keys();
+    let sections: Vec<&str> = keys.keys().map(String::as_str).collect();
+    assert_eq!(
+        sections,
+        [
+            "consul",
+            "control",
+            "failover",
+            "failover.carp",
+            "failover.command",
+            "failover.keepalived",
+            "http",
+            "log",
+            "proxy",
+            "proxy.health"
+        ]
+    );
+    assert!(keys["consul"].contains(&"confirm_peer".to_owned()));
+}
+
+/// `key = ` lines (commented or not) under each `[section]` header
+/// (commented or not) of a TOML file.
+fn toml_keys(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            name.clone_into(&mut section);
+        } else if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                out.entry(section.clone()).or_default().push(key.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The keys of each `.Ss [section]` of a man page (`.It Ic a , b Pq ...`).
+fn man_keys(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix(".Ss [") {
+            name.trim_end_matches(']').clone_into(&mut section);
+        } else if let Some(rest) = line.strip_prefix(".It Ic ") {
+            let names = rest.split(" Pq").next().unwrap();
+            for name in names.split(" , ") {
+                out.entry(section.clone())
+                    .or_default()
+                    .push(name.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn config_handoff_toml_names_every_key_and_passes_check() {
+    let text = read("config/handoff.toml");
+    let documented = toml_keys(&text);
+    for (section, keys) in config_keys() {
+        for key in keys {
+            assert!(
+                documented.get(&section).is_some_and(|k| k.contains(&key)),
+                "config/handoff.toml lacks [{section}] {key}"
+            );
+        }
+    }
+    let (code, out, err) = check(&repo("config/handoff.toml"), &["--kill-timeout", "30s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("configuration OK") && err.is_empty(),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn the_config_man_page_names_every_key_in_its_section() {
+    let documented = man_keys(&read("docs/handoff.toml.5"));
+    for (section, keys) in config_keys() {
+        for key in keys {
+            assert!(
+                documented.get(&section).is_some_and(|k| k.contains(&key)),
+                "docs/handoff.toml.5 lacks [{section}] {key}: add `.It Ic {key}` under `.Ss [{section}]`"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_man_pages_are_lint_clean() {
+    if !have("mandoc") {
+        return;
+    }
+    for page in ["docs/handoff.8", "docs/handoff.toml.5"] {
+        // Warnings and worse; "referenced manual not found" (style) depends
+        // on which manuals the host has (carp(4) is OpenBSD's).
+        let out = Command::new("mandoc")
+            .args(["-T", "lint", "-W", "warning"])
+            .arg(repo(page))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "{page}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The subcommands of `handoff --help`, and the long flags of each.
+fn cli_surface() -> Vec<(String, Vec<String>)> {
+    let help = |args: &[&str]| {
+        let out = Command::new(HANDOFF)
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let flags = |text: &str| -> Vec<String> {
+        text.split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches(',').to_owned())
+            .collect()
+    };
+    let top = help(&[]);
+    let commands = top
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap();
+    let mut out = vec![(String::new(), flags(top.split("Options:").nth(1).unwrap()))];
+    for line in commands.lines() {
+        if let Some(name) = line.split_whitespace().next()
+            && name != "help"
+        {
+            out.push((name.to_owned(), flags(&help(&[name]))));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_man_page_documents_every_subcommand_and_flag_of_help() {
+    let page = read("docs/handoff.8");
+    let surface = cli_surface();
+    assert!(surface.len() >= 6, "{surface:?}");
+    for (command, flags) in surface {
+        if !command.is_empty() {
+            assert!(
+                page.contains(&format!(".It Cm {command}")),
+                "docs/handoff.8 lacks `.It Cm {command}` in COMMANDS"
+            );
+            assert!(
+                page.contains(&format!(".Cm {command}\n")),
+                "SYNOPSIS lacks {command}"
+            );
+        }
+        for flag in flags {
+            let mdoc = &flag[1..]; // `.Fl -config` renders as --config
+            assert!(
+                page.lines()
+                    .any(|l| l.contains("Fl ") && l.split_whitespace().any(|w| w == mdoc)),
+                "docs/handoff.8 lacks {flag} (of `handoff {command}`)"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_example_config_passes_check_with_its_preset_and_a_health_check() {
+    let dir = repo("config/examples");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let (code, out, err) = check(&path, &[]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(out.contains("configuration OK"), "{name}: {out}");
+        let config: toml::Table = read(&format!("config/examples/{name}.toml"))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            config["proxy"]["preset"].as_str(),
+            Some(name.as_str()),
+            "{name}"
+        );
+        assert!(
+            config["proxy"]["health"]["http"].as_str().is_some(),
+            "{name}: no http health check"
+        );
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(seen, ["caddy", "haproxy", "nginx", "traefik"]);
+    let (code, _, err) = check(&repo("config/demo.toml"), &[]);
+    assert_eq!(code, 0, "config/demo.toml: {err}");
+}
+
+/// `@id priority N` lines of the keepalived config.
+fn priority(conf: &str, id: &str) -> i32 {
+    conf.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("@{id}"))
+                .and_then(|r| r.trim().strip_prefix("priority "))
+        })
+        .unwrap_or_else(|| panic!("no priority for {id}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_keepalived_config_is_valid_and_moves_the_vip_as_it_says() {
+    let conf = read("config/keepalived.conf");
+    // Defaults: standby -100 takes a below b (a tie would move nothing);
+    // down -254 is FAULT (below -253), keepalived.conf(5).
+    let (a, b) = (priority(&conf, "edge-a"), priority(&conf, "edge-b"));
+    assert!(a > b && a - 100 < b, "a {a}, b {b}");
+    assert!(conf.contains("file \"/var/lib/handoff/keepalived.track\""));
+    assert!(conf.contains("weight 1"));
+    for example in ["traefik", "haproxy"] {
+        let config: toml::Table = read(&format!("config/examples/{example}.toml"))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            config["failover"]["keepalived"]["track_file"].as_str(),
+            Some("/var/lib/handoff/keepalived.track"),
+            "{example}"
+        );
+    }
+    if !have("keepalived") {
+        return;
+    }
+    for id in ["edge-a", "edge-b"] {
+        let out = Command::new("keepalived")
+            .args(["--config-test", "-f"])
+            .arg(repo("config/keepalived.conf"))
+            .args(["-i", id])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keepalived -t for {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_openbsd_files_put_carp0_in_the_group_handoff_demotes() {
+    let hostname = read("config/openbsd/hostname.carp0");
+    assert!(
+        hostname.lines().any(|l| l.trim() == "group edge"),
+        "{hostname}"
+    );
+    assert!(hostname.contains("vhid") && hostname.contains("carpdev"));
+    assert!(
+        read("config/openbsd/sysctl.conf")
+            .lines()
+            .any(|l| l == "net.inet.carp.preempt=1")
+    );
+    for example in ["nginx", "caddy"] {
+        let config: toml::Table = read(&format!("config/examples/{example}.toml"))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            config["failover"]["carp"]["group"].as_str(),
+            Some("edge"),
+            "{example}"
+        );
+    }
+}
+
+/// The heredoc of the template whose destination is `destination`, with
+/// Nomad's template functions given sample values.
+fn nomad_template(job: &str, destination: &str) -> String {
+    let at = job
+        .find(&format!("destination = \"{destination}\""))
+        .unwrap_or_else(|| panic!("no template for {destination}"));
+    let body = &job[at..];
+    let start = body.find("<<EOT\n").unwrap() + "<<EOT\n".len();
+    let end = body[start..].find("\nEOT\n").unwrap();
+    body[start..start + end]
+        .replace("{{ env \"node.unique.name\" }}", "edge1")
+        .replace("{{ env \"NOMAD_ADDR_handoff\" }}", "127.0.0.1:9480")
+}
+
+#[test]
+fn the_nomad_job_stops_through_handoff_within_its_kill_timeout() {
+    let job = read("config/nomad/edge-proxy.nomad.hcl");
+    for want in [
+        "driver = \"raw_exec\"",
+        "kill_signal = \"SIGINT\"",
+        "operator = \"distinct_hosts\"",
+        "path     = \"/healthz\"",
+        "change_signal = \"SIGHUP\"",
+        "\"run\", \"--\"",
+    ] {
+        assert!(job.contains(want), "the job lacks {want}");
+    }
+    let kill = job
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kill_timeout = "))
+        .unwrap()
+        .trim_matches('"');
+    let lab = Lab::new();
+    let config = lab.path("handoff.toml");
+    std::fs::write(&config, nomad_template(&job, "local/handoff.toml")).unwrap();
+    let (code, out, err) = check(&config, &["--kill-timeout", kill]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.is_empty(),
+        "kill_timeout {kill} does not cover the budget: {err}"
+    );
+    // The comment's arithmetic is the one check prints.
+    let budget = out.lines().find(|l| l.starts_with("stop budget")).unwrap();
+    assert!(
+        job.contains("= 21.3s") && budget.starts_with("stop budget 21s 300ms"),
+        "{budget}"
+    );
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_kills_only_handoff_first() {
+    let unit = read("systemd/handoff.service");
+    for want in [
+        "Type=notify",
+        "ExecStartPre=/usr/local/bin/handoff check",
+        "ExecStart=/usr/local/bin/handoff run",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillMode=mixed",
+        "Restart=on-failure",
+        "RuntimeDirectory=handoff",
+        "StateDirectory=handoff",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.lines().any(|l| l == want), "the unit lacks {want}");
+    }
+    let rw = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ReadWritePaths="))
+        .unwrap();
+    assert!(rw.split(' ').any(|p| p == "/var/lib/handoff"), "{rw}");
+    let stop = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .unwrap();
+    let (code, _, err) = check(&repo("config/handoff.toml"), &["--kill-timeout", stop]);
+    assert!(code == 0 && err.is_empty(), "TimeoutStopSec={stop}: {err}");
+    if !have("systemd-analyze") {
+        return;
+    }
+    let lab = Lab::new();
+    let copy = lab.path("handoff.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/handoff", HANDOFF)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A stand-in for OpenBSD's /etc/rc.d/rc.subr: the same defaults and
+/// dispatch (rc_pre before rc_start; rc_stop and rc_reload by pkill on
+/// pexp), with rc_exec and pkill recording what they would run.
+const FAKE_RC_SUBR: &str = r#"
+_name=${0##*/}
+[ -n "$FAKE_DAEMON" ] && daemon=$FAKE_DAEMON
+eval _flags=\${${_name}_flags}
+[ -n "$_flags" ] && daemon_flags=$_flags
+pexp="${daemon}${daemon_flags:+ ${daemon_flags}}"
+record() { print -r -- "$*" >> "$FAKE_LOG"; }
+rc_exec() { record "rc_exec $*"; }
+pkill() { record "pkill $*"; }
+rc_pre() { :; }
+rc_start() { rc_exec "${daemon} ${daemon_flags}"; }
+rc_stop() { pkill -xf "${pexp}"; }
+rc_reload() { pkill -HUP -xf "${pexp}"; }
+rc_cmd() {
+	record "vars rc_bg=${rc_bg} daemon_timeout=${daemon_timeout} daemon_logger=${daemon_logger}"
+	case $1 in
+	start) rc_pre || { record "rc_pre failed"; exit 1; }; rc_start ;;
+	stop) rc_stop ;;
+	reload) rc_reload ;;
+	esac
+}
+"#;
+
+#[test]
+fn the_rc_d_script_parses_and_drives_rc_subr_as_openbsd_would() {
+    if !have("mksh") {
+        return;
+    }
+    let script = repo("rc.d/handoff");
+    let out = Command::new("mksh")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mksh -n: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lab = Lab::new();
+    let subr = lab.path("rc.subr");
+    std::fs::write(&subr, FAKE_RC_SUBR).unwrap();
+    let copy = lab.path("handoff");
+    std::fs::write(
+        &copy,
+        read("rc.d/handoff").replace("/etc/rc.d/rc.subr", subr.to_str().unwrap()),
+    )
+    .unwrap();
+    let log = lab.path("rc.log");
+    let good = repo("config/examples/nginx.toml");
+    let bad = lab.config("[proxy]\nstop_timeout = \"forever\"\n");
+    let rc = |action: &str, config: &Path| {
+        let out = Command::new("mksh")
+            .arg(&copy)
+            .arg(action)
+            .env("FAKE_DAEMON", HANDOFF)
+            .env("FAKE_LOG", &log)
+            .env("handoff_flags", format!("--config {}", config.display()))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let flags = format!("--config {}", good.display());
+    for action in ["start", "reload", "stop"] {
+        let (code, err) = rc(action, &good);
+        assert_eq!(code, Some(0), "{action}: {err}");
+    }
+    let recorded = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = recorded
+        .lines()
+        .filter(|l| !l.starts_with("vars"))
+        .collect();
+    let pexp = format!("{HANDOFF} {flags} run");
+    assert_eq!(
+        lines,
+        [
+            format!("rc_exec {pexp}"),
+            format!("pkill -HUP -xf {pexp}"),
+            format!("pkill -xf {pexp}"),
+        ],
+        "the started command line is what reload and stop look for"
+    );
+    let vars = recorded.lines().find(|l| l.starts_with("vars")).unwrap();
+    assert!(
+        vars.contains("rc_bg=YES") && vars.contains("daemon_logger=daemon.info"),
+        "{vars}"
+    );
+    let timeout: u64 = vars
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("daemon_timeout="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (code, _, err) = check(&good, &["--kill-timeout", &format!("{timeout}s")]);
+    assert!(
+        code == 0 && err.is_empty(),
+        "daemon_timeout {timeout}: {err}"
+    );
+
+    // A bad config stops the start in rc_pre: nothing is started.
+    std::fs::remove_file(&log).unwrap();
+    let (code, err) = rc("start", &bad);
+    assert_ne!(code, Some(0));
+    assert!(err.contains(":2:16:"), "the error names its place: {err}");
+    let recorded = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        recorded.contains("rc_pre failed") && !recorded.contains("rc_exec"),
+        "{recorded}"
+    );
+}
