@@ -56,7 +56,9 @@ impl Error {
         match self {
             Error::Config(_) | Error::Consul(_) => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
-            Error::Unavailable(_) => exit::UNAVAILABLE,
+            Error::Unavailable(_) | Error::Failover(crate::failover::FailoverError::Missing(_)) => {
+                exit::UNAVAILABLE
+            }
             Error::Failover(_)
             | Error::State(_)
             | Error::Record(_)

@@ -18,6 +18,8 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::platform;
 
+/// Written and removed at start, to prove the directory takes writes.
+const PROBE_FILE: &str = "write-probe";
 const LOCK_FILE: &str = "lock";
 
 /// A failure to use the state directory.
@@ -133,6 +135,12 @@ impl StateDir {
             },
             LockFailure::Io { what, path, source } => StateError::Io { what, path, source },
         })?;
+        // A read-only or full file system would surface only at the first
+        // demotion, mid-failover: prove now that a record can be written,
+        // synced and removed, and refuse to start if not.
+        let probe = dir.join(PROBE_FILE);
+        write_atomically(&probe, b"handoff can write here\n")?;
+        fs::remove_file(&probe).map_err(io_error("removing", &probe))?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
             _lock: lock,

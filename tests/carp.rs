@@ -59,7 +59,7 @@ fn a_foreign_share_is_preserved() {
 }
 
 #[test]
-fn a_crash_demotes_within_100ms_of_the_exit() {
+fn f01_a_proxy_crash_demotes_within_100ms_and_its_exit_code_comes_out() {
     let lab = Lab::new();
     let cluster = Cluster::new(&lab, 0);
     let mut h = lab.run(
@@ -160,7 +160,7 @@ fn a_ledger_from_an_earlier_boot_counts_as_zero() {
 }
 
 #[test]
-fn a_second_agent_is_refused() {
+fn f14_a_second_agent_is_refused_by_the_state_dir_lock() {
     let lab = Lab::new();
     let cluster = Cluster::new(&lab, 0);
     let config = config(&lab, &cluster, "");
@@ -297,7 +297,7 @@ fn demote_without_an_agent_leaves_the_same_ledger() {
 }
 
 #[test]
-fn demote_times_out_with_exit_1_when_no_peer_takes_over() {
+fn f11_demote_with_no_peer_times_out_with_exit_1_at_failover_timeout() {
     let lab = Lab::new();
     let cluster = Cluster::new(&lab, 0);
     // b is demoted far below a: a stays master whatever our share.

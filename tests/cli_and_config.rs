@@ -38,7 +38,7 @@ const BAD: &[(&str, &str, &str)] = &[
 ];
 
 #[test]
-fn config_errors_exit_78_with_line_and_start_nothing() {
+fn f09_config_errors_exit_78_with_line_and_start_nothing() {
     for (text, place, phrase) in BAD {
         let lab = Lab::new();
         let config = lab.config(text);

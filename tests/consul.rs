@@ -268,7 +268,7 @@ fn failover_timings(consul_addr: Option<&str>) -> Timings {
 }
 
 #[test]
-fn consul_down_hanging_or_failing_delays_demote_and_stop_by_less_than_a_second() {
+fn f07_consul_down_hanging_or_failing_delays_demote_and_stop_by_less_than_a_second() {
     let base = failover_timings(None);
     println!("without consul: {base:?}");
     let dead = common::consul::free_ports::<1>()[0];
@@ -295,7 +295,7 @@ fn consul_down_hanging_or_failing_delays_demote_and_stop_by_less_than_a_second()
 }
 
 #[test]
-fn registration_comes_back_when_consul_returns_and_when_it_forgets_us() {
+fn f07_registration_comes_back_when_consul_returns_and_when_it_forgets_us() {
     let lab = Lab::new();
     let mut consul = Consul::start(&lab);
     let cluster = Cluster::new(&lab, 0);
@@ -367,7 +367,7 @@ fn metrics(h: &Handoff) -> String {
 }
 
 #[test]
-fn two_masters_for_longer_than_two_ttls_warn_once_and_set_the_metric() {
+fn f12_two_masters_for_longer_than_two_ttls_warn_once_and_set_the_metric() {
     let lab = Lab::new();
     let consul = Consul::start(&lab);
     // Both nodes' backends say MASTER: a split brain as Consul sees it.

@@ -125,7 +125,7 @@ fn demote_and_promote_are_idempotent_and_maintenance_survives_a_restart() {
 }
 
 #[test]
-fn a_second_agent_is_refused_and_the_live_socket_kept() {
+fn f14_a_second_agent_is_refused_and_the_live_socket_kept() {
     let lab = Lab::new();
     let mut first = healthy_agent(&lab);
     // Same socket, another state dir: the socket alone must refuse it.
@@ -168,7 +168,7 @@ fn a_stale_socket_is_replaced() {
 }
 
 #[test]
-fn bad_requests_get_errors_and_the_agent_keeps_serving() {
+fn f10_hostile_requests_get_errors_and_the_agent_keeps_serving() {
     let lab = Lab::new();
     let mut h = healthy_agent(&lab);
     let cases: [(&[u8], bool, &str); 6] = [
@@ -227,7 +227,7 @@ fn run_cli_as_nobody(lab: &Lab, config: &std::path::Path) -> (i32, String) {
 }
 
 #[test]
-fn a_foreign_uid_is_refused() {
+fn f10_a_foreign_uid_is_refused() {
     if !nix::unistd::Uid::effective().is_root() {
         assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
         eprintln!("skipped: needs root to act as another uid");

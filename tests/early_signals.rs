@@ -15,31 +15,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{FIXTURE, HANDOFF, Handoff, Lab, SOON};
 use nix::sys::signal::Signal::SIGTERM;
-
-/// Bit for SIGTERM in /proc's hex signal masks.
-const TERM_BIT: u64 = 1 << (15 - 1);
-
-/// Waits until the process has taken SIGTERM over from its default action.
-fn wait_until_blocked(h: &Handoff) {
-    let deadline = Instant::now() + SOON;
-    loop {
-        // Taken over = blocked (read later) or caught by a handler.
-        let mask = |field| {
-            common::status_field(h.pid().as_raw(), field)
-                .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-                .unwrap_or(0)
-        };
-        if (mask("SigBlk:") | mask("SigCgt:")) & TERM_BIT != 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "handoff never blocked SIGTERM");
-        std::hint::spin_loop();
-    }
-}
 
 /// The child got its stop signal: it logged it and exited 0, or it was
 /// killed by it (143) before its own start-up blocked signals.
@@ -62,7 +41,7 @@ fn assert_stop_delivered(lab: &Lab, h: &mut Handoff, round: usize) {
 }
 
 #[test]
-fn sigterm_0_to_20ms_after_start_is_never_fatal_or_lost() {
+fn f04_sigterm_0_to_20ms_after_start_is_never_fatal_or_lost() {
     // xorshift seeded from the clock; the seed is printed so a failure reproduces.
     let mut seed = u64::try_from(
         std::time::SystemTime::now()
@@ -81,7 +60,7 @@ fn sigterm_0_to_20ms_after_start_is_never_fatal_or_lost() {
         let delay = Duration::from_micros(seed % 20_000);
         let lab = Lab::new();
         let mut h = lab.run(None, &lab.proxy(&[]));
-        wait_until_blocked(&h);
+        h.wait_until_blocked();
         std::thread::sleep(delay);
         h.signal(SIGTERM);
         assert_stop_delivered(&lab, &mut h, round);
@@ -109,7 +88,7 @@ fn sigterm_pending_at_exec_is_delivered() {
         let mut h = Handoff::spawn(cmd, lab.path("handoff.stderr"));
         // Same pid before and after the exec: once the launcher has blocked
         // SIGTERM, a SIGTERM stays pending across exec into handoff.
-        wait_until_blocked(&h);
+        h.wait_until_blocked();
         h.signal(SIGTERM);
         assert_stop_delivered(&lab, &mut h, round);
     }

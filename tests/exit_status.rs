@@ -76,7 +76,7 @@ fn not_executable_exits_126() {
 }
 
 #[test]
-fn restart_on_failure_restarts_then_stop_ends_it() {
+fn f01_a_crashed_proxy_is_restarted_per_policy_and_a_stop_ends_it() {
     let lab = Lab::new();
     let config = lab.config("[proxy]\nrestart = \"on-failure\"\n");
     let mut h = lab.run(

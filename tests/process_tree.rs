@@ -90,7 +90,7 @@ fn process_group_inherit_and_own() {
 }
 
 #[test]
-fn a_grandchild_is_gone_when_handoff_exits() {
+fn f03_a_forked_grandchild_is_gone_when_handoff_exits() {
     let lab = Lab::new();
     let mut h = lab.run(
         None,
@@ -108,7 +108,7 @@ fn a_grandchild_is_gone_when_handoff_exits() {
 }
 
 #[test]
-fn a_grandchild_in_its_own_group_is_gone_too() {
+fn f03_a_daemonized_grandchild_in_its_own_group_is_gone_too() {
     let lab = Lab::new();
     let config = lab.config("[proxy]\nprocess_group = \"own\"\n");
     let mut h = lab.run(Some(&config), &lab.proxy(&["--grandchild", "1h"]));
@@ -122,7 +122,7 @@ fn a_grandchild_in_its_own_group_is_gone_too() {
 }
 
 #[test]
-fn orphans_are_reaped_while_running() {
+fn f03_orphans_are_reaped_while_running_so_no_zombie_is_left() {
     let lab = Lab::new();
     let mut h = lab.run(None, &lab.proxy(&["--orphan", "200ms"]));
     let orphan: i32 = lab.logged_pid("orphan");

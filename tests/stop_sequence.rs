@@ -91,7 +91,7 @@ fn master_waits_until_the_state_says_backup() {
 }
 
 #[test]
-fn the_wait_ends_at_failover_timeout() {
+fn f11_with_no_peer_the_wait_ends_at_failover_timeout() {
     let lab = Lab::new();
     let config = lab.config(&lab.command_backend("MASTER\n", "failover_timeout = \"1s\""));
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
@@ -115,6 +115,12 @@ fn the_wait_ends_at_failover_timeout() {
         "stopped {} ms after demote",
         (stop - demote) / 1_000_000
     );
+    // ...and never waits past it (a generous bound: 2 x failover_timeout).
+    assert!(
+        stop - demote < 2_000_000_000,
+        "waited {} ms, past failover_timeout",
+        (stop - demote) / 1_000_000
+    );
     h.assert_logged("decision=MoveTimedOut");
 }
 
@@ -133,13 +139,18 @@ fn second_stop_signal_skips_the_wait() {
 }
 
 #[test]
-fn a_proxy_that_ignores_its_stop_signal_is_killed_after_stop_timeout() {
+fn f02_a_proxy_that_ignores_its_stop_signal_is_killed_after_stop_timeout_within_the_budget() {
     let lab = Lab::new();
     let config = lab.config("[proxy]\nstop_timeout = \"500ms\"\n");
     let mut h = lab.run(Some(&config), &lab.proxy(&["--ignore-stop"]));
     lab.wait_for("start");
+    let started = Instant::now();
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 137, "{}", h.log());
+    // The budget: failover_timeout (no wait: not master) + stop_timeout
+    // 0.5 s + DOWN_GRACE 1 s.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "the stop took {took:?}");
     assert_eq!(lab.count("signal SIGTERM"), 1);
     assert_eq!(lab.count("exit"), 0, "it never exited by itself");
     h.assert_logged("decision=StopTimedOut");
@@ -161,7 +172,7 @@ fn the_third_stop_signal_kills_at_once() {
 }
 
 #[test]
-fn a_hanging_backend_does_not_hold_the_stop_past_its_deadlines() {
+fn f08_a_hanging_backend_tool_does_not_hold_the_stop_past_its_deadlines() {
     let lab = Lab::new();
     let mut text = lab.command_backend("MASTER\n", "failover_timeout = \"1s\"");
     text =

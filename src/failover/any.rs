@@ -2,7 +2,7 @@
 //! agent-less `demote`/`promote` open it the same way. [`Failover`] returns
 //! `impl Future`, so it is not object safe: this enum dispatches instead.
 
-use std::{sync::Arc, time::Duration};
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
@@ -41,7 +41,11 @@ impl AnyBackend {
     ) -> Result<AnyBackend, FailoverError> {
         Ok(match (failover.backend(), &failover.command) {
             (BackendKind::Command, Some(command)) => {
-                AnyBackend::Command(CommandBackend::new(command.get_ref().clone(), children))
+                let command = command.get_ref();
+                for argv in [&command.demote, &command.promote, &command.state] {
+                    runnable(Path::new(argv.program()))?;
+                }
+                AnyBackend::Command(CommandBackend::new(command.clone(), children))
             }
             (BackendKind::Keepalived, _) => {
                 let config = failover
@@ -57,10 +61,37 @@ impl AnyBackend {
                     .as_ref()
                     .map(|c| c.get_ref().clone())
                     .unwrap_or_default();
+                runnable(&config.ifconfig)?;
                 AnyBackend::Carp(CarpBackend::open(config, children, state, boot).await?)
             }
             _ => AnyBackend::None(NoneBackend),
         })
+    }
+}
+
+/// `program` can be run: a path to an executable file, or a bare name
+/// found as one on PATH (as execvp(3) looks it up).
+fn runnable(program: &Path) -> Result<(), FailoverError> {
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let bare = program.components().count() == 1 && !program.has_root();
+    let found = if bare {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| executable(&dir.join(program)))
+        })
+    } else {
+        executable(program)
+    };
+    if found {
+        Ok(())
+    } else {
+        let place = if bare { " on PATH" } else { "" };
+        Err(FailoverError::Missing(format!(
+            "`{}` is not an executable file{place}",
+            program.display()
+        )))
     }
 }
 

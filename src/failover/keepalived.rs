@@ -67,6 +67,45 @@ impl KeepalivedBackend {
             .find(|&level| self.value(level) == value)
     }
 
+    /// Writes `value` to the track file atomically, creating its directory
+    /// if it is gone. fsync can take a while: off the runtime thread.
+    async fn write(&self, value: i32) -> Result<(), FailoverError> {
+        let path = self.config.track_file.clone();
+        let content = format!("{value}\n");
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    FailoverError::Local(format!("creating {}: {e}", dir.display()))
+                })?;
+            }
+            state::write_atomically(&path, content.as_bytes()).map_err(FailoverError::from)
+        })
+        .await
+        .map_err(|e| FailoverError::Local(format!("writing the track file: {e}")))?
+    }
+
+    /// Puts our value back if the track file was removed (keepalived reads a
+    /// missing file as 0: a node held down would become a full candidate)
+    /// or changed behind our back. Checked at every role poll.
+    async fn restore_track_file(&mut self) -> Result<(), FailoverError> {
+        let Some(value) = self.written else {
+            return Ok(());
+        };
+        let on_disk = std::fs::read_to_string(&self.config.track_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        if on_disk == Some(value) {
+            return Ok(());
+        }
+        tracing::warn!(
+            track_file = %self.config.track_file.display(),
+            found = ?on_disk,
+            value,
+            "the track file was removed or changed: writing our value back"
+        );
+        self.write(value).await
+    }
+
     fn value(&self, level: Level) -> i32 {
         match level {
             Level::Up => 0,
@@ -95,18 +134,14 @@ impl Failover for KeepalivedBackend {
     }
 
     async fn set_level(&mut self, level: Level) -> Result<(), FailoverError> {
-        let path = self.config.track_file.clone();
         let value = self.value(level);
-        let content = format!("{value}\n");
-        // fsync can take a while: keep it off the runtime thread.
-        tokio::task::spawn_blocking(move || state::write_atomically(&path, content.as_bytes()))
-            .await
-            .map_err(|e| FailoverError::Local(format!("writing the track file: {e}")))??;
+        self.write(value).await?;
         self.written = Some(value);
         Ok(())
     }
 
     async fn role(&mut self) -> Result<Role, FailoverError> {
+        self.restore_track_file().await?;
         let holds = holds_any(&self.config.vip)?;
         self.holds_vip = Some(holds);
         Ok(if holds { Role::Master } else { Role::Backup })

@@ -163,6 +163,10 @@ pub enum FailoverError {
     /// The ledger cannot be trusted.
     #[error("{0}")]
     Ledger(String),
+    /// The backend's tool is not there (checked at start, so that nothing
+    /// is started on a node whose IP cannot be moved).
+    #[error("backend tool missing: {0}")]
+    Missing(String),
     /// A local operation failed (listing addresses, writing the track file).
     #[error("{0}")]
     Local(String),

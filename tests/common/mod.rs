@@ -314,6 +314,25 @@ impl Handoff {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Waits until handoff has taken SIGTERM over (blocked for its reader,
+    /// or caught): from then on a SIGTERM is a stop, not a default death.
+    pub fn wait_until_blocked(&self) {
+        const TERM_BIT: u64 = 1 << (15 - 1);
+        let deadline = Instant::now() + SOON;
+        loop {
+            let mask = |field| {
+                status_field(self.pid().as_raw(), field)
+                    .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+                    .unwrap_or(0)
+            };
+            if (mask("SigBlk:") | mask("SigCgt:")) & TERM_BIT != 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "handoff never blocked SIGTERM");
+            std::hint::spin_loop();
+        }
+    }
+
     /// Fails unless handoff's own log contains `text`.
     pub fn assert_logged(&self, text: &str) {
         let log = self.log();
