@@ -296,3 +296,96 @@ fn the_shipped_configs_parse() {
     }
     assert!(seen >= 2, "no configs found in {}", dir.display());
 }
+
+mod random {
+    //! F9: random TOML, from a grammar of real and misspelt sections and
+    //! keys and good and bad values, and arbitrary text. Parsing never
+    //! panics, and every rejection names a line and column in the text.
+
+    use proptest::prelude::*;
+
+    use super::super::parse;
+
+    const SECTIONS: [&str; 12] = [
+        "[proxy]",
+        "[proxy.health]",
+        "[failover]",
+        "[failover.carp]",
+        "[failover.keepalived]",
+        "[failover.command]",
+        "[consul]",
+        "[control]",
+        "[http]",
+        "[log]",
+        "[proxy.healt]",
+        "[[proxy]]",
+    ];
+    const KEYS: [&str; 16] = [
+        "command",
+        "preset",
+        "stop_timeout",
+        "http",
+        "interval",
+        "rise",
+        "backend",
+        "failover_timeout",
+        "demote_by",
+        "vip",
+        "ttl",
+        "address",
+        "socket",
+        "listen",
+        "level",
+        "stop_timout",
+    ];
+    const VALUES: [&str; 14] = [
+        "\"10s\"",
+        "\"1.5s\"",
+        "\"soon\"",
+        "0",
+        "-1",
+        "129",
+        "\"carp\"",
+        "[\"a\", \"b\"]",
+        "[]",
+        "true",
+        "\"\"",
+        "{ x = 1 }",
+        "\"192.0.2.10\"",
+        "\"ftp://x\"",
+    ];
+
+    fn document() -> impl Strategy<Value = String> {
+        let line = (0..KEYS.len(), 0..VALUES.len())
+            .prop_map(|(k, v)| format!("{} = {}\n", KEYS[k], VALUES[v]));
+        let section = (0..SECTIONS.len(), proptest::collection::vec(line, 0..4))
+            .prop_map(|(s, lines)| format!("{}\n{}", SECTIONS[s], lines.concat()));
+        proptest::collection::vec(section, 0..5).prop_map(|s| s.concat())
+    }
+
+    fn located(text: &str) {
+        if let Err(errors) = parse(std::path::Path::new("r.toml"), text) {
+            let lines = text.lines().count().max(1);
+            for e in &errors.0 {
+                assert!(
+                    e.line >= 1 && e.line <= lines + 1 && e.column >= 1,
+                    "{e} (of {lines} lines) for:\n{text}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn grammar_configs_are_accepted_or_located(text in document()) {
+            located(&text);
+        }
+
+        #[test]
+        fn arbitrary_text_is_rejected_with_a_place(text in "\\PC{0,200}") {
+            located(&text);
+        }
+    }
+}

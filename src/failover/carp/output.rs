@@ -258,4 +258,57 @@ mod tests {
             );
         }
     }
+
+    mod random {
+        //! F10: the parser never panics on any text, reads back every
+        //! counter it is given, and a recorded output cut short or with
+        //! its state word changed is either an error or read exactly.
+
+        use proptest::prelude::*;
+
+        use super::{VhidState, demote_count, fixture, interface};
+
+        proptest! {
+            #[test]
+            fn any_text_is_parsed_or_refused_without_panic(text in "\\PC{0,300}", group in "[a-z]{1,8}") {
+                let _ = interface(&text);
+                let _ = demote_count(&group, &text);
+            }
+
+            #[test]
+            fn every_counter_reads_back(count in 0u8..=255, group in "[a-z][a-z0-9]{0,14}") {
+                let text = format!("{group}: carp demote count {count}\n");
+                prop_assert_eq!(demote_count(&group, &text).unwrap(), count);
+            }
+
+            #[test]
+            fn truncated_or_altered_outputs_are_never_misread(
+                which in 0usize..4,
+                cut in 0usize..400,
+                state in prop::sample::select(vec!["MASTER", "BACKUP", "INIT", "MASTR", "", "master"]),
+            ) {
+                let names = [
+                    "ifconfig-carp0-master.txt",
+                    "ifconfig-carp0-backup.txt",
+                    "ifconfig-carp0-init.txt",
+                    "ifconfig-carp1-master-unicast.txt",
+                ];
+                let full = fixture(names[which]);
+                let cut_at = (0..=cut.min(full.len())).rev().find(|&i| full.is_char_boundary(i)).unwrap_or(0);
+                if let Ok(parsed) = interface(&full[..cut_at]) {
+                    prop_assert_eq!(parsed, interface(&full).unwrap());
+                }
+                let altered = ["MASTER", "BACKUP", "INIT"]
+                    .iter()
+                    .fold(full.clone(), |text, word| text.replace(&format!("carp: {word} "), &format!("carp: {state} ")));
+                match (interface(&altered), state) {
+                    (Ok(parsed), "MASTER") => prop_assert_eq!(&parsed.vhids[..], &[(parsed.vhids[0].0, VhidState::Master)][..]),
+                    (Ok(parsed), "BACKUP") => prop_assert_eq!(&parsed.vhids[..], &[(parsed.vhids[0].0, VhidState::Backup)][..]),
+                    (Ok(parsed), "INIT") => prop_assert_eq!(&parsed.vhids[..], &[(parsed.vhids[0].0, VhidState::Init)][..]),
+                    (Ok(parsed), other) => prop_assert!(false, "{other:?} read as {parsed:?}"),
+                    (Err(_), _) => {}
+                }
+            }
+        }
+    }
 }
