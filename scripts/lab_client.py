@@ -1,12 +1,13 @@
 #!/usr/bin/python3
-"""The demo's client: a steady request loop against the floating IP, and the
+"""The lab client of scripts/demo and bench/: a steady request loop against
+the floating IP, and the
 report over its log. Used by scripts/demo; standard library only.
 
-  demo-client.py run URL LOG STOPFILE [RATE] [MAXSECONDS]
+  lab_client.py run URL LOG STOPFILE [RATE] [MAXSECONDS]
       GET URL at RATE per second (a new connection each, 1 s timeout) until
       STOPFILE exists or MAXSECONDS pass. Appends "time ok|fail node-or-error"
       per request to LOG and prints one summary line a second.
-  demo-client.py report LOG MARKS
+  lab_client.py report LOG MARKS
       For each scenario in MARKS ("start_time end_time name" lines): the
       failed requests, the longest run of failures, and when the other node
       first answered.

@@ -1,0 +1,481 @@
+#!/usr/bin/python3
+"""The failover benchmark (docs/benchmarks.md), run by scripts/bench as root.
+
+Two edge nodes a (priority 250) and b (240) with keepalived 2.2 (advert_int
+1) and nginx, and a client sending 100 requests/s to the floating IP, all in
+network namespaces. For each contender on node a, RUNS planned stops and
+crashes of nginx, then the signal-forwarding latency against tini, and the
+idle footprint of handoff (Consul and HTTP on) against keepalived.
+
+Contenders for a planned stop of the master:
+  handoff   handoff run -- nginx (graceful handover; the stop is SIGTERM)
+  wrapper   bench/wrapper.ksh: the classic script; it traps TERM, writes the
+            keepalived equivalent of carpdemote (track file -100), sleeps 15 s,
+            un-demotes (0) and then stops nginx
+  none      nginx alone, stopped with SIGQUIT (its graceful stop, as systemd's
+            nginx.service does); keepalived notices through a vrrp_script
+            (interval 1, fall 2, weight -100)
+Everything is bounded in time and removed on exit; only our own pids are
+signalled. Prints its figures; it never fails on noise.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import lab_client  # noqa: E402  (the demo's request loop and report)
+
+HANDOFF = os.path.join(ROOT, "target", "release", "handoff")
+FIXTURE = os.path.join(ROOT, "target", "release", "handoff-fixture")
+VIP = "192.0.2.100"
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
+
+
+class Lab:
+    """Namespaces a, b, c (client) on a bridge; keepalived on a and b."""
+
+    def __init__(self, name, vrrp_script):
+        self.dir = tempfile.mkdtemp(prefix="handoff-bench-%s." % name)
+        os.chmod(self.dir, 0o755)
+        self.ns = "hb%d%s" % (os.getpid() % 10000, name[0])
+        self.procs = []
+        self.client = None
+        br = self.ns + "br"
+        sh("ip", "netns", "add", br)
+        sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", br, "link", "set", "br0", "up")
+        for i, n in enumerate("abc", 1):
+            ns = self.ns + n
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", ns + "i", "type", "veth", "peer", "name", ns + "o")
+            sh("ip", "link", "set", ns + "i", "netns", ns)
+            sh("ip", "link", "set", ns + "o", "netns", br)
+            sh("ip", "-n", br, "link", "set", ns + "o", "master", "br0", "up")
+            sh("ip", "-n", ns, "link", "set", ns + "i", "name", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "addr", "add", "192.0.2.%d/24" % i, "dev", "eth0")
+        for n, prio in (("a", 250), ("b", 240)):
+            os.makedirs(self.path(n, "tmp"))
+            self.write(n, "track", "0\n")
+            self.write(n, "check.sh", "#!/bin/bash\nexec 3<>/dev/tcp/127.0.0.1/8081\n", mode=0o755)
+            script = (
+                'vrrp_script chk_nginx {\n script "%s"\n interval 1\n fall 2\n rise 2\n weight -100\n}\n'
+                % self.path(n, "check.sh")
+                if vrrp_script
+                else ""
+            )
+            track_script = "    track_script {\n        chk_nginx\n    }\n" if vrrp_script else ""
+            self.write(n, "keepalived.conf", (
+                "global_defs {\n router_id %s\n vrrp_garp_master_delay 0\n script_user root\n enable_script_security\n}\n"
+                "%s"
+                'track_file handoff {\n file "%s"\n weight 1\n}\n'
+                "vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %d\n"
+                " advert_int 1\n track_file {\n  handoff weight 1\n }\n%s virtual_ipaddress {\n  %s/24\n }\n}\n"
+            ) % (n, script, self.path(n, "track"), prio, track_script, VIP))
+            self.write(n, "nginx.conf", (
+                "daemon off;\nworker_processes 1;\npid %s;\nerror_log %s;\n"
+                "events { worker_connections 512; }\nhttp {\n access_log off;\n"
+                " client_body_temp_path %s/body;\n proxy_temp_path %s/proxy;\n fastcgi_temp_path %s/fastcgi;\n"
+                " uwsgi_temp_path %s/uwsgi;\n scgi_temp_path %s/scgi;\n"
+                ' server { listen 80; location / { return 200 "%s\\n"; } }\n'
+                " server { listen 127.0.0.1:8081; location = /nginx_status { stub_status; } }\n}\n"
+            ) % ((self.path(n, "nginx.pid"), self.path(n, "nginx.error.log")) + (self.path(n, "tmp"),) * 5 + (n,)))
+            self.spawn(n, ["keepalived", "-n", "-l", "-D", "-P", "-f", self.path(n, "keepalived.conf"),
+                           "-p", self.path(n, "keepalived.pid"), "-r", self.path(n, "vrrp.pid")],
+                       "keepalived.log")
+
+    def path(self, node, name):
+        return os.path.join(self.dir, node, name)
+
+    def write(self, node, name, text, mode=0o644):
+        os.makedirs(os.path.join(self.dir, node), exist_ok=True)
+        with open(self.path(node, name), "w") as f:
+            f.write(text)
+        os.chmod(self.path(node, name), mode)
+
+    def spawn(self, node, argv, log):
+        """`ip netns exec` execs argv, so the Popen's pid is argv's."""
+        out = open(self.path(node, log), "a")
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns + node] + argv,
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        self.procs.append(p)
+        return p
+
+    def holder(self):
+        for n in "ab":
+            out = sh("ip", "-n", self.ns + n, "-o", "addr", "show", "dev", "eth0").stdout
+            if " %s/" % VIP in out:
+                return n
+        return None
+
+    def wait_holder(self, node, limit=30.0):
+        end = time.time() + limit
+        while time.time() < end:
+            if self.holder() == node:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("%s did not get the VIP within %ss (logs in %s)" % (node, limit, self.dir))
+
+    def nginx_pids(self, node):
+        """The nginx master of `node` and its workers."""
+        try:
+            master = int(open(self.path(node, "nginx.pid")).read())
+        except (OSError, ValueError):
+            return []
+        pids = [master]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = open("/proc/%s/stat" % entry).read()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    pids.append(int(entry))
+        return pids
+
+    def start_client(self):
+        self.requests = os.path.join(self.dir, "requests")
+        self.stop_file = os.path.join(self.dir, "stop-client")
+        self.client = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns + "c", "/usr/bin/python3", os.path.join(ROOT, "scripts", "lab_client.py"),
+             "run", "http://%s/" % VIP, self.requests, self.stop_file, "100", "1800"],
+            stdout=subprocess.DEVNULL)
+        self.procs.append(self.client)
+
+    def close(self):
+        if self.client:
+            open(self.stop_file, "w").close()
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for n in ("a", "b", "c", "br"):
+            sh("ip", "netns", "del", self.ns + n, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_gone(pid, limit):
+    end = time.time() + limit
+    while time.time() < end:
+        if not os.path.exists("/proc/%d" % pid):
+            return time.time()
+        try:
+            if open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] == "Z":
+                return time.time()
+        except OSError:
+            return time.time()
+        time.sleep(0.002)
+    return None
+
+
+def window_stats(lab, start, end):
+    """(requests, failed, longest outage s, first answer from another node s)."""
+    rows = []
+    with open(lab.requests) as f:
+        for line in f:
+            t, result, what = line.split(None, 2)
+            rows.append((float(t), result == "ok", what.strip()))
+    rows.sort()
+    before = [r for r in rows if r[0] < start and r[1]]
+    window = [r for r in rows if start <= r[0] < end]
+    failed = sum(1 for r in window if not r[1])
+    longest, last_ok, fails = 0.0, (before[-1][0] if before else None), 0
+    for t, ok, _ in window:
+        if ok:
+            if last_ok is not None and fails:
+                longest = max(longest, t - last_ok)
+            last_ok, fails = t, 0
+        else:
+            fails += 1
+    if fails and last_ok is not None:
+        longest = max(longest, end - last_ok)
+    old = before[-1][2] if before else None
+    moved = next((t - start for t, ok, w in window if ok and old and w != old), None)
+    return len(window), failed, longest, moved
+
+
+def handoff_config(lab, node, restart="never", consul=None):
+    text = (
+        '[proxy]\ncommand = ["%s", "-c", "%s"]\npreset = "nginx"\nstop_timeout = "10s"\nrestart = "%s"\n'
+        '[proxy.health]\nhttp = "http://127.0.0.1:8081/nginx_status"\ninterval = "200ms"\ntimeout = "150ms"\n'
+        '[failover]\nbackend = "keepalived"\nfailover_timeout = "10s"\n'
+        '[failover.keepalived]\ntrack_file = "%s"\nvip = ["%s"]\nhandover = "graceful"\n'
+        '[control]\nsocket = "%s"\nstate_dir = "%s"\n[http]\nlisten = "127.0.0.1:9480"\n'
+    ) % (shutil.which("nginx"), lab.path(node, "nginx.conf"), restart, lab.path(node, "track"), VIP,
+         lab.path(node, "handoff.sock"), lab.path(node, "state"))
+    if consul:
+        text += '[consul]\naddress = "unix://%s"\nservice_id = "edge-%s"\nttl = "10s"\n' % (consul, node)
+    lab.write(node, "handoff.toml", text)
+    return lab.path(node, "handoff.toml")
+
+
+class Contender:
+    """How node a runs nginx, and how it is stopped."""
+
+    def __init__(self, name, lab):
+        self.name, self.lab, self.proc = name, lab, None
+
+    def start(self):
+        lab = self.lab
+        nginx = [shutil.which("nginx"), "-c", lab.path("a", "nginx.conf")]
+        if self.name == "handoff":
+            self.proc = lab.spawn("a", [HANDOFF, "--config", handoff_config(lab, "a"), "run"], "handoff.log")
+        elif self.name == "wrapper":
+            self.proc = lab.spawn("a", ["/bin/mksh", os.path.join(ROOT, "bench", "wrapper.ksh"),
+                                        lab.path("a", "track")] + nginx, "wrapper.log")
+        else:
+            self.proc = lab.spawn("a", nginx, "nginx.log")
+        lab.wait_holder("a")
+        time.sleep(1.5)  # steady state
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGQUIT if self.name == "none" else signal.SIGTERM)
+
+    def finish(self, limit):
+        try:
+            self.proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def planned_stops(name):
+    lab = Lab(name, vrrp_script=(name == "none"))
+    results = []
+    try:
+        b = lab.spawn("b", [shutil.which("nginx"), "-c", lab.path("b", "nginx.conf")], "nginx.log")
+        contender = Contender(name, lab)
+        contender.start()
+        lab.start_client()
+        time.sleep(2)
+        window = 25.0 if name == "wrapper" else 12.0
+        for run in range(RUNS):
+            master = lab.nginx_pids("a")[0]
+            t0 = time.time()
+            contender.stop()
+            exited = wait_gone(master, 40)
+            time.sleep(max(0.0, t0 + window - time.time()))
+            requests, failed, outage, moved = window_stats(lab, t0, t0 + window)
+            results.append({"run": run, "requests": requests, "failed": failed, "outage": outage,
+                            "moved": moved, "stop": (exited - t0) if exited else None})
+            print("  %-8s planned stop %d: %4d failed of %4d, longest outage %.2f s, proxy exited after %s s"
+                  % (name, run + 1, failed, requests, outage, "%.2f" % (exited - t0) if exited else "-"), flush=True)
+            contender.finish(30)
+            if name == "handoff":
+                results[-1]["handoff_moved_ms"] = last_int(lab.path("a", "handoff.log"), r"moved_after_ms=(\d+)")
+            contender.start()  # the supervisor starts it again; a takes the VIP back
+        crashes = []
+        if name in ("handoff", "none"):
+            for run in range(RUNS):
+                time.sleep(2)
+                pids = lab.nginx_pids("a")
+                t0 = time.time()
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                lab.wait_holder("b", 20)
+                time.sleep(1.5)
+                requests, failed, outage, moved = window_stats(lab, t0, time.time())
+                crashes.append({"run": run, "failed": failed, "outage": outage, "moved": moved})
+                print("  %-8s kill -9 %d: %4d failed, the peer served after %s s"
+                      % (name, run + 1, failed, "%.3f" % moved if moved is not None else "-"), flush=True)
+                contender.finish(15)
+                contender.start()
+        b.terminate()
+        return results, crashes
+    finally:
+        lab.close()
+
+
+def last_int(path, pattern):
+    found = re.findall(pattern, open(path).read())
+    return int(found[-1]) if found else None
+
+
+def signal_latency(use_tini):
+    """SIGHUP to the supervisor until the child's handler ran, 1000 times."""
+    d = tempfile.mkdtemp(prefix="handoff-bench-sig.")
+    log = os.path.join(d, "events")
+    child = [FIXTURE, "proxy", "--log", log]
+    if use_tini:
+        argv = [shutil.which("tini"), "-s", "--"] + child
+    else:
+        cfg = os.path.join(d, "h.toml")
+        with open(cfg, "w") as f:
+            f.write('[failover]\nbackend = "none"\n[control]\nsocket = "%s/s"\nstate_dir = "%s/st"\n[http]\nlisten = ""\n[log]\nlevel = "warn"\n' % (d, d))
+        argv = [HANDOFF, "--config", cfg, "run", "--"] + child
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.time() + 10
+        while time.time() < end and not (os.path.exists(log) and " start " in open(log).read()):
+            time.sleep(0.01)
+        sent = []
+        for _ in range(1000):
+            sent.append(time.monotonic_ns())
+            os.kill(p.pid, signal.SIGHUP)
+            time.sleep(0.002)
+        time.sleep(0.5)
+        got = [int(l.split()[0]) for l in open(log) if l.split()[2:4] == ["signal", "SIGHUP"]]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+    if len(got) != len(sent):
+        print("  %s: %d of %d SIGHUPs arrived" % ("tini" if use_tini else "handoff", len(got), len(sent)))
+    lat = sorted((g - s) / 1000.0 for s, g in zip(sent, got))
+    return {"n": len(lat), "median_us": statistics.median(lat), "p99_us": lat[int(len(lat) * 0.99) - 1],
+            "max_us": lat[-1]}
+
+
+def proc_sample(pid):
+    status = open("/proc/%d/status" % pid).read()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+    stat = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    ticks = int(stat[11]) + int(stat[12])
+    return rss, ticks
+
+
+def footprint(seconds):
+    """Idle RSS and CPU of handoff (Consul and HTTP on) and keepalived."""
+    lab = Lab("footprint", vrrp_script=False)
+    consul_bin = os.environ.get("CONSUL_BIN") or sh(os.path.join(ROOT, "scripts", "install-consul")).stdout.strip()
+    sock = os.path.join(lab.dir, "consul.sock")
+    ports = [str(p) for p in free_ports(4)]
+    consul = subprocess.Popen(
+        [consul_bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-dns-port", "-1", "-grpc-port", "-1",
+         "-http-port", ports[0], "-server-port", ports[1], "-serf-lan-port", ports[2], "-serf-wan-port", ports[3],
+         "-log-level", "warn", "-hcl", 'addresses { http = "127.0.0.1 unix://%s" }' % sock],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab.procs.append(consul)
+    try:
+        end = time.time() + 20
+        while not os.path.exists(sock) and time.time() < end:
+            time.sleep(0.1)
+        time.sleep(1)
+        h = lab.spawn("a", [HANDOFF, "--config", handoff_config(lab, "a", consul=sock), "run"], "handoff.log")
+        lab.wait_holder("a")
+        time.sleep(3)
+        keepalived = [int(open(lab.path("a", f)).read()) for f in ("keepalived.pid", "vrrp.pid")]
+        hz = os.sysconf("SC_CLK_TCK")
+        before = {"handoff": proc_sample(h.pid), "keepalived": [proc_sample(p) for p in keepalived]}
+        time.sleep(seconds)
+        after = {"handoff": proc_sample(h.pid), "keepalived": [proc_sample(p) for p in keepalived]}
+        registered = "edge-a" in unix_get(sock, "/v1/agent/services")
+        return {
+            "seconds": seconds,
+            "consul_registered": registered,
+            "handoff_rss_kib": after["handoff"][0],
+            "handoff_cpu_pct": 100.0 * (after["handoff"][1] - before["handoff"][1]) / hz / seconds,
+            "keepalived_rss_kib": sum(s[0] for s in after["keepalived"]),
+            "keepalived_cpu_pct": 100.0 * sum(a[1] - b[1] for a, b in zip(after["keepalived"], before["keepalived"])) / hz / seconds,
+        }
+    finally:
+        lab.close()
+
+
+def unix_get(path, url):
+    """GET `url` from an HTTP server on a Unix socket (the body, or "")."""
+    import socket
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        try:
+            s.connect(path)
+            s.sendall(("GET %s HTTP/1.0\r\nHost: x\r\n\r\n" % url).encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        except OSError:
+            return ""
+    return data.decode(errors="replace")
+
+
+def free_ports(n):
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def summary(values, fmt="%.2f"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return (fmt + " (" + fmt + "–" + fmt + ")") % (statistics.median(values), min(values), max(values))
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench/failover.py: run as root (network namespaces)")
+    started = datetime.now()
+    out = {"date": started.strftime("%Y-%m-%d %H:%M"), "runs": RUNS, "stops": {}, "crashes": {}}
+    for name in ("handoff", "wrapper", "none"):
+        print("planned stops and crashes, contender %s" % name, flush=True)
+        out["stops"][name], crashes = planned_stops(name)
+        if crashes:
+            out["crashes"][name] = crashes
+    print("signal forwarding latency", flush=True)
+    out["signals"] = {"handoff": signal_latency(False), "tini": signal_latency(True)}
+    print("idle footprint over 60 s", flush=True)
+    out["footprint"] = footprint(60)
+    with open(os.environ.get("BENCH_JSON", "/dev/null"), "w") as f:
+        json.dump(out, f, indent=1)
+
+    print("\n## Planned stop of the master's proxy (%d runs: median (min–max))\n" % RUNS)
+    print("| contender | failed requests | longest outage (s) | signal to proxy exit (s) |")
+    print("|---|---|---|---|")
+    for name, label in (("handoff", "handoff"), ("wrapper", "classic wrapper (demote, sleep 15, un-demote, stop)"),
+                        ("none", "no wrapper (nginx stopped; vrrp_script interval 1, fall 2)")):
+        rows = out["stops"][name]
+        print("| %s | %s | %s | %s |" % (label, summary([r["failed"] for r in rows], "%d"),
+                                        summary([r["outage"] for r in rows]), summary([r["stop"] for r in rows])))
+    moved = [r.get("handoff_moved_ms") for r in out["stops"]["handoff"]]
+    print("\nhandoff: VIP moved (keepalived's own switch, as handoff logged it) %s ms" % summary(moved, "%d"))
+    print("\n## Proxy crash (kill -9 of nginx and its workers)\n")
+    print("| contender | failed requests | until the peer served (s) |")
+    print("|---|---|---|")
+    for name in out["crashes"]:
+        rows = out["crashes"][name]
+        print("| %s | %s | %s |" % (name, summary([r["failed"] for r in rows], "%d"), summary([r["moved"] for r in rows], "%.3f")))
+    print("\n## SIGHUP forwarding latency (1000 signals)\n")
+    print("| supervisor | median (µs) | p99 (µs) | max (µs) |")
+    print("|---|---|---|---|")
+    for name, s in out["signals"].items():
+        print("| %s | %.0f | %.0f | %.0f |" % (name, s["median_us"], s["p99_us"], s["max_us"]))
+    fp = out["footprint"]
+    print("\n## Idle footprint over %d s\n" % fp["seconds"])
+    print("| process | RSS (KiB) | CPU (%% of a core) |")
+    print("|---|---|---|")
+    print("| handoff (HTTP and Consul on; registered: %s) | %d | %.3f |" % (fp["consul_registered"], fp["handoff_rss_kib"], fp["handoff_cpu_pct"]))
+    print("| keepalived (both processes) | %d | %.3f |" % (fp["keepalived_rss_kib"], fp["keepalived_cpu_pct"]))
+    print("\nstarted %s, took %d s" % (out["date"], (datetime.now() - started).total_seconds()))
+
+
+if __name__ == "__main__":
+    main()
