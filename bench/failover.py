@@ -296,6 +296,11 @@ def planned_stops(name):
                 time.sleep(1.5)
                 requests, failed, outage, moved = window_stats(lab, t0, time.time())
                 crashes.append({"run": run, "failed": failed, "outage": outage, "moved": moved})
+                if name == "handoff":
+                    # From the kill to handoff's `down` (-254, FAULT) in the
+                    # track file; the rest is keepalived's own switch.
+                    down = first_log_time_after(lab.path("a", "handoff.log"), "level applied backend=\"keepalived\" level=down", t0)
+                    crashes[-1]["reaction"] = (down - t0) if down else None
                 print("  %-8s kill -9 %d: %4d failed, the peer served after %s s"
                       % (name, run + 1, failed, "%.3f" % moved if moved is not None else "-"), flush=True)
                 contender.finish(15)
@@ -304,6 +309,17 @@ def planned_stops(name):
         return results, crashes
     finally:
         lab.close()
+
+
+def first_log_time_after(path, text, after):
+    """The time of the first line of handoff's log containing `text` that
+    was written after `after` (seconds since the epoch)."""
+    for line in open(path):
+        if text in line:
+            stamp = datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+            if stamp >= after:
+                return stamp
+    return None
 
 
 def last_int(path, pattern):
@@ -463,6 +479,11 @@ def main():
     for name in out["crashes"]:
         rows = out["crashes"][name]
         print("| %s | %s | %s |" % (name, summary([r["failed"] for r in rows], "%d"), summary([r["moved"] for r in rows], "%.3f")))
+    reaction = [r.get("reaction") for r in out["crashes"].get("handoff", [])]
+    served = [r["moved"] for r in out["crashes"].get("handoff", [])]
+    switch = [m - r for m, r in zip(served, reaction) if m is not None and r is not None]
+    print("\nhandoff: kill to down in the track file %s s; from there to the peer serving (keepalived's FAULT switch) %s s"
+          % (summary(reaction, "%.3f"), summary(switch, "%.3f")))
     print("\n## SIGHUP forwarding latency (1000 signals)\n")
     print("| supervisor | median (µs) | p99 (µs) | max (µs) |")
     print("|---|---|---|---|")
@@ -470,7 +491,7 @@ def main():
         print("| %s | %.0f | %.0f | %.0f |" % (name, s["median_us"], s["p99_us"], s["max_us"]))
     fp = out["footprint"]
     print("\n## Idle footprint over %d s\n" % fp["seconds"])
-    print("| process | RSS (KiB) | CPU (%% of a core) |")
+    print("| process | RSS (KiB) | CPU (% of a core) |")
     print("|---|---|---|")
     print("| handoff (HTTP and Consul on; registered: %s) | %d | %.3f |" % (fp["consul_registered"], fp["handoff_rss_kib"], fp["handoff_cpu_pct"]))
     print("| keepalived (both processes) | %d | %.3f |" % (fp["keepalived_rss_kib"], fp["keepalived_cpu_pct"]))
