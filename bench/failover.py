@@ -188,6 +188,13 @@ def wait_gone(pid, limit):
     return None
 
 
+def failed_offsets(lab, start, end):
+    """When the failed requests of [start, end) were sent, from start."""
+    with open(lab.requests) as f:
+        rows = [line.split(None, 2) for line in f]
+    return sorted(float(t) - start for t, result, _ in rows if result == "fail" and start <= float(t) < end)
+
+
 def window_stats(lab, start, end):
     """(requests, failed, longest outage s, first answer from another node s)."""
     rows = []
@@ -214,14 +221,14 @@ def window_stats(lab, start, end):
     return len(window), failed, longest, moved
 
 
-def handoff_config(lab, node, restart="never", consul=None):
+def handoff_config(lab, node, restart="never", consul=None, interval="200ms"):
     text = (
         '[proxy]\ncommand = ["%s", "-c", "%s"]\npreset = "nginx"\nstop_timeout = "10s"\nrestart = "%s"\n'
-        '[proxy.health]\nhttp = "http://127.0.0.1:8081/nginx_status"\ninterval = "200ms"\ntimeout = "150ms"\n'
+        '[proxy.health]\nhttp = "http://127.0.0.1:8081/nginx_status"\ninterval = "%s"\ntimeout = "150ms"\n'
         '[failover]\nbackend = "keepalived"\nfailover_timeout = "10s"\n'
         '[failover.keepalived]\ntrack_file = "%s"\nvip = ["%s"]\nhandover = "graceful"\n'
         '[control]\nsocket = "%s"\nstate_dir = "%s"\n[http]\nlisten = "127.0.0.1:9480"\n'
-    ) % (shutil.which("nginx"), lab.path(node, "nginx.conf"), restart, lab.path(node, "track"), VIP,
+    ) % (shutil.which("nginx"), lab.path(node, "nginx.conf"), restart, interval, lab.path(node, "track"), VIP,
          lab.path(node, "handoff.sock"), lab.path(node, "state"))
     if consul:
         text += '[consul]\naddress = "unix://%s"\nservice_id = "edge-%s"\nttl = "10s"\n' % (consul, node)
@@ -277,9 +284,12 @@ def planned_stops(name):
             time.sleep(max(0.0, t0 + window - time.time()))
             requests, failed, outage, moved = window_stats(lab, t0, t0 + window)
             results.append({"run": run, "requests": requests, "failed": failed, "outage": outage,
-                            "moved": moved, "stop": (exited - t0) if exited else None})
-            print("  %-8s planned stop %d: %4d failed of %4d, longest outage %.2f s, proxy exited after %s s"
-                  % (name, run + 1, failed, requests, outage, "%.2f" % (exited - t0) if exited else "-"), flush=True)
+                            "moved": moved, "stop": (exited - t0) if exited else None,
+                            "failed_at": failed_offsets(lab, t0, t0 + window)})
+            print("  %-8s planned stop %d: %4d failed of %4d, longest outage %.2f s, proxy exited after %s s%s"
+                  % (name, run + 1, failed, requests, outage, "%.2f" % (exited - t0) if exited else "-",
+                     "; failures at +%s s" % ", +".join("%.3f" % f for f in results[-1]["failed_at"][:5])
+                     if 0 < failed <= 5 else ""), flush=True)
             contender.finish(30)
             if name == "handoff":
                 results[-1]["handoff_moved_ms"] = last_int(lab.path("a", "handoff.log"), r"moved_after_ms=(\d+)")
@@ -391,7 +401,10 @@ def footprint(seconds):
         while not os.path.exists(sock) and time.time() < end:
             time.sleep(0.1)
         time.sleep(1)
-        h = lab.spawn("a", [HANDOFF, "--config", handoff_config(lab, "a", consul=sock), "run"], "handoff.log")
+        # The shipped defaults: health checks every second (the stop
+        # benchmarks check every 200 ms, to come back faster between runs).
+        config = handoff_config(lab, "a", consul=sock, interval="1s")
+        h = lab.spawn("a", [HANDOFF, "--config", config, "run"], "handoff.log")
         lab.wait_holder("a")
         time.sleep(3)
         keepalived = [int(open(lab.path("a", f)).read()) for f in ("keepalived.pid", "vrrp.pid")]
@@ -451,11 +464,19 @@ def main():
         sys.exit("bench/failover.py: run as root (network namespaces)")
     started = datetime.now()
     out = {"date": started.strftime("%Y-%m-%d %H:%M"), "runs": RUNS, "stops": {}, "crashes": {}}
-    for name in ("handoff", "wrapper", "none"):
+    only = os.environ.get("BENCH_ONLY", "handoff wrapper none signals footprint").split()
+    if "footprint" in only and len(only) == 1:
+        print(footprint(60))
+        return
+    for name in [n for n in only if n in ("handoff", "wrapper", "none")]:
         print("planned stops and crashes, contender %s" % name, flush=True)
         out["stops"][name], crashes = planned_stops(name)
         if crashes:
             out["crashes"][name] = crashes
+    if os.environ.get("BENCH_ONLY"):
+        for name, rows in out["stops"].items():
+            print(name, [(r["failed"], ["%.3f" % f for f in r["failed_at"]]) for r in rows])
+        return
     print("signal forwarding latency", flush=True)
     out["signals"] = {"handoff": signal_latency(False), "tini": signal_latency(True)}
     print("idle footprint over 60 s", flush=True)
