@@ -196,29 +196,8 @@ def failed_offsets(lab, start, end):
 
 
 def window_stats(lab, start, end):
-    """(requests, failed, longest outage s, first answer from another node s)."""
-    rows = []
-    with open(lab.requests) as f:
-        for line in f:
-            t, result, what = line.split(None, 2)
-            rows.append((float(t), result == "ok", what.strip()))
-    rows.sort()
-    before = [r for r in rows if r[0] < start and r[1]]
-    window = [r for r in rows if start <= r[0] < end]
-    failed = sum(1 for r in window if not r[1])
-    longest, last_ok, fails = 0.0, (before[-1][0] if before else None), 0
-    for t, ok, _ in window:
-        if ok:
-            if last_ok is not None and fails:
-                longest = max(longest, t - last_ok)
-            last_ok, fails = t, 0
-        else:
-            fails += 1
-    if fails and last_ok is not None:
-        longest = max(longest, end - last_ok)
-    old = before[-1][2] if before else None
-    moved = next((t - start for t, ok, w in window if ok and old and w != old), None)
-    return len(window), failed, longest, moved
+    """lab_client.window_stats over this lab's request log."""
+    return lab_client.window_stats(lab_client.read_log(lab.requests), start, end)
 
 
 def handoff_config(lab, node, restart="never", consul=None, interval="200ms"):

@@ -71,42 +71,50 @@ def run(url, log_path, stop_file, rate=100.0, max_seconds=600.0):
         time.sleep(1.2)  # let the last requests finish or time out
 
 
-def report(log_path, marks_path):
+def read_log(log_path):
+    """The request log as sorted (time, ok, node-or-error) rows."""
     rows = []
     with open(log_path) as f:
         for line in f:
             t, result, what = line.split(None, 2)
             rows.append((float(t), result == "ok", what.strip()))
     rows.sort()
+    return rows
+
+
+def window_stats(rows, start, end):
+    """Over the requests sent in [start, end): (requests, failed, longest
+    outage in s, seconds until another node than the one before answered).
+    The longest outage runs from the last success before failures (maybe
+    before the window) to the next success, or to `end` if none came."""
+    window = [r for r in rows if start <= r[0] < end]
+    failed = sum(1 for r in window if not r[1])
+    before = [r for r in rows if r[0] < start and r[1]]
+    longest, last_ok, fails = 0.0, (before[-1][0] if before else None), 0
+    for t, ok, _ in window:
+        if ok:
+            if last_ok is not None and fails:
+                longest = max(longest, t - last_ok)
+            last_ok, fails = t, 0
+        else:
+            fails += 1
+    if fails and last_ok is not None:
+        longest = max(longest, end - last_ok)
+    old = before[-1][2] if before else None
+    moved = next((t - start for t, ok, w in window if ok and old and w != old), None)
+    return len(window), failed, longest, moved
+
+
+def report(log_path, marks_path):
+    rows = read_log(log_path)
     print("%-24s %8s %8s %12s %10s" % ("scenario", "requests", "failed", "max outage", "moved in"))
     with open(marks_path) as f:
         for line in f:
             start, end, name = line.split(None, 2)
-            start, end = float(start), float(end)
-            window = [r for r in rows if start <= r[0] < end]
-            failed = sum(1 for r in window if not r[1])
-            # The longest stretch between two successes that has failures in
-            # it (the first may be just before the window).
-            before = [r for r in rows if r[0] < start and r[1]]
-            longest, last_ok, fails_since = 0.0, (before[-1][0] if before else None), 0
-            for t, ok, _ in window:
-                if ok:
-                    if last_ok is not None and fails_since:
-                        longest = max(longest, t - last_ok)
-                    last_ok, fails_since = t, 0
-                else:
-                    fails_since += 1
-            old = before[-1][2] if before else None
-            moved = next((t - start for t, ok, w in window if ok and old and w != old), None)
+            requests, failed, longest, moved = window_stats(rows, float(start), float(end))
             print(
                 "%-24s %8d %8d %11.2fs %10s"
-                % (
-                    name.strip(),
-                    len(window),
-                    failed,
-                    longest,
-                    "%.2fs" % moved if moved is not None else "-",
-                )
+                % (name.strip(), requests, failed, longest, "%.2fs" % moved if moved is not None else "-")
             )
 
 

@@ -9,7 +9,11 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{FIXTURE, Lab, SOON, carp_sim::Cluster, output};
+use common::{
+    FIXTURE, Lab, SOON,
+    carp_sim::{Cluster, ledger_share},
+    output,
+};
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 
 fn config(lab: &Lab, cluster: &Cluster, extra: &str) -> PathBuf {
@@ -206,14 +210,6 @@ fn kernel_range_errors_are_clear() {
 fn cli(lab: &Lab, config: &std::path::Path, args: &[&str]) -> (i32, String) {
     let (code, stdout, stderr) = output(lab.handoff_command(Some(config)).args(args));
     (code, stdout + &stderr)
-}
-
-fn ledger_share(lab: &Lab) -> String {
-    let text = std::fs::read_to_string(lab.path("state-a").join("carp-ledger.toml")).unwrap();
-    text.lines()
-        .find(|l| l.starts_with("share"))
-        .unwrap()
-        .to_owned()
 }
 
 #[test]

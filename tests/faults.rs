@@ -31,7 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{FIXTURE, HANDOFF, Handoff, Lab, SOON, alive, carp_sim::Cluster, output};
+use common::{
+    FIXTURE, HANDOFF, Handoff, Lab, SOON, alive,
+    carp_sim::{Cluster, ledger_share},
+    output,
+};
 use nix::sys::signal::Signal::{SIGHUP, SIGKILL, SIGTERM};
 
 /// VmRSS of `pid` in KiB.
@@ -82,15 +86,6 @@ fn f05_a_storm_of_10000_sighups_keeps_the_proxy_alive_and_the_agent_responsive_w
     );
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
-}
-
-/// The `share = N` line of node a's CARP ledger.
-fn ledger_share(lab: &Lab) -> String {
-    let text = std::fs::read_to_string(lab.path("state-a").join("carp-ledger.toml")).unwrap();
-    text.lines()
-        .find(|l| l.starts_with("share"))
-        .unwrap()
-        .to_owned()
 }
 
 /// Sets node b's `edge` demote counter in the simulator.

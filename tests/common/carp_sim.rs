@@ -82,3 +82,13 @@ impl Cluster {
         )
     }
 }
+
+/// The `share = N` line of node a's CARP ledger (state dir `state-a`).
+pub fn ledger_share(lab: &Lab) -> String {
+    let text = std::fs::read_to_string(lab.path("state-a").join("carp-ledger.toml"))
+        .expect("read the ledger");
+    text.lines()
+        .find(|l| l.starts_with("share"))
+        .expect("a share line")
+        .to_owned()
+}
