@@ -444,8 +444,11 @@ def main():
     started = datetime.now()
     out = {"date": started.strftime("%Y-%m-%d %H:%M"), "runs": RUNS, "stops": {}, "crashes": {}}
     only = os.environ.get("BENCH_ONLY", "handoff wrapper none signals footprint").split()
-    if "footprint" in only and len(only) == 1:
+    if only == ["footprint"]:
         print(footprint(60))
+        return
+    if only == ["signals"]:
+        print({"handoff": signal_latency(False), "tini": signal_latency(True)})
         return
     for name in [n for n in only if n in ("handoff", "wrapper", "none")]:
         print("planned stops and crashes, contender %s" % name, flush=True)

@@ -31,7 +31,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use tokio::sync::mpsc;
 
 use crate::{
-    platform::{Received, SignalReader},
+    platform::{self, Received, SignalReader},
     process::Children,
 };
 
@@ -77,8 +77,19 @@ pub fn unblock() -> nix::Result<()> {
 /// sent to `events`. The channel is bounded: while the loop is behind, the
 /// thread waits and the kernel coalesces further copies of a pending signal,
 /// so a signal storm cannot grow memory.
-pub fn start(children: Children, events: mpsc::Sender<Received>) -> std::io::Result<()> {
-    let mut reader = SignalReader::new(&handled())?;
+///
+/// Where the platform can (`platform::read_on_loop`, Linux), the
+/// thread keeps only SIGCHLD, and `runtime` reads the others itself: a
+/// forwarded SIGHUP then takes one wake-up, not a hand-over between
+/// threads. Signals that arrive before the runtime runs stay pending in the
+/// kernel until it does, as before.
+pub fn start(
+    children: Children,
+    events: mpsc::Sender<Received>,
+    runtime: &tokio::runtime::Runtime,
+) -> std::io::Result<()> {
+    let thread_set = platform::read_on_loop(handled(), events.clone(), runtime)?;
+    let mut reader = SignalReader::new(&thread_set)?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -298,7 +298,7 @@ fn runtime_and_signals(
             source,
         })?;
     let (tx, rx) = mpsc::channel(64);
-    signals::start(children.clone(), tx).map_err(|source| Error::Os {
+    signals::start(children.clone(), tx, &runtime).map_err(|source| Error::Os {
         what: "reading signals",
         source,
     })?;

@@ -48,6 +48,17 @@ impl SignalReader {
     }
 }
 
+/// Here the reader thread reads every signal (sigwait(2) has no file
+/// descriptor to put into the runtime's kqueue): `set` is returned whole.
+#[allow(clippy::unnecessary_wraps)] // the Linux twin can fail
+pub fn read_on_loop(
+    set: SigSet,
+    _events: tokio::sync::mpsc::Sender<Received>,
+    _runtime: &tokio::runtime::Runtime,
+) -> io::Result<SigSet> {
+    Ok(set)
+}
+
 /// OpenBSD has no real-time signals.
 pub fn reset_realtime_signals() {}
 

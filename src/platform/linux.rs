@@ -79,23 +79,100 @@ impl SignalReader {
         loop {
             match self.fd.read_signal() {
                 Ok(Some(info)) => {
-                    let Ok(signal) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0))
-                    else {
-                        continue;
-                    };
-                    // ssi_pid is 0 for kernel-generated signals (e.g. SIGCHLD
-                    // from an exit still names the child; a tty's SIGINT is 0).
-                    let pid = i32::try_from(info.ssi_pid).unwrap_or(0);
-                    return Ok(Received {
-                        signal,
-                        sender: (pid != 0).then_some(pid),
-                    });
+                    if let Some(received) = received(&info) {
+                        return Ok(received);
+                    }
                 }
                 Ok(None) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
+}
+
+/// Reads every signal of `set` but SIGCHLD on the runtime's own thread (a
+/// signalfd in its epoll) and sends it to `events`: one wake-up from the
+/// kernel to the forward. Returns what the reader thread still reads:
+/// SIGCHLD, for the reaper.
+pub fn read_on_loop(
+    set: SigSet,
+    events: tokio::sync::mpsc::Sender<Received>,
+    runtime: &tokio::runtime::Runtime,
+) -> io::Result<SigSet> {
+    let mut loop_set = set;
+    loop_set.remove(Signal::SIGCHLD);
+    let _inside = runtime.enter();
+    let mut reader = AsyncSignalReader::new(&loop_set)?;
+    runtime.spawn(async move {
+        loop {
+            match reader.next_signal().await {
+                Ok(received) => {
+                    if events.send(received).await.is_err() {
+                        return; // the loop has exited
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot read signals; stopping the signal reader");
+                    return;
+                }
+            }
+        }
+    });
+    let mut thread_set = SigSet::empty();
+    thread_set.add(Signal::SIGCHLD);
+    Ok(thread_set)
+}
+
+/// A signalfd read by the runtime: `next_signal` awaits readiness instead of
+/// blocking a thread. Create it inside the runtime (it registers with the
+/// reactor).
+pub struct AsyncSignalReader {
+    fd: tokio::io::unix::AsyncFd<SignalFd>,
+}
+
+impl AsyncSignalReader {
+    /// Opens a non-blocking signalfd for `set` (already blocked everywhere).
+    pub fn new(set: &SigSet) -> io::Result<Self> {
+        let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(io::Error::from)?;
+        #[allow(unsafe_code)]
+        // SAFETY: `SignalFd` owns its descriptor (an OwnedFd) for its whole
+        // life and never replaces it, so the descriptor stays open and the
+        // same while the AsyncFd holds it, which is what register requires.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(AsyncSignalReader { fd })
+    }
+
+    /// Waits until a signal in the set is pending and takes it.
+    pub async fn next_signal(&mut self) -> io::Result<Received> {
+        loop {
+            let mut ready = self.fd.readable_mut().await?;
+            match ready.get_inner_mut().read_signal() {
+                Ok(Some(info)) => {
+                    if let Some(received) = received(&info) {
+                        return Ok(received);
+                    }
+                }
+                // Nothing pending (another reader took it): wait again.
+                Ok(None) => ready.clear_ready(),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A signalfd record as a [`Received`]; `None` for a number nix does not
+/// name.
+fn received(info: &nix::sys::signalfd::siginfo) -> Option<Received> {
+    let signal = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)).ok()?;
+    // ssi_pid is 0 for kernel-generated signals (e.g. SIGCHLD from an exit
+    // still names the child; a tty's SIGINT is 0).
+    let pid = i32::try_from(info.ssi_pid).unwrap_or(0);
+    Some(Received {
+        signal,
+        sender: (pid != 0).then_some(pid),
+    })
 }
 
 /// Sets the real-time signals (SIGRTMIN..=SIGRTMAX) to their default action;
