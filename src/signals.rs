@@ -1,5 +1,8 @@
-//! Signals: blocked from the first line of `main`, then read by one thread and
-//! turned into events. No signal handler is ever installed.
+//! Signals: blocked from the first line of `main`, then read (a signalfd on
+//! Linux, sigwait elsewhere) and turned into events. No signal handler is
+//! ever installed. On Linux the loop's own thread reads the signals it acts
+//! on and a reader thread reads SIGCHLD; elsewhere the reader thread reads
+//! them all.
 //!
 //! Why blocked-and-read instead of handlers (signal-hook, tokio::signal):
 //! * A signal that arrives before a handler is registered takes its default
