@@ -18,6 +18,14 @@ use crate::{
     maintenance::Maintenance,
 };
 
+/// This host's name (gethostname(3)), as `status` and Consul's Meta show it;
+/// empty if the system will not say.
+pub fn node_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Version of the schema below.
 pub const SCHEMA: u32 = 1;
 

@@ -192,9 +192,7 @@ impl Supervisor {
             },
             seen: Seen {
                 started: Instant::now(),
-                node: nix::unistd::gethostname()
-                    .map(|h| h.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                node: status::node_name(),
                 proxy_since: None,
                 last_exit: None,
                 sampler: Sampler::default(),

@@ -273,9 +273,7 @@ fn consul_settings(config: &config::Config) -> Result<Option<Settings>, Error> {
     let Some(section) = &config.consul else {
         return Ok(None);
     };
-    let node = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let node = crate::status::node_name();
     let mut settings =
         Settings::resolve(section.get_ref(), |name| std::env::var(name).ok(), &node)?;
     if let Some(k) = &config.failover.keepalived {

@@ -60,11 +60,16 @@ impl KeepalivedBackend {
     /// The level the track file says now (`None` if it is missing or not
     /// one of ours); agent-less `demote` must not raise a node left `down`.
     pub fn level_on_disk(&self) -> Option<Level> {
-        let text = std::fs::read_to_string(&self.config.track_file).ok()?;
-        let value: i32 = text.trim().parse().ok()?;
+        let value = self.value_on_disk()?;
         [Level::Down, Level::Standby, Level::Up]
             .into_iter()
             .find(|&level| self.value(level) == value)
+    }
+
+    /// The number in the track file; `None` if it is missing or unreadable.
+    fn value_on_disk(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(&self.config.track_file).ok()?;
+        text.trim().parse().ok()
     }
 
     /// Writes `value` to the track file atomically, creating its directory
@@ -91,9 +96,7 @@ impl KeepalivedBackend {
         let Some(value) = self.written else {
             return Ok(());
         };
-        let on_disk = std::fs::read_to_string(&self.config.track_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok());
+        let on_disk = self.value_on_disk();
         if on_disk == Some(value) {
             return Ok(());
         }
