@@ -20,12 +20,6 @@ fn section(addr: &str, id: &str, extra: &str) -> String {
     )
 }
 
-fn status_json(lab: &Lab, config: &std::path::Path) -> serde_json::Value {
-    let (code, out, err) = output(lab.handoff_command(Some(config)).args(["status", "--json"]));
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 #[test]
 fn registration_tags_meta_and_check_follow_the_role() {
     let lab = Lab::new();
@@ -57,7 +51,7 @@ fn registration_tags_meta_and_check_follow_the_role() {
         meta["node"].as_str().unwrap(),
         nix::unistd::gethostname().unwrap().to_str().unwrap()
     );
-    let status = status_json(&lab, &config);
+    let status = lab.status_json(&config);
     assert_eq!(status["consul"]["registered"], true, "{status:#}");
     assert_eq!(status["consul"]["tag"], "master");
     assert_eq!(status["consul"]["service_id"], "edge-a");
@@ -315,7 +309,7 @@ fn f07_registration_comes_back_when_consul_returns_and_when_it_forgets_us() {
     consul.kill();
     let deadline = Instant::now() + SOON;
     loop {
-        let status = status_json(&lab, &config);
+        let status = lab.status_json(&config);
         if status["consul"]["registered"] == false {
             assert!(status["consul"]["errors"].as_u64().unwrap() > 0);
             break;
@@ -353,15 +347,8 @@ fn f07_registration_comes_back_when_consul_returns_and_when_it_forgets_us() {
 
 /// `GET /metrics` from the agent's HTTP endpoint (its logged address).
 fn metrics(h: &Handoff) -> String {
-    h.wait_log("http listening listen=");
-    let log = h.log();
-    let at = log.find("http listening listen=").unwrap() + "http listening listen=".len();
-    let addr: String = log[at..]
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect();
-    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-    let (code, body) = common::consul::http(port, "GET", "/metrics", None, None).unwrap();
+    let request = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    let (code, body) = common::http_send(&h.http_address(), request).unwrap();
     assert_eq!(code, 200);
     body
 }
@@ -403,7 +390,7 @@ fn f12_two_masters_for_longer_than_two_ttls_warn_once_and_set_the_metric() {
         "{}",
         metrics(&ha)
     );
-    let status = status_json(&lab, &a);
+    let status = lab.status_json(&a);
     assert_eq!(status["consul"]["split_brain"], true, "{status:#}");
 
     // One leaves: the episode is over, and the metric says so.

@@ -19,12 +19,6 @@ fn run_cli(lab: &Lab, config: &std::path::Path, args: &[&str]) -> (i32, String, 
     output(lab.handoff_command(Some(config)).args(args))
 }
 
-fn status_json(lab: &Lab, config: &std::path::Path) -> serde_json::Value {
-    let (code, stdout, stderr) = run_cli(lab, config, &["status", "--json"]);
-    assert_eq!(code, 0, "{stderr}");
-    serde_json::from_str(&stdout).unwrap()
-}
-
 /// Starts an agent with the lab's base config and waits until its proxy is
 /// healthy (1 s start-up gate) and status answers.
 fn healthy_agent(lab: &Lab) -> Handoff {
@@ -65,7 +59,7 @@ fn status_without_an_agent_exits_69() {
 fn status_json_and_text_describe_the_agent() {
     let lab = Lab::new();
     let mut h = healthy_agent(&lab);
-    let v = status_json(&lab, &lab.base_config());
+    let v = lab.status_json(&lab.base_config());
     assert_eq!(v["schema"], 1);
     assert_eq!(v["level"], "up");
     assert_eq!(v["level_applied"], true);
@@ -98,7 +92,7 @@ fn demote_and_promote_are_idempotent_and_maintenance_survives_a_restart() {
     assert!(stdout.contains("no longer holds"), "{stdout}");
     let (code, _, _) = run_cli(&lab, &config, &["demote"]);
     assert_eq!(code, 0, "a second demote is fine");
-    let v = status_json(&lab, &config);
+    let v = lab.status_json(&config);
     assert_eq!(v["level"], "standby");
     assert_eq!(v["maintenance"]["reason"], "disk swap", "kept: {v}");
     assert_eq!(v["maintenance"]["uid"], 0);
@@ -108,14 +102,14 @@ fn demote_and_promote_are_idempotent_and_maintenance_survives_a_restart() {
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0);
     let mut h = healthy_agent(&lab);
-    let v = status_json(&lab, &config);
+    let v = lab.status_json(&config);
     assert_eq!(v["level"], "standby", "{v}");
     assert_eq!(v["maintenance"]["reason"], "disk swap");
 
     let (code, stdout, stderr) = run_cli(&lab, &config, &["promote"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("this node is up"), "{stdout}");
-    let v = status_json(&lab, &config);
+    let v = lab.status_json(&config);
     assert_eq!(v["level"], "up");
     assert_eq!(v["maintenance"], serde_json::Value::Null);
     let (code, _, _) = run_cli(&lab, &config, &["promote"]);

@@ -12,34 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Handoff, Lab, SOON};
+use common::{Lab, SOON};
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
-
-/// The address handoff logged as `http listening listen=ADDR`.
-fn address(h: &Handoff) -> String {
-    h.wait_log("http listening");
-    let log = h.log();
-    let at = log.find("listen=").unwrap() + "listen=".len();
-    log[at..].split_whitespace().next().unwrap().to_owned()
-}
 
 /// Sends `request` as is; returns the status code and the body.
 fn send(addr: &str, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(SOON)).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    common::http_send(addr, request).expect("the agent accepts")
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -65,7 +43,7 @@ fn healthz_flips_to_503_within_one_health_interval_after_the_proxy_is_killed() {
         "[proxy]\nrestart = \"on-failure\"\n[proxy.health]\nexec = [\"true\"]\ninterval = \"1s\"\nrise = 1\n",
     );
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
-    let addr = address(&h);
+    let addr = h.http_address();
     wait_healthz(&addr, 200);
     let (_, body) = get(&addr, "/healthz");
     assert!(body.starts_with("ok: proxy pid"), "{body}");
@@ -87,7 +65,7 @@ fn healthz_flips_to_503_within_one_health_interval_after_the_proxy_is_killed() {
 fn healthz_stays_200_in_maintenance_and_says_why() {
     let lab = Lab::new();
     let mut h = lab.run(None, &lab.proxy(&[]));
-    let addr = address(&h);
+    let addr = h.http_address();
     wait_healthz(&addr, 200);
     let out = lab
         .handoff_command(Some(&lab.base_config()))
@@ -119,7 +97,7 @@ fn wait_up(addr: &str) {
 fn metrics_parse_with_the_reference_openmetrics_parser() {
     let lab = Lab::new();
     let mut h = lab.run(None, &lab.proxy(&[]));
-    let addr = address(&h);
+    let addr = h.http_address();
     wait_up(&addr);
     let (code, body) = get(&addr, "/metrics");
     assert_eq!(code, 200);
@@ -173,7 +151,7 @@ fn metrics_parse_with_the_reference_openmetrics_parser() {
 fn status_is_the_same_json_as_status_json() {
     let lab = Lab::new();
     let mut h = lab.run(None, &lab.proxy(&[]));
-    let addr = address(&h);
+    let addr = h.http_address();
     wait_up(&addr);
     let (code, body) = get(&addr, "/status");
     assert_eq!(code, 200);
@@ -200,7 +178,7 @@ fn status_is_the_same_json_as_status_json() {
 fn unknown_paths_methods_and_oversized_heads_are_refused() {
     let lab = Lab::new();
     let mut h = lab.run(None, &lab.proxy(&[]));
-    let addr = address(&h);
+    let addr = h.http_address();
     wait_healthz(&addr, 200);
     assert_eq!(get(&addr, "/nope").0, 404);
     assert_eq!(

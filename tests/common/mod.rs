@@ -246,6 +246,16 @@ impl Lab {
             .count()
     }
 
+    /// `handoff status --json` through `config`'s socket; it must answer.
+    pub fn status_json(&self, config: &Path) -> serde_json::Value {
+        let (code, out, err) = output(
+            self.handoff_command(Some(config))
+                .args(["status", "--json"]),
+        );
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).expect("status JSON")
+    }
+
     /// Index of the first event starting with `prefix`.
     pub fn position(&self, prefix: &str) -> Option<usize> {
         self.events()
@@ -312,6 +322,19 @@ impl Handoff {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The address handoff logged as `http listening listen=ADDR`.
+    pub fn http_address(&self) -> String {
+        self.wait_log("http listening listen=");
+        let log = self.log();
+        let at =
+            log.find("http listening listen=").expect("logged") + "http listening listen=".len();
+        log[at..]
+            .split_whitespace()
+            .next()
+            .expect("an address")
+            .to_owned()
     }
 
     /// Waits until handoff has taken SIGTERM over (blocked for its reader,
@@ -413,4 +436,26 @@ pub fn status_field(pid: i32, name: &str) -> Option<String> {
 /// The pid in the first "start" event (the proxy's).
 pub fn proxy_pid(lab: &Lab) -> i32 {
     lab.wait_for("start").pid
+}
+
+/// Sends `request` as is to `addr` and reads until the server closes:
+/// (status code, 0 if none; body). `None` when nothing accepts.
+pub fn http_send(addr: &str, request: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(SOON)).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    // A server that cuts the connection still said what it said.
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
 }
