@@ -409,26 +409,27 @@ impl Dispatcher {
                         moved_after.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
                     tracing::info!(decision = ?note, moved_after_ms, "{note}");
                 }
-                Action::Probe(start) => {
-                    self.probe.cancel();
-                    if let (true, Some(target)) = (start, &self.parts.probe) {
+                // Starting a waiter replaces the one before it.
+                Action::Probe(start) => match (start, &self.parts.probe) {
+                    (true, Some(target)) => {
                         tracing::info!(?target, "probing the VIP until the peer answers");
                         self.probe.start(probe::until_answered(target.clone()));
                     }
-                }
-                Action::ConfirmPeer(start) => {
-                    self.peer.cancel();
-                    match (start, &self.parts.consul) {
-                        (true, Some(consul)) => {
-                            tracing::info!("consul: waiting for the peer to report master");
-                            self.peer.start(consul.confirm());
-                        }
-                        // Without Consul there is nobody to ask (the policy
-                        // never asks then; answer rather than hang).
-                        (true, None) => self.pending.push_back(Event::PeerConfirmed),
-                        (false, _) => {}
+                    _ => self.probe.cancel(),
+                },
+                Action::ConfirmPeer(start) => match (start, &self.parts.consul) {
+                    (true, Some(consul)) => {
+                        tracing::info!("consul: waiting for the peer to report master");
+                        self.peer.start(consul.confirm());
                     }
-                }
+                    // Without Consul there is nobody to ask (the policy never
+                    // asks then; answer rather than hang).
+                    (true, None) => {
+                        self.peer.cancel();
+                        self.pending.push_back(Event::PeerConfirmed);
+                    }
+                    (false, _) => self.peer.cancel(),
+                },
                 Action::Exit(code) => {
                     debug_assert!(
                         self.proxy.is_none(),

@@ -154,9 +154,7 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     }
     // The Consul settings as `run` will read them: a bad CONSUL_HTTP_ADDR,
     // a missing token or TLS file fails here too (ExecStartPre, rc_pre).
-    if let Some(settings) = consul_settings(&loaded.config)? {
-        Client::new(&settings)?;
-    }
+    consul_client(&loaded.config)?;
     let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
     for warning in check::warnings(&loaded.config, budget, nomad.is_some()) {
@@ -203,11 +201,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
-    // TLS files are read here too: bad ones stop the start before anything runs.
-    let consul = match consul_settings(&config)? {
-        Some(settings) => Some((Client::new(&settings)?, settings)),
-        None => None,
-    };
+    let consul = consul_client(&config)?;
     let children = Children::default();
     let (runtime, signal_rx) = runtime_and_signals(&children)?;
     let policy = policy(&config);
@@ -267,9 +261,10 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     })
 }
 
-/// `[consul]` over the `CONSUL_HTTP_*` environment; the token file is read
-/// here, so a missing one stops the start (exit 78) before the proxy runs.
-fn consul_settings(config: &config::Config) -> Result<Option<Settings>, Error> {
+/// `[consul]` over the `CONSUL_HTTP_*` environment, and the client built
+/// from it. The token and TLS files are read here, so a missing or bad one
+/// stops the start (exit 78) before anything runs.
+fn consul_client(config: &config::Config) -> Result<Option<(Client, Settings)>, Error> {
     let Some(section) = &config.consul else {
         return Ok(None);
     };
@@ -280,7 +275,7 @@ fn consul_settings(config: &config::Config) -> Result<Option<Settings>, Error> {
         let vips: Vec<String> = k.get_ref().vip.iter().map(ToString::to_string).collect();
         settings.vip = vips.join(",");
     }
-    Ok(Some(settings))
+    Ok(Some((Client::new(&settings)?, settings)))
 }
 
 /// A current-thread runtime, and the signal reader (which also reaps

@@ -66,7 +66,8 @@ pub struct ConsulStatus {
     pub last_ok: Option<u64>,
     /// The last failure, if the last call failed.
     pub last_error: Option<String>,
-    /// Failed calls so far (reporting and watching).
+    /// Failed reporting calls so far (register, check update); the metric
+    /// `handoff_consul_errors_total` also counts the watcher's.
     pub errors: u64,
     /// Every instance of the service, from the watcher.
     pub instances: Vec<Instance>,
