@@ -40,6 +40,10 @@ pub enum Error {
     /// still holds the IP; the demotion stays in place.
     #[error("{0}")]
     TimedOut(String),
+    /// `down` could not be applied at start: nothing was started, and the
+    /// node may still hold the floating IP.
+    #[error("{0}")]
+    Demotion(String),
     /// An operating-system call failed during setup.
     #[error("{what}: {source}")]
     Os {
@@ -56,6 +60,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Consul(_) => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
+            Error::Demotion(_) => exit::DEMOTION_FAILED,
             Error::Unavailable(_) | Error::Failover(crate::failover::FailoverError::Missing(_)) => {
                 exit::UNAVAILABLE
             }

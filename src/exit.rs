@@ -16,6 +16,11 @@ pub const USAGE: u8 = 64;
 pub const UNAVAILABLE: u8 = 69;
 /// EX_CONFIG: the configuration is invalid; printed as `file:line:col: message`.
 pub const CONFIG: u8 = 78;
+/// EX_TEMPFAIL: the stop ended (the proxy is gone) but the backend never
+/// confirmed `down`, so this node may still hold the floating IP. Takes
+/// precedence over the proxy's status and `exit_code_map`: the supervisor
+/// must learn it (handoff(8), EXIT STATUS).
+pub const DEMOTION_FAILED: u8 = 75;
 /// The proxy exists but cannot be executed (shell convention, see sh(1)).
 pub const NOT_EXECUTABLE: u8 = 126;
 /// The proxy command was not found (shell convention).

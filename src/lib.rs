@@ -56,6 +56,7 @@ pub mod platform;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod sentinel;
 pub mod signals;
 pub mod state;
 pub mod status;

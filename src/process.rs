@@ -30,7 +30,10 @@ use nix::{
     },
     unistd::Pid,
 };
-use tokio::{io::AsyncReadExt, sync::oneshot};
+use tokio::{
+    io::AsyncReadExt,
+    sync::{oneshot, watch},
+};
 
 use crate::platform;
 
@@ -67,6 +70,9 @@ pub enum Group {
     Inherit,
     /// `setpgid(0, 0)` in the child.
     Own,
+    /// `setsid()` in the child, and no parent-death signal: it outlives
+    /// handoff and a kill of handoff's process group (the sentinel).
+    Session,
 }
 
 /// The registry of live children; cheap to clone, shared with the reaper.
@@ -77,8 +83,16 @@ pub struct Children {
 
 #[derive(Debug, Default)]
 struct Registry {
-    waiting: HashMap<Pid, oneshot::Sender<ProcessEnd>>,
+    waiting: HashMap<Pid, Entry>,
     orphans_reaped: u64,
+}
+
+/// What the reaper tells about one registered child.
+#[derive(Debug)]
+struct Entry {
+    exit: oneshot::Sender<ProcessEnd>,
+    /// Whether it is stopped (WSTOPPED) rather than running (WCONTINUED).
+    stopped: watch::Sender<bool>,
 }
 
 /// A child that was started.
@@ -88,6 +102,9 @@ pub struct Spawned {
     pub pid: Pid,
     /// Resolves once the reaper has collected its status.
     pub exit: oneshot::Receiver<ProcessEnd>,
+    /// Whether it is stopped (SIGSTOP, a terminal's SIGTSTP/SIGTTIN/SIGTTOU)
+    /// rather than running, as the reaper last saw it.
+    pub stopped: watch::Receiver<bool>,
     /// Its stdout, when piped.
     pub stdout: Option<OwnedFd>,
     /// Its stderr, when piped.
@@ -118,10 +135,10 @@ impl Children {
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the forked child before exec, where only
         // async-signal-safe calls are allowed. `child_setup` makes only
-        // signal(2), pthread_sigmask(3), prctl(2) and getppid(2) calls and
-        // allocates nothing.
+        // signal(2), pthread_sigmask(3), setsid(2), prctl(2) and getppid(2)
+        // calls and allocates nothing.
         unsafe {
-            command.pre_exec(move || child_setup(parent));
+            command.pre_exec(move || child_setup(parent, group));
         }
         // Hold the registry across fork+exec: the reaper cannot collect this
         // child before its sender is registered, and cannot steal the status
@@ -130,22 +147,34 @@ impl Children {
         let mut child = command.spawn()?;
         let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
         let (tx, exit) = oneshot::channel();
-        registry.waiting.insert(pid, tx);
+        let (stopped_tx, stopped) = watch::channel(false);
+        registry.waiting.insert(
+            pid,
+            Entry {
+                exit: tx,
+                stopped: stopped_tx,
+            },
+        );
         drop(registry);
         Ok(Spawned {
             pid,
             exit,
+            stopped,
             stdout: child.stdout.take().map(OwnedFd::from),
             stderr: child.stderr.take().map(OwnedFd::from),
         })
     }
 
-    /// Collects every child that has ended. Called on SIGCHLD; a status for a
-    /// pid nobody registered is an orphan re-parented to us, reaped and logged.
+    /// Collects every child that has ended, and notes which registered
+    /// children were stopped or continued. Called on SIGCHLD (which the
+    /// kernel also sends for a stop and a continue, since handoff never sets
+    /// SA_NOCLDSTOP); a status for a pid nobody registered is an orphan
+    /// re-parented to us, reaped and logged.
     pub fn reap(&self) {
         let mut registry = self.lock();
+        let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
         loop {
-            let (pid, end) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            let (pid, end) = match waitpid(None::<Pid>, Some(flags)) {
                 Ok(WaitStatus::Exited(pid, code)) => {
                     // The kernel keeps only the low 8 bits (wait(2)).
                     (
@@ -157,6 +186,18 @@ impl Children {
                     pid,
                     ProcessEnd::Signaled(u8::try_from(signal as i32).unwrap_or(u8::MAX)),
                 ),
+                Ok(WaitStatus::Stopped(pid, _)) => {
+                    if let Some(entry) = registry.waiting.get(&pid) {
+                        entry.stopped.send_replace(true);
+                    }
+                    continue;
+                }
+                Ok(WaitStatus::Continued(pid)) => {
+                    if let Some(entry) = registry.waiting.get(&pid) {
+                        entry.stopped.send_replace(false);
+                    }
+                    continue;
+                }
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                 Err(Errno::EINTR) | Ok(_) => continue,
                 Err(error) => {
@@ -164,9 +205,9 @@ impl Children {
                     break;
                 }
             };
-            if let Some(tx) = registry.waiting.remove(&pid) {
+            if let Some(entry) = registry.waiting.remove(&pid) {
                 // The receiver may be gone (a timed-out command): nothing to do.
-                let _ = tx.send(end);
+                let _ = entry.exit.send(end);
             } else {
                 registry.orphans_reaped += 1;
                 tracing::debug!(pid = pid.as_raw(), status = %end, "reaped orphan");
@@ -183,7 +224,7 @@ impl Children {
         }
         let sent = match group {
             Group::Inherit => kill(pid, signal),
-            Group::Own => killpg(pid, signal),
+            Group::Own | Group::Session => killpg(pid, signal),
         };
         match sent {
             Ok(()) => Ok(true),
@@ -241,11 +282,15 @@ impl Children {
 /// (observed: the fixture saw handoff's SigBlk), so clear it here, after every
 /// disposition is back to default: a signal pending at that point takes its
 /// default action in the child, as it would in the proxy.
-fn child_setup(parent: Pid) -> io::Result<()> {
+fn child_setup(parent: Pid, group: Group) -> io::Result<()> {
     reset_dispositions();
     nix::sys::signal::SigSet::empty()
         .thread_set_mask()
         .map_err(io::Error::from)?;
+    if group == Group::Session {
+        nix::unistd::setsid().map_err(io::Error::from)?;
+        return Ok(());
+    }
     platform::child_setup(parent)
 }
 

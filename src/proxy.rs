@@ -9,7 +9,7 @@
 use std::{io, process::Command, time::Duration};
 
 use nix::{errno::Errno, sys::signal::Signal, unistd::Pid};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::{
     config::{Argv, ProcessGroup},
@@ -20,12 +20,22 @@ use crate::{
 /// How long leftover processes of a dead proxy may take to die after SIGKILL.
 const STRAY_LIMIT: Duration = Duration::from_secs(2);
 
+/// What happened to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It was stopped (`true`, WSTOPPED) or continued (`false`).
+    Stopped(bool),
+    /// It ended.
+    Exited(ProcessEnd),
+}
+
 /// A running proxy.
 #[derive(Debug)]
 pub struct Proxy {
     pid: Pid,
     group: Group,
     exit: oneshot::Receiver<ProcessEnd>,
+    stopped: watch::Receiver<bool>,
 }
 
 /// The proxy could not be started.
@@ -76,6 +86,7 @@ impl Proxy {
             pid: spawned.pid,
             group,
             exit: spawned.exit,
+            stopped: spawned.stopped,
         })
     }
 
@@ -90,15 +101,18 @@ impl Proxy {
         children.signal(self.pid, signal, self.group)
     }
 
-    /// Resolves when the proxy has ended and was reaped.
-    pub async fn exited(&mut self) -> ProcessEnd {
-        if let Ok(end) = (&mut self.exit).await {
-            end
-        } else {
-            // Only happens if the registry dropped the sender unsent, which
-            // it never does; report a failure rather than hang.
-            tracing::error!(pid = self.pid.as_raw(), "lost the proxy's exit status");
-            ProcessEnd::Exited(exit::FAILURE)
+    /// The next thing that happens to the proxy: it was stopped or
+    /// continued, or it ended (and was reaped).
+    pub async fn next_change(&mut self) -> Change {
+        tokio::select! {
+            biased;
+            end = &mut self.exit => Change::Exited(end.unwrap_or_else(|_| {
+                // Only happens if the registry dropped the sender unsent,
+                // which it never does; report a failure rather than hang.
+                tracing::error!(pid = self.pid.as_raw(), "lost the proxy's exit status");
+                ProcessEnd::Exited(exit::FAILURE)
+            })),
+            Ok(()) = self.stopped.changed() => Change::Stopped(*self.stopped.borrow_and_update()),
         }
     }
 

@@ -38,30 +38,41 @@ use crate::{
     process::Children,
 };
 
-/// Signals passed to the proxy unchanged (spec: Lifecycle, Running).
-pub const PASS_THROUGH: [Signal; 6] = [
+/// Signals passed to the proxy unchanged (spec: Lifecycle, Running):
+/// haproxy pauses and resumes its listeners on SIGTTOU/SIGTTIN, and SIGCONT
+/// resumes a proxy that was stopped together with handoff's process group.
+/// The proxy's own `stop_signal` is taken out of this list: sent to handoff
+/// it is a planned stop (`crate::machine`).
+pub const PASS_THROUGH: [Signal; 7] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
     Signal::SIGWINCH,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
     Signal::SIGQUIT,
+    Signal::SIGCONT,
 ];
 
 /// Signals that start or escalate the stop sequence.
 pub const STOP: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
 
-/// Every signal handoff takes over: stop, reload, pass-through and SIGCHLD.
+/// Every signal handoff takes over: every catchable one (and, on Linux, the
+/// real-time ones), so that none can kill or stop handoff by its default
+/// action behind the node's back (SIGALRM, SIGPWR, SIGTSTP, ...); what each
+/// one does is decided by the machine (handoff(8), SIGNALS).
+///
+/// SIGKILL and SIGSTOP cannot be caught. SIGPIPE is left out: Rust's start-up
+/// sets it to SIG_IGN (a write to a closed socket then fails with EPIPE), and
+/// a blocked signal is queued even when ignored, which would log every
+/// client that hangs up.
 pub fn handled() -> SigSet {
     let mut set = SigSet::empty();
-    for signal in STOP
-        .into_iter()
-        .chain(PASS_THROUGH)
-        .chain([Signal::SIGHUP, Signal::SIGCHLD])
-    {
-        set.add(signal);
+    for signal in Signal::iterator() {
+        if !matches!(signal, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE) {
+            set.add(signal);
+        }
     }
-    set
+    platform::with_realtime_signals(set)
 }
 
 /// Blocks every handled signal in the calling thread. Call it first in
@@ -112,4 +123,25 @@ pub fn start(
             }
         })?;
     Ok(())
+}
+
+/// A current-thread runtime, and the signal reader (which also reaps
+/// `children`) feeding the returned channel: what `run`, the agent-less
+/// `demote` and the sentinel all start with.
+pub fn runtime_and_reader(
+    children: &Children,
+) -> Result<(tokio::runtime::Runtime, mpsc::Receiver<Received>), crate::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| crate::Error::Os {
+            what: "starting the runtime",
+            source,
+        })?;
+    let (tx, rx) = mpsc::channel(64);
+    start(children.clone(), tx, &runtime).map_err(|source| crate::Error::Os {
+        what: "reading signals",
+        source,
+    })?;
+    Ok((runtime, rx))
 }

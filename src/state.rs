@@ -12,6 +12,7 @@ use std::{
     io::{self, Read, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use nix::fcntl::{Flock, FlockArg};
@@ -74,10 +75,27 @@ pub enum LockFailure {
     },
 }
 
+/// Who holds a lock: what its file says after the pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// An agent, or the CLI acting without one.
+    Agent,
+    /// A sentinel taking the node down after its agent died
+    /// (`crate::sentinel`): it lets go within seconds.
+    Sentinel,
+}
+
+/// What a sentinel writes after its pid.
+const SENTINEL_TAG: &str = "sentinel";
+/// How long an agent waits for a sentinel's lock: the sentinel's own limit
+/// for applying `down` (`crate::sentinel::DOWN_LIMIT`), plus a margin.
+const SENTINEL_WAIT: Duration = Duration::from_secs(12);
+
 /// Takes an exclusive flock(2) on `path` (created 0600) without waiting,
-/// and writes our pid into it for the message a second agent prints; the
-/// lock itself is what counts, and it goes with the process.
-pub fn take_lock(path: &Path) -> Result<Flock<File>, LockFailure> {
+/// and writes our pid (and `sentinel` for a sentinel) into it for the
+/// message a second agent prints; the lock itself is what counts, and it
+/// goes with the process.
+pub fn take_lock(path: &Path, holder: Holder) -> Result<Flock<File>, LockFailure> {
     let failed = |what: &'static str| {
         move |source: io::Error| LockFailure::Io {
             what,
@@ -107,7 +125,11 @@ pub fn take_lock(path: &Path) -> Result<Flock<File>, LockFailure> {
         Err((_, errno)) => return Err(failed("locking")(errno.into())),
     };
     lock.set_len(0).map_err(failed("writing"))?;
-    writeln!(lock, "{}", std::process::id()).map_err(failed("writing"))?;
+    match holder {
+        Holder::Agent => writeln!(lock, "{}", std::process::id()),
+        Holder::Sentinel => writeln!(lock, "{} {SENTINEL_TAG}", std::process::id()),
+    }
+    .map_err(failed("writing"))?;
     Ok(lock)
 }
 
@@ -121,14 +143,32 @@ pub struct StateDir {
 
 impl StateDir {
     /// Creates `dir` if needed and takes its lock, without waiting: a second
-    /// agent must fail at once with a message that names the first.
+    /// agent must fail at once with a message that names the first. The one
+    /// wait is for a sentinel still taking the node down after its agent
+    /// died (at most `SENTINEL_WAIT`, 12 s): a restarted agent then starts
+    /// as soon as it is done.
     pub fn open(dir: &Path) -> Result<StateDir, StateError> {
+        let deadline = std::time::Instant::now() + SENTINEL_WAIT;
+        loop {
+            match StateDir::open_as(dir, Holder::Agent) {
+                Err(StateError::Locked {
+                    holder: Some(h), ..
+                }) if h.ends_with(SENTINEL_TAG) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`StateDir::open`] for `holder`, without any wait.
+    pub fn open_as(dir: &Path, holder: Holder) -> Result<StateDir, StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(io_error("creating", dir))?;
-        let lock = take_lock(&dir.join(LOCK_FILE)).map_err(|failure| match failure {
+        let lock = take_lock(&dir.join(LOCK_FILE), holder).map_err(|failure| match failure {
             LockFailure::Held { holder } => StateError::Locked {
                 dir: dir.to_path_buf(),
                 holder,

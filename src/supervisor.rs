@@ -22,7 +22,7 @@ use crate::{
     consul::{Consul, PeerOutcome, Report},
     control::{Ask, ToAgent},
     exit,
-    failover::{BackendHandle, Failover, Level, spawn_worker},
+    failover::{BackendHandle, Failover, spawn_worker},
     health::{self, Check, Gate, HealthView, Verdict},
     machine::{Action, Event, Machine, Note, Phase, Step, Timer},
     maintenance::Maintenance,
@@ -30,8 +30,8 @@ use crate::{
     notify::Notifier,
     platform::Received,
     probe,
-    process::{Children, ProcessEnd},
-    proxy::Proxy,
+    process::Children,
+    proxy::{Change, Proxy},
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
 
@@ -226,6 +226,11 @@ impl Dispatcher {
                 if matches!(after, Phase::Stopping(Step::Failover { .. })) {
                     self.failover_started = Some(Instant::now());
                 }
+                // READY=1 once the proxy passed its health gate, never for a
+                // level alone (a stop's standby is not readiness).
+                if after == (Phase::Running { healthy: true }) {
+                    self.notifier.ready();
+                }
                 if matches!(after, Phase::Stopping(_)) && !matches!(before, Phase::Stopping(_)) {
                     self.notifier.stopping(self.parts.stop_budget);
                 }
@@ -297,22 +302,33 @@ impl Dispatcher {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
                 Next::Event(Event::Signal(received.signal))
             }
-            end = wait_exit(proxy.as_mut()) => {
-                if let Some(exited) = proxy.take() {
-                    tracing::info!(pid = exited.pid().as_raw(), status = %end, "proxy exited");
-                    *dead = Some(exited);
+            change = next_change(proxy.as_mut()) => match change {
+                Change::Stopped(stopped) => {
+                    let pid = proxy.as_ref().map(|p| p.pid().as_raw());
+                    if stopped {
+                        tracing::warn!(pid, "proxy stopped (WSTOPPED)");
+                    } else {
+                        tracing::info!(pid, "proxy continued");
+                    }
+                    Next::Event(Event::ProxySuspended(stopped))
                 }
-                if let Some(checker) = health.checker.take() {
-                    checker.abort();
+                Change::Exited(end) => {
+                    if let Some(exited) = proxy.take() {
+                        tracing::info!(pid = exited.pid().as_raw(), status = %end, "proxy exited");
+                        *dead = Some(exited);
+                    }
+                    if let Some(checker) = health.checker.take() {
+                        checker.abort();
+                    }
+                    self.seen.proxy_since = None;
+                    self.seen.last_exit = Some(LastExit {
+                        how: end.to_string(),
+                        code: exit::from_process_end(end),
+                        at: status::unix_now(),
+                    });
+                    Next::Event(Event::ProxyExited(end))
                 }
-                self.seen.proxy_since = None;
-                self.seen.last_exit = Some(LastExit {
-                    how: end.to_string(),
-                    code: exit::from_process_end(end),
-                    at: status::unix_now(),
-                });
-                Next::Event(Event::ProxyExited(end))
-            }
+            },
             Some(event) = events.recv() => Next::Event(event),
             Some(()) = probe.rx.recv() => {
                 probe.task = None;
@@ -363,9 +379,6 @@ impl Dispatcher {
                 Action::SetLevel { level, seq } => {
                     tracing::info!(%level, seq, backend = self.backend.name(), "setting level");
                     self.backend.set_level(level, seq);
-                    if level != Level::Down {
-                        self.notifier.ready();
-                    }
                 }
                 Action::Spawn => {
                     self.clean_up_after_dead_proxy().await;
@@ -387,6 +400,7 @@ impl Dispatcher {
                 }
                 Action::StopProxy(signal) => self.send(signal, None, "stopping proxy"),
                 Action::KillProxy => self.send(Signal::SIGKILL, None, "killing proxy"),
+                Action::ContinueProxy => self.send(Signal::SIGCONT, None, "continuing proxy"),
                 Action::Arm(timer, after) => {
                     self.timers.0.insert(timer, Instant::now() + after);
                 }
@@ -407,7 +421,11 @@ impl Dispatcher {
                     }
                     let moved_after_ms =
                         moved_after.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-                    tracing::info!(decision = ?note, moved_after_ms, "{note}");
+                    if note == Note::DownUnconfirmed {
+                        tracing::error!(decision = ?note, "{note}");
+                    } else {
+                        tracing::info!(decision = ?note, moved_after_ms, "{note}");
+                    }
                 }
                 // Starting a waiter replaces the one before it.
                 Action::Probe(start) => match (start, &self.parts.probe) {
@@ -582,9 +600,9 @@ fn phase_name(phase: Phase) -> &'static str {
     }
 }
 
-async fn wait_exit(proxy: Option<&mut Proxy>) -> ProcessEnd {
+async fn next_change(proxy: Option<&mut Proxy>) -> Change {
     match proxy {
-        Some(proxy) => proxy.exited().await,
+        Some(proxy) => proxy.next_change().await,
         None => std::future::pending().await,
     }
 }

@@ -36,7 +36,9 @@ use common::{
     carp_sim::{Cluster, ledger_share},
     output,
 };
-use nix::sys::signal::Signal::{SIGHUP, SIGKILL, SIGTERM};
+use nix::sys::signal::Signal::{
+    SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGPIPE, SIGSTOP, SIGTERM,
+};
 
 /// VmRSS of `pid` in KiB.
 fn rss_kib(pid: i32) -> u64 {
@@ -209,26 +211,68 @@ fn f08_a_missing_or_failing_backend_tool_is_a_clear_error_and_the_stop_keeps_its
     assert_eq!(h.code(SOON), 69, "{}", h.log());
     h.assert_logged("`no-such-state-tool` is not an executable file on PATH");
     assert!(!lab.log.exists(), "a proxy was started");
+}
 
-    // Failing: every demote fails. The stop still ends within its budget
-    // (failover_timeout 1 s + stop_timeout + DOWN_GRACE), and says why.
+#[test]
+fn f21_a_failed_down_is_never_counted_as_applied_and_the_exit_says_so() {
+    // Failing from the stop on: the demote exits with the code in
+    // {dir}/demote-code. The stop still ends within its budget
+    // (failover_timeout 3 s + the proxy's exit + DOWN_GRACE 1 s), the failed
+    // down is never counted as applied (status, /metrics), and the exit
+    // status says the node may still hold the IP: 75, not the proxy's 0.
     let lab = Lab::new();
+    std::fs::write(lab.path("demote-code"), "0").unwrap();
     let backend = lab
-        .command_backend("MASTER\n", "failover_timeout = \"1s\"")
-        .replace("\"demote\"]", "\"demote\", \"--code\", \"3\"]");
+        .command_backend("MASTER\n", "failover_timeout = \"3s\"")
+        .replace(
+            "\"demote\"]",
+            "\"demote\", \"--code-from\", \"{dir}/demote-code\"]",
+        );
     let config = lab.config(&backend);
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
     lab.wait_for("promote");
+    let http = h.http_address();
+    std::fs::write(lab.path("demote-code"), "3").unwrap();
     let started = Instant::now();
     h.signal(SIGTERM);
+    lab.wait_for_count("demote", 3); // the start's, the stop's, a retry
+    let status = lab.status_json(&config);
+    assert_eq!(status["level"], "down", "{status:#}");
+    assert_eq!(status["level_applied"], false, "{status:#}");
+    let (code, metrics) = common::http_send(&http, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("handoff_demoted 0"), "{metrics}");
     let code = h.code(SOON);
     let took = started.elapsed();
     println!(
         "stop with a failing demote: {} ms, exit {code}",
         took.as_millis()
     );
-    assert!(took < Duration::from_secs(1 + 10 + 1 + 1), "{took:?}");
+    assert_eq!(code, 75, "{}", h.log());
+    assert!(took < Duration::from_secs(3 + 1 + 1 + 1), "{took:?}");
+    assert!(
+        lab.position("signal SIGTERM").is_some(),
+        "the proxy was stopped: {:#?}",
+        lab.whats()
+    );
     h.assert_logged("could not apply level");
+    h.assert_logged("this node may still hold the floating IP");
+
+    // Failing from the start: nothing is spawned, exit 75.
+    let lab = Lab::new();
+    let backend = lab
+        .command_backend("MASTER\n", "failover_timeout = \"1s\"")
+        .replace("\"demote\"]", "\"demote\", \"--code\", \"3\"]");
+    let config = lab.config(&backend);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    assert_eq!(h.code(SOON), 75, "{}", h.log());
+    assert_eq!(
+        lab.count("start"),
+        0,
+        "a proxy was started: {:#?}",
+        lab.whats()
+    );
+    h.assert_logged("could not take this node down at start");
 }
 
 /// A deterministic stream of config texts: each line picks a section,
@@ -515,4 +559,176 @@ fn f16_a_thousand_start_stop_cycles_leak_no_fds_processes_or_ledger_entries() {
     left.sort();
     assert_eq!(left, ["carp-ledger.toml", "lock"]);
     assert!(!lab.socket().exists(), "the control socket was left behind");
+}
+
+/// How many times the agent logged `text`.
+fn logged_times(h: &Handoff, text: &str) -> usize {
+    h.log().matches(text).count()
+}
+
+/// Waits until the agent logged `text` `n` times.
+fn wait_logged_times(h: &Handoff, text: &str, n: usize) {
+    let deadline = Instant::now() + SOON;
+    while logged_times(h, text) < n {
+        assert!(
+            Instant::now() < deadline,
+            "never logged {text:?} {n} times:\n{}",
+            h.log()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn f20_no_catchable_signal_kills_or_stops_the_agent_or_moves_the_node() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = cluster.config(&lab, "a", "");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+    let proxy = common::proxy_pid(&lab);
+    let agent = h.pid();
+    // Every catchable signal but the stop signals, each sent twice (Rust's
+    // runtime would reset SIGSEGV/SIGBUS after a first one it handled).
+    let named: Vec<_> = nix::sys::signal::Signal::iterator()
+        .filter(|s| !matches!(s, SIGKILL | SIGSTOP | SIGINT | SIGTERM))
+        .collect();
+    for signal in &named {
+        for n in 1..=2 {
+            h.signal(*signal);
+            match signal {
+                // SIGCHLD feeds the reaper; SIGPIPE stays ignored (SIG_IGN).
+                SIGCHLD | SIGPIPE => std::thread::sleep(Duration::from_millis(5)),
+                _ => wait_logged_times(
+                    &h,
+                    &format!("signal received signal=\"{}\"", signal.as_str()),
+                    n,
+                ),
+            }
+        }
+        assert!(
+            alive(agent.as_raw()),
+            "{signal} killed handoff:\n{}",
+            h.log()
+        );
+        assert_eq!(
+            common::status_field(agent.as_raw(), "State:")
+                .map(|s| s.starts_with('S') || s.starts_with('R')),
+            Some(true),
+            "{signal} stopped handoff"
+        );
+    }
+    // The real-time signals: logged and ignored.
+    for n in nix::libc::SIGRTMIN()..=nix::libc::SIGRTMAX() {
+        assert_eq!(kill_number(agent.as_raw(), n), 0, "kill -{n}");
+        wait_logged_times(&h, &format!("real-time signal ignored signal={n}"), 1);
+    }
+    assert!(alive(proxy), "the proxy died:\n{}", h.log());
+    assert_eq!(common::proxy_pid(&lab), proxy, "the proxy was restarted");
+    let status = lab.status_json(&config);
+    assert_eq!(status["level"], "up", "{status:#}");
+    assert_eq!(status["level_applied"], true, "{status:#}");
+    assert_eq!(status["role"], "MASTER", "{status:#}");
+    assert_eq!(cluster.edge(&lab, "a"), 0, "the node's level moved");
+    // b was master only while a started (down first), never since.
+    assert_eq!(lab.count("sim master b"), 1, "{:#?}", lab.whats());
+    // ^Z continues the proxy rather than stopping anyone.
+    assert!(lab.count("signal SIGCONT") >= 2, "{:#?}", lab.whats());
+    // The stop signals still stop: SIGINT runs the stop sequence.
+    h.signal(SIGINT);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let moved = lab
+        .whats()
+        .iter()
+        .rposition(|w| w == "sim master b")
+        .expect("b took over");
+    // The proxy gets its own stop signal (SIGTERM) only after the move.
+    assert!(
+        moved < lab.position("signal SIGTERM").unwrap(),
+        "{:#?}",
+        lab.whats()
+    );
+}
+
+/// kill(2) with a raw signal number (nix names only the standard ones).
+fn kill_number(pid: i32, signal: i32) -> i32 {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    status.code().unwrap_or(-1)
+}
+
+#[test]
+fn f22_a_start_that_fails_after_the_lock_leaves_the_node_down() {
+    // A busy HTTP port: the CARP share is applied before the bind fails.
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let config = cluster.config(
+        &lab,
+        "a",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    assert_ne!(h.code(SOON), 0, "{}", h.log());
+    h.assert_logged("cannot listen on");
+    assert_eq!(cluster.edge(&lab, "a"), 50, "our share is applied");
+    assert_eq!(ledger_share(&lab), "share = 50");
+    assert_eq!(lab.count("start"), 0, "{:#?}", lab.whats());
+    // The next start counts the share once.
+    drop(busy);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(cluster.edge(&lab, "a"), 50, "never 100");
+
+    // A missing Consul token file: the keepalived track file says -254.
+    let lab = Lab::new();
+    let track = lab.path("track");
+    std::fs::write(&track, "0\n").unwrap();
+    let config = lab.config(&format!(
+        "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\ntrack_file = \"{}\"\nvip = [\"192.0.2.100\"]\n\
+         [consul]\ntoken_file = \"{{dir}}/no-such-token\"\n",
+        track.display()
+    ));
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    assert_eq!(h.code(SOON), 78, "{}", h.log());
+    h.assert_logged("no-such-token");
+    assert_eq!(std::fs::read_to_string(&track).unwrap().trim(), "-254");
+    assert_eq!(lab.count("start"), 0, "{:#?}", lab.whats());
+}
+
+#[test]
+fn f25_a_stopped_proxy_takes_the_node_down_until_it_continues() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = cluster.config(&lab, "a", "");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+    let proxy = nix::unistd::Pid::from_raw(common::proxy_pid(&lab));
+    nix::sys::signal::kill(proxy, SIGSTOP).unwrap();
+    h.wait_log("the proxy is stopped (not serving)");
+    // (b was master once already, while a started.)
+    lab.wait_for_count("sim master b", 2);
+    assert_eq!(cluster.edge(&lab, "a"), 50, "down while stopped");
+    nix::sys::signal::kill(proxy, SIGCONT).unwrap();
+    h.wait_log("the proxy continued");
+    lab.wait_for_count("sim master a", 2);
+    assert_eq!(cluster.edge(&lab, "a"), 0, "up again");
+    // Stopped again, then a stop: the proxy is continued so that it can act
+    // on its stop signal, and exits by it (not by SIGKILL).
+    nix::sys::signal::kill(proxy, SIGSTOP).unwrap();
+    lab.wait_for_count("sim master b", 3);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    h.assert_logged("continuing proxy");
+    assert!(
+        lab.position("signal SIGTERM").is_some(),
+        "{:#?}",
+        lab.whats()
+    );
 }

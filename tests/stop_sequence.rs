@@ -175,21 +175,54 @@ fn the_third_stop_signal_kills_at_once() {
 fn f08_a_hanging_backend_tool_does_not_hold_the_stop_past_its_deadlines() {
     let lab = Lab::new();
     let mut text = lab.command_backend("MASTER\n", "failover_timeout = \"1s\"");
-    text =
-        text.replace("\"demote\"]", "\"demote\", \"--sleep\", \"60s\"]") + "timeout = \"300ms\"\n";
+    text = text.replace("\"demote\"]", "\"demote\", \"--hang-if\", \"{dir}/hang\"]")
+        + "timeout = \"300ms\"\n";
     let config = lab.config(&text);
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
-    // The start-up demote hangs and is killed after 300 ms; the proxy still starts.
-    lab.wait_for("start");
+    lab.wait_for("promote");
+    // From now on every demote hangs and is killed after 300 ms.
+    std::fs::write(lab.path("hang"), "").unwrap();
     let started = Instant::now();
     h.signal(SIGTERM);
-    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    // failover_timeout 1 s, the proxy's exit, DOWN_GRACE 1 s: then exit 75,
+    // since down was never confirmed (the proxy's 0 gives way).
+    assert_eq!(h.code(SOON), 75, "{}", h.log());
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stop took {:?}",
         started.elapsed()
     );
+    assert!(
+        lab.position("signal SIGTERM").is_some(),
+        "{:#?}",
+        lab.whats()
+    );
     h.assert_logged("did not finish within 300ms");
+    h.assert_logged("this node may still hold the floating IP");
+}
+
+#[test]
+fn f08_a_demote_that_hangs_at_start_spawns_nothing() {
+    let lab = Lab::new();
+    let mut text = lab.command_backend("MASTER\n", "failover_timeout = \"1s\"");
+    text =
+        text.replace("\"demote\"]", "\"demote\", \"--sleep\", \"60s\"]") + "timeout = \"300ms\"\n";
+    let config = lab.config(&text);
+    let started = Instant::now();
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    assert_eq!(h.code(SOON), 75, "{}", h.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        lab.count("start"),
+        0,
+        "a proxy was started: {:#?}",
+        lab.whats()
+    );
+    h.assert_logged("could not take this node down at start");
 }
 
 #[test]

@@ -17,10 +17,10 @@ use crate::{
     consul::{Client, Consul, Report, Settings},
     control::{
         Inbox, direct,
-        server::{Access, ControlSocket},
+        server::{Access, Claim, ControlSocket},
     },
     exit,
-    failover::{AnyBackend, Level},
+    failover::{AnyBackend, Failover, Level},
     health::Gate,
     http, logging,
     machine::{Machine, Policy},
@@ -28,6 +28,7 @@ use crate::{
     metrics::Metrics,
     platform,
     process::Children,
+    sentinel::{self, Sentinel},
     signals,
     state::StateDir,
     supervisor::Supervisor,
@@ -85,6 +86,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The dead-man's switch `run` starts for itself (handoff(8)); not for
+    /// operators
+    #[command(name = "sentinel", hide = true)]
+    Sentinel,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -107,7 +112,13 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
             };
         }
     };
-    if !matches!(cli.command, Command::Run { .. } | Command::Demote { .. }) {
+    if matches!(cli.command, Command::Run { .. } | Command::Sentinel) {
+        abort_on_panic();
+    }
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::Demote { .. } | Command::Sentinel
+    ) {
         // Short-lived tools: ^C should just end them. `demote` keeps them
         // blocked: it may run ifconfig itself, whose exits the signal reader
         // reaps, and ^C there ends the wait, never the demotion.
@@ -129,6 +140,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
         }),
         Command::Promote => operator::promote(cli.config.as_deref()),
         Command::Status { json } => operator::status(cli.config.as_deref(), json),
+        Command::Sentinel => blocked.and_then(|()| sentinel::run(cli.config.as_deref())),
     };
     match result {
         Ok(code) => code,
@@ -170,74 +182,116 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     Ok(exit::OK)
 }
 
+/// A panic in any thread or task ends the process at once (abort), instead
+/// of leaving a node up behind a dead task: the proxy dies with handoff
+/// (PDEATHSIG on Linux), and the sentinel and keepalived's tracking take the
+/// node down (`crate::sentinel`).
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!(%info, "panic: aborting");
+        std::process::abort();
+    }));
+}
+
+/// `handoff run`: the start sequence, in the order the lifecycle requires
+/// (handoff(8), START SEQUENCE; docs/design.md):
+///
+/// 1. the config (without it the backend is unknown);
+/// 2. the node's locks: the control socket's and the state dir's, so that a
+///    second agent is refused before it touches the backend;
+/// 3. `down`, applied and confirmed by the backend (the CARP ledger settled
+///    first): whatever fails after this leaves the node out of the election;
+/// 4. everything else: the control socket, Consul, HTTP, the supervisor.
 fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> {
-    // Config errors exit 78 here, before anything is spawned.
+    // Config errors exit 78 here, before anything is touched.
     let loaded = config::load(&Location::find(flag))?;
-    let config = loaded.config;
-    let argv = match (proxy.is_empty(), &config.proxy.command) {
-        (false, _) => Argv(proxy),
-        (true, Some(command)) => command.clone(),
-        (true, None) => {
-            return Err(Error::Usage(
-                "no proxy command: give it after `--` (handoff run -- traefik ...) or set [proxy] command".into(),
-            ));
-        }
-    };
+    let config = &loaded.config;
     logging::init(&config.log);
-    for warning in check::warnings(&config, KillBudget::Unknown, false) {
+    for warning in check::warnings(config, KillBudget::Unknown, false) {
         tracing::warn!("{warning}");
     }
-    // A second agent is refused here: by the control socket's lock (or a
+    // 2. A second agent is refused here: by the control socket's lock (or a
     // live socket), then by the state dir's lock.
-    let group = control_group(&config)?;
-    let control = ControlSocket::bind(&config.control.socket, group.as_ref().map(|g| g.1))?;
+    let claim = ControlSocket::claim(&config.control.socket)?;
     // The state dir holds the CARP ledger and the maintenance record; the
     // boot id is read before the signal reader starts reaping (the OpenBSD
     // boot id comes from a sysctl(8) child).
     let state = Arc::new(StateDir::open(&config.control.state_dir)?);
-    let boot = direct::boot_id(&config)?;
-    // A node an operator put into maintenance stays at standby across restarts.
-    let maintenance = Maintenance::load(state.path()).map_err(Error::Record)?;
+    let boot = direct::boot_id(config)?;
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
-    let consul = consul_client(&config)?;
     let children = Children::default();
-    let (runtime, signal_rx) = runtime_and_signals(&children)?;
-    let policy = policy(&config);
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        backend = config.failover.backend().name(),
-        command = %argv,
-        stop_signal = policy.stop_signal.as_str(),
-        reload = ?policy.reload,
-        control = %control.path().display(),
-        "starting"
-    );
-    let (inbox_tx, inbox) = mpsc::channel(16);
-    let metrics = Arc::new(Metrics::new());
-    // The supervisor runs on this (main) thread: it forks the proxy, and
-    // Linux's PDEATHSIG fires when the forking *thread* exits.
-    let mut supervisor = Supervisor {
-        machine: Machine::new(policy),
-        argv,
-        group: config.proxy.process_group,
-        children,
-        signals: signal_rx,
-        health: config
-            .proxy
-            .health
-            .as_ref()
-            .and_then(|h| Gate::from_config(h.get_ref())),
-        probe: config.failover.probe.clone(),
-        maintenance,
-        stop_budget: check::stop_budget(&config),
-        inbox,
-        metrics: metrics.clone(),
-        consul: None,
-    };
+    let (runtime, signal_rx) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
+        // 3. CARP reconciles its ledger in `open`; a damaged ledger or a
+        // missing tool stops here, before anything is spawned.
+        let mut backend =
+            AnyBackend::open(&config.failover, children.clone(), state.clone(), boot).await?;
+        // A failing backend is retried for up to failover_timeout; after
+        // that the start is refused with exit 75, and nothing was started.
+        backend
+            .down_until(config.failover.failover_timeout)
+            .await
+            .map_err(|error| Error::Demotion(format!(
+                "could not take this node down at start ({error}); it may hold the floating IP, and no proxy was started"
+            )))?;
+        tracing::info!(backend = backend.name(), "down at start");
+        // The dead-man's switch, before the node can go up: from here on a
+        // death of this process of any kind still takes the node down.
+        let sentinel = match (&loaded.path, config.failover.backend()) {
+            (_, BackendKind::None) | (None, _) => None,
+            (Some(path), _) => Some(Sentinel::start(children.clone(), path.clone()).map_err(
+                |source| Error::Os {
+                    what: "starting the sentinel",
+                    source,
+                },
+            )?),
+        };
+        let result = supervise(config, proxy, claim, state, children, signal_rx, backend).await;
+        if let Some(sentinel) = sentinel {
+            // Every exit but 75 comes after a confirmed `down` (a start that
+            // failed after step 3 included).
+            let confirmed = !matches!(result, Ok(exit::DEMOTION_FAILED));
+            sentinel.release(confirmed).await;
+        }
+        result
+    })
+}
+
+/// Step 4 of the start, and the supervisor's run: a failure here leaves the
+/// node down.
+async fn supervise(
+    config: &config::Config,
+    proxy: Vec<String>,
+    claim: Claim,
+    state: Arc<StateDir>,
+    children: Children,
+    signal_rx: mpsc::Receiver<platform::Received>,
+    backend: AnyBackend,
+) -> Result<u8, Error> {
+    {
+        let argv = proxy_argv(config, proxy)?;
+        let group = control_group(config)?;
+        let control = claim.bind(group.as_ref().map(|g| g.1))?;
+        // A node an operator put into maintenance stays at standby across restarts.
+        let maintenance = Maintenance::load(state.path()).map_err(Error::Record)?;
+        let consul = consul_client(config)?;
+        let policy = policy(config);
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            backend = config.failover.backend().name(),
+            command = %argv,
+            stop_signal = policy.stop_signal.as_str(),
+            reload = ?policy.reload,
+            control = %control.path().display(),
+            "starting"
+        );
+        let (inbox_tx, inbox_rx) = mpsc::channel(16);
         let inbox = Inbox(inbox_tx);
+        let metrics = Arc::new(Metrics::new());
         if let Some(addr) = config.http.listen.0 {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 Error::Serve(format!("cannot listen on {addr} ([http] listen): {e}"))
@@ -246,11 +300,27 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             tracing::info!(listen = %local, "http listening");
             tokio::spawn(http::serve(listener, inbox.clone(), metrics.clone()));
         }
-        tokio::spawn(control.serve(Access::new(group), inbox, state.clone()));
-        // CARP reconciles its ledger here, before the proxy exists; a damaged
-        // ledger or an unreadable counter stops here, before anything is spawned.
-        let backend =
-            AnyBackend::open(&config.failover, supervisor.children.clone(), state, boot).await?;
+        // The supervisor runs on this (main) thread: it forks the proxy, and
+        // Linux's PDEATHSIG fires when the forking *thread* exits.
+        let mut supervisor = Supervisor {
+            machine: Machine::new(policy),
+            argv,
+            group: config.proxy.process_group,
+            children,
+            signals: signal_rx,
+            health: config
+                .proxy
+                .health
+                .as_ref()
+                .and_then(|h| Gate::from_config(h.get_ref())),
+            probe: config.failover.probe.clone(),
+            maintenance,
+            stop_budget: check::stop_budget(config),
+            inbox: inbox_rx,
+            metrics: metrics.clone(),
+            consul: None,
+        };
+        tokio::spawn(control.serve(Access::new(group), inbox, state));
         // Reporting starts only now: a start that fails above must not leave
         // a registration behind that nobody deregisters.
         if let Some((client, settings)) = consul {
@@ -258,7 +328,18 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
             supervisor.consul = Some(Consul::start(client, settings, first, &metrics));
         }
         Ok(supervisor.run(backend).await)
-    })
+    }
+}
+
+/// The proxy's command line: after `--`, else `[proxy] command`.
+fn proxy_argv(config: &config::Config, proxy: Vec<String>) -> Result<Argv, Error> {
+    match (proxy.is_empty(), &config.proxy.command) {
+        (false, _) => Ok(Argv(proxy)),
+        (true, Some(command)) => Ok(command.clone()),
+        (true, None) => Err(Error::Usage(
+            "no proxy command: give it after `--` (handoff run -- traefik ...) or set [proxy] command".into(),
+        )),
+    }
 }
 
 /// `[consul]` over the `CONSUL_HTTP_*` environment, and the client built
@@ -276,26 +357,6 @@ fn consul_client(config: &config::Config) -> Result<Option<(Client, Settings)>, 
         settings.vip = vips.join(",");
     }
     Ok(Some((Client::new(&settings)?, settings)))
-}
-
-/// A current-thread runtime, and the signal reader (which also reaps
-/// `children`) feeding the returned channel.
-fn runtime_and_signals(
-    children: &Children,
-) -> Result<(tokio::runtime::Runtime, mpsc::Receiver<platform::Received>), Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Os {
-            what: "starting the runtime",
-            source,
-        })?;
-    let (tx, rx) = mpsc::channel(64);
-    signals::start(children.clone(), tx, &runtime).map_err(|source| Error::Os {
-        what: "reading signals",
-        source,
-    })?;
-    Ok((runtime, rx))
 }
 
 /// `[control] group` and its gid, if set.

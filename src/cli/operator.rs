@@ -146,7 +146,7 @@ fn demote_directly(
 ) -> Result<u8, Error> {
     let boot = direct::boot_id(config)?;
     let children = Children::default();
-    let (runtime, mut rx) = super::runtime_and_signals(&children)?;
+    let (runtime, mut rx) = crate::signals::runtime_and_reader(&children)?;
     let uid = nix::unistd::Uid::current().as_raw();
     let outcome = runtime.block_on(direct::demote(
         config, reason, uid, wait, children, &mut rx, boot,

@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     maintenance::Maintenance,
-    state::{LockFailure, StateDir, holder_suffix, take_lock},
+    state::{Holder, LockFailure, StateDir, holder_suffix, take_lock},
     status::unix_now,
 };
 
@@ -171,9 +171,11 @@ fn is_member(uid: u32, name: &str, group: Gid) -> bool {
 }
 
 impl ControlSocket {
-    /// Binds `path` with mode 0600, or 0660 and `group`. Refuses when
-    /// another agent owns it or anything answers on it; replaces a stale one.
-    pub fn bind(path: &Path, group: Option<Gid>) -> Result<ControlSocket, ControlError> {
+    /// Claims `path` for this agent: takes `<socket>.lock` and refuses when
+    /// another agent owns the path or anything answers on it. Nothing is
+    /// bound yet: the start claims the node first, demotes it, and only then
+    /// binds ([`Claim::bind`]).
+    pub fn claim(path: &Path) -> Result<Claim, ControlError> {
         // /run/handoff under systemd's RuntimeDirectory exists already; a
         // fresh directory elsewhere is created traversable (the socket's own
         // mode guards it).
@@ -205,31 +207,9 @@ impl ControlSocket {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("inspecting", path)(e)),
         }
-        let temp = temp_path(path);
-        let _ = fs::remove_file(&temp); // a leftover of a crash between bind and rename
-        let listener =
-            std::os::unix::net::UnixListener::bind(&temp).map_err(io_error("binding", &temp))?;
-        let placed = (|| {
-            let mode = if group.is_some() { 0o660 } else { 0o600 };
-            fs::set_permissions(&temp, fs::Permissions::from_mode(mode))?;
-            if group.is_some() {
-                nix::unistd::chown(&temp, None, group).map_err(io::Error::from)?;
-            }
-            fs::rename(&temp, path)
-        })();
-        if let Err(e) = placed {
-            let _ = fs::remove_file(&temp);
-            return Err(io_error("placing", path)(e));
-        }
-        listener
-            .set_nonblocking(true)
-            .map_err(io_error("configuring", path))?;
-        Ok(ControlSocket {
-            listener,
-            guard: SocketGuard {
-                path: path.to_path_buf(),
-                _lock: lock,
-            },
+        Ok(Claim {
+            path: path.to_path_buf(),
+            lock,
         })
     }
 
@@ -281,11 +261,54 @@ impl ControlSocket {
     }
 }
 
+/// A control socket path this agent owns (its lock is held) but has not
+/// bound yet.
+#[derive(Debug)]
+pub struct Claim {
+    path: PathBuf,
+    lock: Flock<File>,
+}
+
+impl Claim {
+    /// Binds the claimed path with mode 0600, or 0660 and `group`,
+    /// replacing a stale socket.
+    pub fn bind(self, group: Option<Gid>) -> Result<ControlSocket, ControlError> {
+        let Claim { path, lock } = self;
+        let path = path.as_path();
+        let temp = temp_path(path);
+        let _ = fs::remove_file(&temp); // a leftover of a crash between bind and rename
+        let listener =
+            std::os::unix::net::UnixListener::bind(&temp).map_err(io_error("binding", &temp))?;
+        let placed = (|| {
+            let mode = if group.is_some() { 0o660 } else { 0o600 };
+            fs::set_permissions(&temp, fs::Permissions::from_mode(mode))?;
+            if group.is_some() {
+                nix::unistd::chown(&temp, None, group).map_err(io::Error::from)?;
+            }
+            fs::rename(&temp, path)
+        })();
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error("placing", path)(e));
+        }
+        listener
+            .set_nonblocking(true)
+            .map_err(io_error("configuring", path))?;
+        Ok(ControlSocket {
+            listener,
+            guard: SocketGuard {
+                path: path.to_path_buf(),
+                _lock: lock,
+            },
+        })
+    }
+}
+
 /// `<socket>.lock`, held for as long as the agent owns the socket.
 fn lock(path: &Path) -> Result<Flock<File>, ControlError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
-    take_lock(Path::new(&name)).map_err(|failure| match failure {
+    take_lock(Path::new(&name), Holder::Agent).map_err(|failure| match failure {
         LockFailure::Held { holder } => ControlError::InUse {
             path: path.to_path_buf(),
             holder,

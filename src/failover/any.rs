@@ -69,6 +69,27 @@ impl AnyBackend {
     }
 }
 
+impl AnyBackend {
+    /// Applies `down`, retrying a failure (250 ms, doubling, at most 5 s
+    /// apart) until it is confirmed or `limit` has passed; the last error
+    /// then. The start (before anything else) and the sentinel use it.
+    pub async fn down_until(&mut self, limit: Duration) -> Result<(), FailoverError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.set_level(Level::Down).await {
+                Ok(()) => return Ok(()),
+                Err(error) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(backend = self.name(), %error, retry_in = ?delay, "could not go down");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
 /// `program` can be run: a path to an executable file, or a bare name
 /// found as one on PATH (as execvp(3) looks it up).
 fn runnable(program: &Path) -> Result<(), FailoverError> {

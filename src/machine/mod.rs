@@ -112,6 +112,10 @@ pub enum Event {
         /// The request it answers (see [`Action::SetLevel`]).
         seq: u64,
     },
+    /// The proxy was stopped (`true`, WSTOPPED: SIGSTOP, a terminal's
+    /// SIGTSTP/SIGTTIN/SIGTTOU) or continued (`false`). A stopped proxy
+    /// serves nobody, whatever its health checks said last.
+    ProxySuspended(bool),
     /// An armed timer fired.
     Deadline(Timer),
     /// The probe through the VIP succeeded.
@@ -175,6 +179,9 @@ pub enum Action {
     StopProxy(Signal),
     /// SIGKILL the proxy (and its group when it has its own).
     KillProxy,
+    /// SIGCONT the proxy: it was stopped, and must run to act on the
+    /// stop signal (systemd does the same, systemd.kill(5)).
+    ContinueProxy,
     /// Start (or restart) a timer.
     Arm(Timer, Duration),
     /// Cancel a timer.
@@ -199,6 +206,9 @@ pub enum DropReason {
     ReloadDisabled,
     /// No proxy is running right now.
     NoProxy,
+    /// Neither handoff nor the proxy acts on this signal (handoff(8),
+    /// SIGNALS): it is logged, and changes nothing.
+    Ignored,
 }
 
 /// Decisions worth one log line each.
@@ -220,8 +230,14 @@ pub enum Note {
     KillRequested,
     /// The proxy will be restarted after the backoff.
     Restarting,
-    /// Exiting without confirmation that `down` was applied (deadline).
+    /// Exiting although the backend never confirmed `down`: the node may
+    /// still hold the IP (exit status `exit::DEMOTION_FAILED`).
     DownUnconfirmed,
+    /// The proxy was stopped (WSTOPPED): the node goes down until it
+    /// continues.
+    ProxySuspended,
+    /// The stopped proxy continued.
+    ProxyResumed,
     /// Another stop signal, already stopping.
     AlreadyStopping,
     /// `failover_timeout` passed at standby: falling back to down (FAULT).
@@ -245,7 +261,13 @@ impl std::fmt::Display for Note {
             Note::StopTimedOut => "stop_timeout passed: killing the proxy",
             Note::KillRequested => "third stop signal: killing the proxy now",
             Note::Restarting => "restarting the proxy after the backoff",
-            Note::DownUnconfirmed => "exiting before the backend confirmed down",
+            Note::DownUnconfirmed => {
+                "the backend never confirmed down: this node may still hold the floating IP"
+            }
+            Note::ProxySuspended => {
+                "the proxy is stopped (not serving): going down until it continues"
+            }
+            Note::ProxyResumed => "the proxy continued",
             Note::AlreadyStopping => "already stopping; a third stop signal kills the proxy",
             Note::GracefulFallback => {
                 "failover_timeout passed at standby (does the peer have nopreempt?): going down (FAULT) and stopping"
@@ -363,6 +385,10 @@ pub struct Machine {
     peer: Confirmation,
     /// Held at standby by an operator.
     maintenance: bool,
+    /// The health gate's last verdict on the current proxy.
+    verdict: bool,
+    /// The current proxy is stopped (WSTOPPED).
+    suspended: bool,
     /// The role is polled eagerly until maintenance has moved the IP away.
     demote_watch: bool,
     backoff: Duration,
@@ -387,6 +413,8 @@ impl Machine {
             probe: Confirmation::Idle,
             peer: Confirmation::Idle,
             maintenance: false,
+            verdict: false,
+            suspended: false,
             demote_watch: false,
             backoff: FIRST_BACKOFF,
             restarts: 0,
@@ -443,14 +471,15 @@ impl Machine {
                 self.exit(code, &mut out);
             }
             Event::ProxyExited(end) => self.on_exit(end, &mut out),
-            Event::Health(healthy) => self.on_health(healthy, &mut out),
+            Event::Health(healthy) => self.on_verdict(healthy, &mut out),
+            Event::ProxySuspended(suspended) => self.on_suspended(suspended, &mut out),
             Event::Role { role, seq } => {
                 self.role = role;
                 self.role_seq = seq;
                 self.check_demote(&mut out);
                 self.check_move(&mut out);
             }
-            Event::LevelApplied { level, ok: _, seq } => self.on_applied(level, seq, &mut out),
+            Event::LevelApplied { level, ok, seq } => self.on_applied(level, ok, seq, &mut out),
             Event::Deadline(timer) => self.on_deadline(timer, &mut out),
             Event::Maintenance(on) => self.on_maintenance(on, &mut out),
             Event::ProbeSucceeded => {
@@ -533,8 +562,13 @@ impl Machine {
         self.role_seq >= self.seq && self.requested.is_some() && self.role.released()
     }
 
+    /// Every signal handoff can receive, decided here (the table in
+    /// handoff(8), SIGNALS).
     fn on_signal(&mut self, signal: Signal, out: &mut Vec<Action>) {
-        if signals::STOP.contains(&signal) {
+        // The proxy's own graceful stop signal (nginx's SIGQUIT, haproxy's
+        // SIGUSR1) sent to handoff is an operator's graceful stop: passing
+        // it on would stop the proxy with the node still master.
+        if signals::STOP.contains(&signal) || signal == self.policy.stop_signal {
             self.on_stop_signal(out);
         } else if signal == Signal::SIGHUP {
             match self.policy.reload {
@@ -546,6 +580,16 @@ impl Machine {
             }
         } else if signals::PASS_THROUGH.contains(&signal) {
             self.forward(signal, signal, out);
+        } else if signal == Signal::SIGTSTP {
+            // ^Z: handoff never stops (it reads the signal), and a proxy in
+            // the terminal's process group, stopped by the same ^Z, is
+            // continued: neither runs unsupervised, nor is left stopped.
+            self.forward(signal, Signal::SIGCONT, out);
+        } else {
+            out.push(Action::Dropped {
+                signal,
+                reason: DropReason::Ignored,
+            });
         }
     }
 
@@ -583,6 +627,11 @@ impl Machine {
         if !self.stop_deferred {
             self.stop_deferred = true;
             out.push(Action::Note(Note::StopDeferred));
+            if self.phase == Phase::Starting {
+                // No spawn until `down` is confirmed; if it never is, the
+                // stop must still end.
+                out.push(Action::Arm(Timer::Failover, self.policy.failover_timeout));
+            }
         }
     }
 
@@ -603,7 +652,15 @@ impl Machine {
         self.peer = Confirmation::Idle;
         out.push(Action::Disarm(Timer::HealthGate));
         out.push(Action::Disarm(Timer::BackoffReset));
-        self.request(self.policy.stop_level, out);
+        // A stop never raises a node: `standby` (keepalived's graceful
+        // handover) only comes from `up` or `standby`; a node held down
+        // (unhealthy, not yet healthy) stays down.
+        let level = if self.requested == Some(Level::Down) {
+            Level::Down
+        } else {
+            self.policy.stop_level
+        };
+        self.request(level, out);
         if !held {
             out.push(Action::Note(Note::NotMaster));
         }
@@ -690,6 +747,9 @@ impl Machine {
         out.push(Action::Disarm(Timer::Settle));
         self.phase = Phase::Stopping(Step::Draining);
         out.push(Action::StopProxy(self.policy.stop_signal));
+        if self.suspended {
+            out.push(Action::ContinueProxy);
+        }
         out.push(Action::Arm(Timer::StopTimeout, self.policy.stop_timeout));
     }
 
@@ -705,6 +765,8 @@ impl Machine {
 
     fn on_spawned(&mut self, out: &mut Vec<Action>) {
         self.proxy_alive = true;
+        self.verdict = false;
+        self.suspended = false;
         self.phase = Phase::Running { healthy: false };
         if let Some(gate) = self.policy.startup_gate {
             out.push(Action::Arm(Timer::HealthGate, gate));
@@ -715,10 +777,19 @@ impl Machine {
         }
     }
 
-    fn on_health(&mut self, healthy: bool, out: &mut Vec<Action>) {
+    /// The health gate's verdict (a check, or the start-up gate's timer).
+    fn on_verdict(&mut self, healthy: bool, out: &mut Vec<Action>) {
+        self.verdict = healthy;
+        self.apply_health(out);
+    }
+
+    /// The proxy counts as healthy when its gate says so and it is not
+    /// stopped; the node follows.
+    fn apply_health(&mut self, out: &mut Vec<Action>) {
         let Phase::Running { healthy: was } = self.phase else {
             return;
         };
+        let healthy = self.verdict && !self.suspended;
         if healthy == was {
             return;
         }
@@ -729,6 +800,23 @@ impl Machine {
             Level::Down
         };
         self.request(level, out);
+    }
+
+    fn on_suspended(&mut self, suspended: bool, out: &mut Vec<Action>) {
+        if !self.proxy_alive || suspended == self.suspended {
+            return;
+        }
+        self.suspended = suspended;
+        out.push(Action::Note(if suspended {
+            Note::ProxySuspended
+        } else {
+            Note::ProxyResumed
+        }));
+        if suspended && matches!(self.phase, Phase::Stopping(Step::Draining)) {
+            // The stop signal waits in a stopped process: let it act.
+            out.push(Action::ContinueProxy);
+        }
+        self.apply_health(out);
     }
 
     /// Where a healthy proxy puts the node: `up`, or `standby` in maintenance.
@@ -742,6 +830,7 @@ impl Machine {
 
     fn on_exit(&mut self, end: ProcessEnd, out: &mut Vec<Action>) {
         self.proxy_alive = false;
+        self.suspended = false;
         let code = self.policy.exit_code_map.apply(exit::from_process_end(end));
         self.last_code = code;
         match self.phase {
@@ -796,9 +885,15 @@ impl Machine {
         }
     }
 
-    fn on_applied(&mut self, level: Level, seq: u64, out: &mut Vec<Action>) {
+    fn on_applied(&mut self, level: Level, ok: bool, seq: u64, out: &mut Vec<Action>) {
         if seq != self.seq {
             return; // answers an earlier request: says nothing about this one
+        }
+        if !ok {
+            // Only a level the backend confirmed counts: a failed `down`
+            // spawns nothing, confirms no move and allows no exit. The
+            // worker retries it; the armed deadlines bound the wait.
+            return;
         }
         self.applied = Some(level);
         match self.phase {
@@ -814,7 +909,7 @@ impl Machine {
 
     fn on_deadline(&mut self, timer: Timer, out: &mut Vec<Action>) {
         match (timer, self.phase) {
-            (Timer::HealthGate, Phase::Running { healthy: false }) => self.on_health(true, out),
+            (Timer::HealthGate, Phase::Running { healthy: false }) => self.on_verdict(true, out),
             (Timer::BackoffReset, _) => self.backoff = FIRST_BACKOFF,
             (Timer::Restart, Phase::Restarting) => {
                 self.phase = Phase::Starting;
@@ -833,9 +928,9 @@ impl Machine {
                 }
                 self.after_failover(out);
             }
-            (Timer::Failover, Phase::Exiting { code }) => {
-                out.push(Action::Note(Note::DownUnconfirmed));
-                self.exit(code, out);
+            (Timer::Failover, Phase::Exiting { .. }) => self.exit_down_unconfirmed(out),
+            (Timer::Failover, Phase::Starting) if self.stop_deferred => {
+                self.exit_down_unconfirmed(out);
             }
             (Timer::Settle, Phase::Stopping(Step::Settle)) => self.send_stop(out),
             (Timer::DemoteWatch, _) => self.end_demote_watch(out),
@@ -895,6 +990,14 @@ impl Machine {
     fn stop_confirmations(&mut self, out: &mut Vec<Action>) {
         self.cancel(Confirm::Probe, out);
         self.cancel(Confirm::Peer, out);
+    }
+
+    /// The stop's deadline passed and `down` was never confirmed. The
+    /// proxy's status gives way: what the supervisor must learn is that the
+    /// node may still hold the IP.
+    fn exit_down_unconfirmed(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::Note(Note::DownUnconfirmed));
+        self.exit(exit::DEMOTION_FAILED, out);
     }
 
     fn exit(&mut self, code: u8, out: &mut Vec<Action>) {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal::{self, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use nix::sys::signal::Signal::{
+    self, SIGALRM, SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGTSTP, SIGUSR1, SIGUSR2,
+};
 
 use super::*;
 use crate::config::{ExitCodeMap, Reload, RestartPolicy};
@@ -23,6 +25,15 @@ fn policy() -> Policy {
         stop_level: Level::Down,
         probe: false,
         confirm_peer: false,
+    }
+}
+
+/// The backend could not apply request `seq`.
+fn failed(level: Level, seq: u64) -> Event {
+    Event::LevelApplied {
+        level,
+        ok: false,
+        seq,
     }
 }
 
@@ -171,13 +182,16 @@ fn rules() {
             Phase::Spawning,
         ),
         row(
-            "a failed down still lets the proxy start",
+            "a failed down spawns nothing (the worker retries it)",
             &[],
-            Event::LevelApplied {
-                level: Level::Down,
-                ok: false,
-                seq: 1,
-            },
+            failed(Level::Down, 1),
+            vec![],
+            Phase::Starting,
+        ),
+        row(
+            "the retried down, once confirmed, spawns",
+            &[failed(Level::Down, 1)],
+            DOWN1,
             vec![Spawn],
             Phase::Spawning,
         ),
@@ -251,6 +265,65 @@ fn rules() {
             Phase::Running { healthy: false },
         ),
         row(
+            "SIGALRM (and every other unlisted signal) is logged and ignored",
+            HEALTHY,
+            Event::Signal(SIGALRM),
+            vec![Dropped {
+                signal: SIGALRM,
+                reason: DropReason::Ignored,
+            }],
+            Phase::Running { healthy: true },
+        ),
+        row(
+            "SIGTSTP stops nobody: the proxy is continued",
+            HEALTHY,
+            Event::Signal(SIGTSTP),
+            vec![Forward {
+                received: SIGTSTP,
+                send: SIGCONT,
+            }],
+            Phase::Running { healthy: true },
+        ),
+        row(
+            "SIGCONT passes through",
+            HEALTHY,
+            Event::Signal(SIGCONT),
+            vec![Forward {
+                received: SIGCONT,
+                send: SIGCONT,
+            }],
+            Phase::Running { healthy: true },
+        ),
+        // A stopped proxy serves nobody.
+        row(
+            "the proxy stopped: down at once",
+            HEALTHY,
+            Event::ProxySuspended(true),
+            vec![note(Note::ProxySuspended), set(Level::Down, 3)],
+            Phase::Running { healthy: false },
+        ),
+        row(
+            "the proxy continued: up again (its gate had passed)",
+            &with(HEALTHY, &[Event::ProxySuspended(true)]),
+            Event::ProxySuspended(false),
+            vec![note(Note::ProxyResumed), set(Level::Up, 4)],
+            Phase::Running { healthy: true },
+        ),
+        row(
+            "the gate does not promote a stopped proxy",
+            &with(RUNNING, &[Event::ProxySuspended(true)]),
+            Event::Deadline(Timer::HealthGate),
+            vec![],
+            Phase::Running { healthy: false },
+        ),
+        row(
+            "a proxy stopped while draining is continued to act on the stop signal",
+            &with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
+            Event::ProxySuspended(true),
+            vec![note(Note::ProxySuspended), Action::ContinueProxy],
+            draining,
+        ),
+        row(
             "no proxy: a forward is dropped",
             SPAWNING,
             Event::Signal(SIGUSR1),
@@ -291,6 +364,13 @@ fn rules() {
                 watch(Watch::Idle),
             ]),
             draining,
+        ),
+        row(
+            "a failed down confirms no move",
+            &with(MASTER_STOPPING, &[failed(Level::Down, 3)]),
+            seen(Role::Backup, 3),
+            vec![],
+            failover_held,
         ),
         row(
             "BACKUP before down is applied is not enough",
@@ -344,11 +424,38 @@ fn rules() {
             Phase::Exiting { code: 143 },
         ),
         row(
+            "down never confirmed after the proxy's exit: exit 75, not its status",
+            &with(
+                MASTER_STOPPING,
+                &[
+                    Event::Deadline(Timer::Failover),
+                    Event::ProxyExited(ProcessEnd::Signaled(15)),
+                ],
+            ),
+            Event::Deadline(Timer::Failover),
+            vec![note(Note::DownUnconfirmed), Exit(exit::DEMOTION_FAILED)],
+            Phase::Done,
+        ),
+        row(
             "stop before spawn is held, not lost",
             &[],
             Event::Signal(SIGTERM),
-            vec![note(Note::StopDeferred)],
+            vec![note(Note::StopDeferred), Arm(Timer::Failover, S(10))],
             Phase::Starting,
+        ),
+        row(
+            "a held stop whose down is never confirmed ends at failover_timeout",
+            &[Event::Signal(SIGTERM), failed(Level::Down, 1)],
+            Event::Deadline(Timer::Failover),
+            vec![note(Note::DownUnconfirmed), Exit(exit::DEMOTION_FAILED)],
+            Phase::Done,
+        ),
+        row(
+            "a crash whose down is never confirmed exits 75",
+            &with(HEALTHY, &[Event::ProxyExited(ProcessEnd::Exited(3))]),
+            Event::Deadline(Timer::Failover),
+            vec![note(Note::DownUnconfirmed), Exit(exit::DEMOTION_FAILED)],
+            Phase::Done,
         ),
         // Crash.
         row(
@@ -577,6 +684,79 @@ fn a_crash_during_graceful_handover_goes_down_at_once() {
     let got = m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
     assert_eq!(got, vec![set(Level::Down, 4)]);
     assert_eq!(m.handle(applied(Level::Down, 4)), vec![Action::Exit(1)]);
+}
+
+#[test]
+fn a_graceful_stop_never_raises_a_node_held_down() {
+    // Unhealthy (never passed the gate): requested down, still down through
+    // the whole stop, with no standby in between.
+    for setup in [RUNNING, &with(HEALTHY, &[Event::Health(false)])[..]] {
+        let mut m = after(graceful(), setup);
+        let got = m.handle(Event::Signal(SIGTERM));
+        assert!(
+            !got.iter()
+                .any(|a| matches!(a, Action::SetLevel { level, .. } if *level != Level::Down)),
+            "{got:?}"
+        );
+        assert_eq!(m.view().level, Some(Level::Down));
+    }
+    // A stop that arrived before the spawn: down as well.
+    let mut m = after(graceful(), &[Event::Signal(SIGTERM), DOWN1]);
+    let got = m.handle(Event::Spawned);
+    assert!(
+        !got.iter()
+            .any(|a| matches!(a, Action::SetLevel { level, .. } if *level != Level::Down)),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn the_proxys_own_stop_signal_is_a_planned_stop() {
+    // nginx: stop_signal SIGQUIT; haproxy: SIGUSR1.
+    for stop_signal in [SIGQUIT, SIGUSR1] {
+        let p = Policy {
+            stop_signal,
+            ..policy()
+        };
+        let mut m = after(p, &with(HEALTHY, &[seen(Role::Master, 2)]));
+        let got = m.handle(Event::Signal(stop_signal));
+        assert!(got.contains(&set(Level::Down, 3)), "{got:?}");
+        assert!(
+            !got.iter().any(|a| matches!(a, Action::Forward { .. })),
+            "not passed on: {got:?}"
+        );
+        assert_eq!(m.phase(), Phase::Stopping(Step::Failover { held: true }));
+        // The second one skips the wait, as a second SIGTERM does.
+        let got = m.handle(Event::Signal(stop_signal));
+        assert!(got.contains(&Action::StopProxy(stop_signal)), "{got:?}");
+    }
+}
+
+#[test]
+fn a_failed_level_is_never_counted_as_applied() {
+    let mut m = after(policy(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    m.handle(Event::Health(false));
+    m.handle(failed(Level::Down, 3));
+    let view = m.view();
+    assert_eq!(view.level, Some(Level::Down));
+    assert!(!view.applied, "a failed down is not applied: {view:?}");
+    m.handle(applied(Level::Down, 3));
+    assert!(m.view().applied);
+}
+
+#[test]
+fn a_stopped_proxy_is_continued_after_the_stop_signal() {
+    let mut m = after(
+        policy(),
+        &with(
+            RUNNING,
+            &[Event::ProxySuspended(true), Event::Signal(SIGTERM)],
+        ),
+    );
+    let got = m.handle(Event::Signal(SIGTERM));
+    let stop = got.iter().position(|a| *a == Action::StopProxy(SIGTERM));
+    let resume = got.iter().position(|a| *a == Action::ContinueProxy);
+    assert!(stop.is_some() && resume > stop, "{got:?}");
 }
 
 /// A healthy master that got SIGTERM, with its `down` (request 3) applied.
@@ -958,6 +1138,7 @@ struct World {
     probing: bool,
     confirming: bool,
     exited: bool,
+    suspended: bool,
     timers: Vec<Timer>,
 }
 
@@ -971,9 +1152,14 @@ impl World {
             Event::Spawned => {
                 self.spawn_pending = false;
                 self.alive = true;
+                self.suspended = false;
             }
             Event::SpawnFailed { .. } => self.spawn_pending = false,
-            Event::ProxyExited(_) => self.alive = false,
+            Event::ProxyExited(_) => {
+                self.alive = false;
+                self.suspended = false;
+            }
+            Event::ProxySuspended(stopped) => self.suspended = stopped,
             Event::LevelApplied { level, seq, .. } => {
                 self.answered = self.answered.max(seq);
                 for r in &mut self.requests {
@@ -1020,7 +1206,10 @@ impl World {
                 );
                 self.spawn_pending = true;
             }
-            Action::Forward { .. } | Action::StopProxy(_) | Action::KillProxy => {
+            Action::Forward { .. }
+            | Action::StopProxy(_)
+            | Action::KillProxy
+            | Action::ContinueProxy => {
                 assert!(
                     self.alive,
                     "{context}: signalling a proxy that is not running"
@@ -1034,6 +1223,15 @@ impl World {
                 assert!(
                     *level != Level::Up || self.alive,
                     "{context}: promoted without a proxy"
+                );
+                assert!(
+                    *level != Level::Up || !self.suspended,
+                    "{context}: promoted a stopped proxy"
+                );
+                let from = self.latest().map(|(l, _)| l);
+                assert!(
+                    !(self.stop_seen && *level == Level::Standby && from == Some(Level::Down)),
+                    "{context}: a stop raised the node from down to standby"
                 );
                 assert!(
                     self.latest().is_none_or(|(_, s)| *seq > s),
@@ -1065,7 +1263,14 @@ fn all_events(world: &World) -> Vec<Event> {
         Event::Health(true),
         Event::Health(false),
     ];
-    v.extend([SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGKILL].map(Event::Signal));
+    v.extend(
+        [
+            SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGKILL, SIGALRM, SIGTSTP, SIGCONT,
+        ]
+        .map(Event::Signal),
+    );
+    v.push(Event::ProxySuspended(true));
+    v.push(Event::ProxySuspended(false));
     for role in [Role::Master, Role::Backup, Role::Fault, Role::Unknown] {
         // As seen now, and a stale report from before any answer.
         v.push(seen(role, world.answered));
@@ -1110,7 +1315,7 @@ fn all_events(world: &World) -> Vec<Event> {
 fn possible(world: &World, event: Event) -> bool {
     match event {
         Event::Spawned | Event::SpawnFailed { .. } => world.spawn_pending,
-        Event::ProxyExited(_) => world.alive,
+        Event::ProxyExited(_) | Event::ProxySuspended(_) => world.alive,
         Event::LevelApplied { level, seq, .. } => world.requests.contains(&(level, seq, false)),
         Event::Deadline(t) => world.timers.contains(&t),
         Event::ProbeSucceeded => world.probing,

@@ -62,6 +62,11 @@ pub fn read_on_loop(
 /// OpenBSD has no real-time signals.
 pub fn reset_realtime_signals() {}
 
+/// OpenBSD has no real-time signals: `set` as it is.
+pub fn with_realtime_signals(set: SigSet) -> SigSet {
+    set
+}
+
 /// The boot time, `kern.boottime` (sysctl(2)), as sysctl(8) prints it; it
 /// changes with every boot. Read through sysctl(8) rather than the raw
 /// sysctl(2) call, which nix does not wrap. Call it before the signal reader

@@ -163,16 +163,41 @@ impl AsyncSignalReader {
 }
 
 /// A signalfd record as a [`Received`]; `None` for a number nix does not
-/// name.
+/// name (a real-time signal), which is logged and ignored here: neither
+/// handoff nor any proxy it runs gives them a meaning (handoff(8), SIGNALS).
 fn received(info: &nix::sys::signalfd::siginfo) -> Option<Received> {
-    let signal = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)).ok()?;
+    let number = i32::try_from(info.ssi_signo).unwrap_or(0);
     // ssi_pid is 0 for kernel-generated signals (e.g. SIGCHLD from an exit
     // still names the child; a tty's SIGINT is 0).
     let pid = i32::try_from(info.ssi_pid).unwrap_or(0);
-    Some(Received {
-        signal,
-        sender: (pid != 0).then_some(pid),
-    })
+    let sender = (pid != 0).then_some(pid);
+    let Ok(signal) = Signal::try_from(number) else {
+        tracing::info!(signal = number, sender, "real-time signal ignored");
+        return None;
+    };
+    Some(Received { signal, sender })
+}
+
+/// `set` plus the real-time signals SIGRTMIN..=SIGRTMAX, whose default
+/// action kills: handoff blocks and reads them too. glibc's own 32 and 33
+/// lie below SIGRTMIN() and are left to glibc.
+pub fn with_realtime_signals(set: SigSet) -> SigSet {
+    use nix::libc;
+    let mut raw: libc::sigset_t = *set.as_ref();
+    for n in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        #[allow(unsafe_code)]
+        // SAFETY: `raw` is an initialised sigset_t (copied from a SigSet) and
+        // `n` a valid signal number; sigaddset(3) only sets a bit in it.
+        unsafe {
+            libc::sigaddset(&raw mut raw, n);
+        }
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `raw` came from a valid SigSet and only had bits added by
+    // sigaddset(3), so it is a valid, initialised sigset_t.
+    unsafe {
+        SigSet::from_sigset_t_unchecked(raw)
+    }
 }
 
 /// Sets the real-time signals (SIGRTMIN..=SIGRTMAX) to their default action;

@@ -1,0 +1,214 @@
+//! The dead-man's switch: a small process that takes the node down when
+//! `handoff run` dies without a clean exit (SIGKILL, the OOM killer, the
+//! abort that follows a panic), so a node never keeps the floating IP with
+//! no proxy behind it (handoff(8), DEAD-MAN'S SWITCH; docs/design.md).
+//!
+//! Owns both sides:
+//! * the agent's: [`Sentinel::start`] runs `handoff sentinel --config FILE`
+//!   in a session of its own (so a kill of the agent's process group, as
+//!   Nomad sends after `kill_timeout` on OpenBSD, does not reach it), with
+//!   no parent-death signal, and the read end of a pipe as its stdin. The
+//!   agent keeps the write end, close-on-exec, so the proxy and the backend
+//!   tools never hold it open. A clean exit writes [`RELEASE`]; a death of
+//!   any kind closes the pipe. The agent restarts a sentinel that dies.
+//! * the sentinel's: [`run`] waits on stdin. [`RELEASE`] ends it with
+//!   nothing done. End of file means the agent died: it takes the state
+//!   dir's lock (never while a live agent holds it: a restarted agent takes
+//!   the node down itself), applies `down` through the same backend, ledger
+//!   and track file the agent uses, and exits.
+//!
+//! Its argv is its own (`sentinel`, not `run`), so neither keepalived's
+//! `vrrp_track_process` nor rc.subr's `pkill -xf` takes it for the agent.
+//! On Linux, Nomad and systemd kill the whole cgroup, sentinel included:
+//! there keepalived's `vrrp_track_process` is the net (config/keepalived.conf).
+//!
+//! Does not own: when the agent exits (`crate::machine`), or how a backend
+//! applies a level (`crate::failover`).
+
+use std::{
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{
+    Error,
+    config::{self, Location},
+    control::direct,
+    failover::AnyBackend,
+    logging,
+    process::{Children, Group, ProcessEnd},
+    signals,
+    state::{Holder, StateDir, StateError},
+};
+
+/// The subcommand the sentinel runs as (hidden from `--help`).
+pub const SUBCOMMAND: &str = "sentinel";
+/// What a clean exit writes: the node is down, nothing to do.
+pub const RELEASE: u8 = b'r';
+/// How long a released sentinel may take to exit before the agent stops
+/// waiting for it (it exits in microseconds).
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+/// A sentinel that dies while the agent runs is started again after this.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// How long the sentinel keeps trying to apply `down`.
+pub const DOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// The agent's handle on its sentinel; the task behind it restarts a
+/// sentinel that dies.
+#[derive(Debug)]
+pub struct Sentinel {
+    release: Option<oneshot::Sender<bool>>,
+    task: JoinHandle<()>,
+}
+
+/// One running sentinel process.
+#[derive(Debug)]
+struct Process {
+    pid: nix::unistd::Pid,
+    pipe: io::PipeWriter,
+    exit: oneshot::Receiver<ProcessEnd>,
+}
+
+impl Process {
+    fn spawn(children: &Children, config: &Path) -> io::Result<Process> {
+        let exe = std::env::current_exe()?;
+        let (reader, pipe) = io::pipe()?;
+        let mut command = Command::new(exe);
+        command
+            .arg("--config")
+            .arg(config)
+            .arg(SUBCOMMAND)
+            .stdin(Stdio::from(reader));
+        let spawned = children.spawn(&mut command, Group::Session)?;
+        Ok(Process {
+            pid: spawned.pid,
+            pipe,
+            exit: spawned.exit,
+        })
+    }
+}
+
+impl Sentinel {
+    /// Starts the sentinel for the agent whose config is `config`. Call it
+    /// inside the runtime, after `down` was applied at start.
+    pub fn start(children: Children, config: PathBuf) -> io::Result<Sentinel> {
+        let mut process = Process::spawn(&children, &config)?;
+        tracing::info!(pid = process.pid.as_raw(), "sentinel started");
+        let (release, mut released) = oneshot::channel::<bool>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    clean = &mut released => {
+                        // A dropped sender is not a clean exit.
+                        finish(process, clean.unwrap_or(false)).await;
+                        return;
+                    }
+                    end = &mut process.exit => {
+                        let status = end.map_or_else(|_| "unknown".to_owned(), |e| e.to_string());
+                        tracing::error!(pid = process.pid.as_raw(), %status,
+                            "the sentinel exited while the agent runs: starting it again");
+                        tokio::time::sleep(RESTART_DELAY).await;
+                        match Process::spawn(&children, &config) {
+                            Ok(next) => {
+                                tracing::info!(pid = next.pid.as_raw(), "sentinel started");
+                                process = next;
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "cannot start the sentinel; keepalived's tracking (if configured) is the only net");
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Sentinel {
+            release: Some(release),
+            task,
+        })
+    }
+
+    /// The agent is exiting. With `down_confirmed`, tells the sentinel to do
+    /// nothing; otherwise closes the pipe, so it takes the node down itself
+    /// (a last try for a `down` the agent could not confirm). Waits up to
+    /// [`EXIT_WAIT`] for it to exit, so no process outlives a clean stop.
+    pub async fn release(mut self, down_confirmed: bool) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(down_confirmed);
+        }
+        let _ = tokio::time::timeout(EXIT_WAIT * 2, &mut self.task).await;
+    }
+}
+
+async fn finish(mut process: Process, clean: bool) {
+    if clean {
+        if let Err(error) = process.pipe.write_all(&[RELEASE]) {
+            tracing::warn!(%error, "cannot release the sentinel");
+        }
+        drop(process.pipe);
+        if tokio::time::timeout(EXIT_WAIT, &mut process.exit)
+            .await
+            .is_err()
+        {
+            tracing::warn!(pid = process.pid.as_raw(), "the sentinel did not exit");
+        }
+    } else {
+        // Closing the pipe is the signal; it outlives us and acts alone.
+        drop(process.pipe);
+        tracing::warn!(
+            pid = process.pid.as_raw(),
+            "down was not confirmed: the sentinel tries once more"
+        );
+    }
+}
+
+/// `handoff sentinel`: waits for the agent on stdin; see the module docs.
+pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
+    let loaded = config::load(&Location::find(flag))?;
+    let config = loaded.config;
+    logging::init(&config.log);
+    let agent = nix::unistd::getppid().as_raw();
+    let mut byte = [0u8; 1];
+    let read = loop {
+        match io::stdin().lock().read(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => break other,
+        }
+    };
+    if matches!(read, Ok(1)) && byte[0] == RELEASE {
+        return Ok(crate::exit::OK);
+    }
+    tracing::error!(
+        agent,
+        "handoff run died without a clean exit: taking this node down"
+    );
+    let state = match StateDir::open_as(&config.control.state_dir, Holder::Sentinel) {
+        Ok(state) => state,
+        Err(StateError::Locked { holder, .. }) => {
+            // A new agent (Restart=on-failure) already holds the node: it
+            // applies `down` itself before anything else.
+            tracing::info!(
+                holder,
+                "a new agent holds the state dir: it takes the node down itself"
+            );
+            return Ok(crate::exit::OK);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let children = Children::default();
+    // Before the reader starts reaping: on OpenBSD a sysctl(8) child.
+    let boot = direct::boot_id(&config)?;
+    let (runtime, _signals) = signals::runtime_and_reader(&children)?;
+    runtime.block_on(async {
+        let mut backend =
+            AnyBackend::open(&config.failover, children, Arc::new(state), boot).await?;
+        backend.down_until(DOWN_LIMIT).await
+    })?;
+    tracing::info!("the node is down");
+    Ok(crate::exit::OK)
+}
