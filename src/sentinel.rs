@@ -55,6 +55,8 @@ pub const RELEASE: u8 = b'r';
 const EXIT_WAIT: Duration = Duration::from_secs(1);
 /// A sentinel that dies while the agent runs is started again after this.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// How long the sentinel waits for a dead agent's lock to be released.
+const LOCK_RELEASE: Duration = Duration::from_secs(2);
 /// How long the sentinel keeps trying to apply `down`.
 pub const DOWN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -167,6 +169,36 @@ async fn finish(mut process: Process, clean: bool) {
     }
 }
 
+/// Takes the state dir's lock once the dead `agent` let go of it: the
+/// kernel closes a dead process's files in no set order, so the pipe's end
+/// of file can come first. `None` when another (new) agent holds it.
+fn lock_after(agent: i32, dir: &Path) -> Result<Option<StateDir>, Error> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE;
+    loop {
+        match StateDir::open_as(dir, Holder::Sentinel) {
+            Ok(state) => return Ok(Some(state)),
+            Err(StateError::Locked { holder, .. }) => {
+                let dead = holder.as_deref() == Some(agent.to_string().as_str());
+                if !dead {
+                    tracing::info!(
+                        holder,
+                        "a new agent holds the state dir: it takes the node down itself"
+                    );
+                    return Ok(None);
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Unavailable(format!(
+                        "the dead agent's lock on {} was not released within {LOCK_RELEASE:?}",
+                        dir.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// `handoff sentinel`: waits for the agent on stdin; see the module docs.
 pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
     let loaded = config::load(&Location::find(flag))?;
@@ -187,18 +219,10 @@ pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
         agent,
         "handoff run died without a clean exit: taking this node down"
     );
-    let state = match StateDir::open_as(&config.control.state_dir, Holder::Sentinel) {
-        Ok(state) => state,
-        Err(StateError::Locked { holder, .. }) => {
-            // A new agent (Restart=on-failure) already holds the node: it
-            // applies `down` itself before anything else.
-            tracing::info!(
-                holder,
-                "a new agent holds the state dir: it takes the node down itself"
-            );
-            return Ok(crate::exit::OK);
-        }
-        Err(error) => return Err(error.into()),
+    let Some(state) = lock_after(agent, &config.control.state_dir)? else {
+        // A new agent (Restart=on-failure) already holds the node: it
+        // applies `down` itself before anything else.
+        return Ok(crate::exit::OK);
     };
     let children = Children::default();
     // Before the reader starts reaping: on OpenBSD a sysctl(8) child.

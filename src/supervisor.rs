@@ -230,6 +230,7 @@ impl Dispatcher {
                 // level alone (a stop's standby is not readiness).
                 if after == (Phase::Running { healthy: true }) {
                     self.notifier.ready();
+                    panic_for_tests();
                 }
                 if matches!(after, Phase::Stopping(_)) && !matches!(before, Phase::Stopping(_)) {
                     self.notifier.stopping(self.parts.stop_budget);
@@ -604,6 +605,23 @@ async fn next_change(proxy: Option<&mut Proxy>) -> Change {
     match proxy {
         Some(proxy) => proxy.next_change().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Debug builds only: with `HANDOFF_TEST_PANIC=DURATION`, a task panics that
+/// long after the proxy became healthy, so the tests can show that a panic
+/// anywhere ends the process and the dead-man's switch takes the node down
+/// (tests/carp.rs, tests/keepalived.rs, F17).
+fn panic_for_tests() {
+    #[cfg(debug_assertions)]
+    if let Some(after) = std::env::var("HANDOFF_TEST_PANIC")
+        .ok()
+        .and_then(|d| humantime::parse_duration(&d).ok())
+    {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            panic!("HANDOFF_TEST_PANIC: a task panics");
+        });
     }
 }
 

@@ -14,7 +14,7 @@ use common::{
     carp_sim::{Cluster, ledger_share},
     output,
 };
-use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
+use nix::sys::signal::Signal::{SIGKILL, SIGQUIT, SIGTERM, SIGUSR1};
 
 fn config(lab: &Lab, cluster: &Cluster, extra: &str) -> PathBuf {
     cluster.config(lab, "a", extra)
@@ -311,4 +311,127 @@ fn f11_demote_with_no_peer_times_out_with_exit_1_at_failover_timeout() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("still holds the floating IP"), "{out}");
     assert_eq!(cluster.edge(&lab, "a"), 50, "the demotion stays in place");
+}
+
+/// F17 on CARP: handoff dies while a is master and up (CARP has no process
+/// tracking: the sentinel is the net). Our share is back on the counter
+/// within 0.5 s, and the next start counts it once.
+#[test]
+fn f17_the_agent_killed_while_up_puts_its_share_back_and_the_next_start_counts_it_once() {
+    use std::os::unix::process::CommandExt;
+    for death in ["agent", "group", "panic"] {
+        let lab = Lab::new();
+        let cluster = Cluster::new(&lab, 0);
+        let config = config(&lab, &cluster, "");
+        let mut command = lab.agent_command(Some(&config));
+        command.arg("run").arg("--").args(lab.proxy(&[]));
+        command.process_group(0);
+        if death == "panic" {
+            command.env("HANDOFF_TEST_PANIC", "500ms");
+        }
+        let mut h = common::Handoff::spawn(command, lab.path("handoff.stderr"));
+        lab.wait_for("sim master a");
+        h.wait_log("sentinel started");
+        let sentinel = h.sentinel_pid();
+        let died_ns = match death {
+            "agent" => {
+                common::append_event(&lab.log, "kill");
+                h.signal(SIGKILL);
+                lab.wait_for("kill").ns
+            }
+            "group" => {
+                common::append_event(&lab.log, "kill");
+                nix::sys::signal::killpg(h.pid(), SIGKILL).unwrap();
+                lab.wait_for("kill").ns
+            }
+            _ => {
+                let _ = h.wait(SOON);
+                common::append_event(&lab.log, "died");
+                // The abort came before this line: the bound covers more.
+                lab.wait_for("died").ns
+            }
+        };
+        let _ = h.wait(SOON);
+        // The share goes back on (0 -> 50) after the last up (50 -> 0).
+        let up = lab
+            .events()
+            .iter()
+            .rfind(|e| e.what == "sim a edge 50 -> 0")
+            .unwrap()
+            .ns;
+        let deadline = std::time::Instant::now() + SOON;
+        let back = loop {
+            if let Some(e) = lab
+                .events()
+                .iter()
+                .find(|e| e.ns > up && e.what == "sim a edge 0 -> 50")
+            {
+                break e.ns;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{death}: the share never came back: {:#?}\n{}",
+                lab.whats(),
+                h.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let took = std::time::Duration::from_nanos(u64::try_from((back - died_ns).max(0)).unwrap());
+        println!("F17 carp {death}: share back on the counter {took:?} after the death");
+        assert!(
+            took < std::time::Duration::from_millis(500),
+            "{death}: {took:?}"
+        );
+        assert!(
+            common::wait_gone(sentinel, SOON),
+            "{death}: the sentinel did not exit"
+        );
+        assert_eq!(cluster.edge(&lab, "a"), 50, "{death}");
+        assert_eq!(ledger_share(&lab), "share = 50", "{death}");
+        if death == "panic" {
+            h.assert_logged("HANDOFF_TEST_PANIC");
+        }
+        // The next start counts it once: up takes 50 off, the stop puts 50 on.
+        let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+        lab.wait_for_count("sim master a", 2);
+        assert_eq!(cluster.edge(&lab, "a"), 0, "{death}: up after the restart");
+        h.signal(SIGTERM);
+        assert_eq!(h.code(SOON), 0, "{}", h.log());
+        assert_eq!(cluster.edge(&lab, "a"), 50, "{death}: never 100");
+        assert!(
+            !lab.whats().iter().any(|w| w.contains("-> 100")),
+            "{death}: {:#?}",
+            lab.whats()
+        );
+    }
+}
+
+#[test]
+fn f24_the_proxys_own_stop_signal_sent_to_handoff_is_a_planned_stop() {
+    // nginx's graceful stop is SIGQUIT, haproxy's SIGUSR1.
+    for (preset, signal) in [("nginx", SIGQUIT), ("haproxy", SIGUSR1)] {
+        let lab = Lab::new();
+        let cluster = Cluster::new(&lab, 0);
+        let config = config(&lab, &cluster, &format!("[proxy]\npreset = \"{preset}\"\n"));
+        let stop = signal.as_str().trim_start_matches("SIG");
+        let mut h = lab.run(Some(&config), &lab.proxy(&["--stop-on", stop]));
+        lab.wait_for("sim master a");
+        h.signal(signal);
+        assert_eq!(h.code(SOON), 0, "{}", h.log());
+        let whats = lab.whats();
+        let moved = whats.iter().rposition(|w| w == "sim master b").unwrap();
+        let stopped = lab
+            .position(&format!("signal {}", signal.as_str()))
+            .unwrap();
+        assert!(
+            moved < stopped,
+            "{preset}: the proxy stopped before the move: {whats:#?}"
+        );
+        assert_eq!(
+            lab.count(&format!("signal {}", signal.as_str())),
+            1,
+            "{whats:#?}"
+        );
+        assert_eq!(cluster.edge(&lab, "a"), 50);
+    }
 }

@@ -12,7 +12,10 @@ mod common;
 
 use common::netns::{Cluster, DEFAULT_TIMING, lab_available, watch_vip};
 
-use std::time::{Duration, Instant};
+use std::{
+    os::unix::process::CommandExt,
+    time::{Duration, Instant},
+};
 
 use common::{Handoff, Lab, SOON, consul::Consul, output};
 use nix::sys::signal::Signal::{SIGINT, SIGKILL, SIGTERM};
@@ -212,7 +215,7 @@ fn notify_fifo_lines_are_read_as_hints() {
         return;
     }
     let lab = Lab::new();
-    let cluster = Cluster::with_options(&lab, [-254, 0], "", DEFAULT_TIMING, true);
+    let cluster = Cluster::with_options(&lab, [-254, 0], "", DEFAULT_TIMING, true, false);
     let fifo = cluster.notify_fifo_path("a");
     let extra = format!(
         "[failover.keepalived]\nnotify_fifo = \"{}\"\ninstance = \"VI_1\"",
@@ -381,4 +384,206 @@ fn consul_follows_keepalived_roles_over_a_unix_socket_and_confirms_the_peer() {
     );
     b.signal(SIGTERM);
     assert_eq!(b.code(SOON), 0, "{}", b.log());
+}
+
+/// b's skew time: (256 - priority) / 256 of an advert interval, the wait a
+/// backup adds after a priority-0 advert (RFC 3768 5.1).
+const SKEW_B: Duration = Duration::from_micros(62_500);
+
+/// How the agent on a dies, for the F17 table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// SIGKILL of the agent alone.
+    Agent,
+    /// SIGKILL of its whole process group (Nomad after kill_timeout).
+    Group,
+    /// SIGKILL of the sentinel and the agent (Nomad's cgroup kill on
+    /// Linux, systemd's KillMode=mixed): only keepalived's tracking is left.
+    AgentAndSentinel,
+    /// A task panics (HANDOFF_TEST_PANIC): the process aborts.
+    Panic,
+}
+
+/// F17: handoff dies while a is master and up; returns how long after the
+/// death b held the VIP. With `tracking`, each node's keepalived follows its
+/// own agent (vrrp_track_process, weight 0); without, only the sentinel
+/// can take a down.
+fn agent_death(death: Death, tracking: bool) -> Duration {
+    let lab = Lab::new();
+    let cluster = Cluster::with_options(&lab, [-254, -254], "", DEFAULT_TIMING, false, tracking);
+    let b_config = cluster.config(&lab, "b", "");
+    let mut b = cluster.handoff(&lab, "b", &b_config, &lab.proxy(&[]));
+    let a_config = cluster.config(&lab, "a", "");
+    let mut command = cluster.handoff_command("a", &a_config, &lab.proxy(&[]));
+    command.process_group(0);
+    if death == Death::Panic {
+        // Long enough for a to win the VIP over b first.
+        command.env("HANDOFF_TEST_PANIC", "4s");
+    }
+    let mut a = Handoff::spawn(command, lab.path("handoff-a.stderr"));
+    cluster.wait_for_vip("a", Duration::from_secs(15));
+    a.wait_log("sentinel started");
+    let sentinel = a.sentinel_pid();
+    let proxy_a = common::proxy_pid_of(&lab, a.pid().as_raw());
+    let died_ns = match death {
+        Death::Agent => {
+            let at = common::now_ns();
+            a.signal(SIGKILL);
+            at
+        }
+        Death::Group => {
+            let at = common::now_ns();
+            nix::sys::signal::killpg(a.pid(), SIGKILL).unwrap();
+            at
+        }
+        Death::AgentAndSentinel => {
+            let at = common::now_ns();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(sentinel), SIGKILL).unwrap();
+            a.signal(SIGKILL);
+            at
+        }
+        Death::Panic => {
+            // It dies on its own 4 s after it became healthy.
+            let _ = a.wait(SOON);
+            common::now_ns()
+        }
+    };
+    let _ = a.wait(SOON);
+    let deadline = Instant::now() + SOON;
+    while !cluster.holds_vip("b") {
+        assert!(
+            Instant::now() < deadline,
+            "b never took the VIP ({death:?})"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = Duration::from_nanos(u64::try_from(common::now_ns() - died_ns).unwrap());
+    assert!(!cluster.holds_vip("a"), "{death:?}: a still holds the VIP");
+    assert!(
+        common::wait_gone(proxy_a, SOON),
+        "{death:?}: a's proxy outlived its agent"
+    );
+    assert!(
+        common::wait_gone(sentinel, SOON),
+        "{death:?}: the sentinel did not exit"
+    );
+    if death != Death::AgentAndSentinel {
+        let log = a.log();
+        assert!(
+            log.contains("the node is down"),
+            "{death:?}: the sentinel did not act:\n{log}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(cluster.track_file("a"))
+                .unwrap()
+                .trim(),
+            "-254",
+            "{death:?}"
+        );
+    }
+    if death == Death::Panic {
+        a.assert_logged("HANDOFF_TEST_PANIC");
+    }
+    println!("F17 {death:?}, tracking {tracking}: b held the VIP {took:?} after the death");
+    b.signal(SIGTERM);
+    assert_eq!(b.code(SOON), 0, "{}", b.log());
+    took
+}
+
+#[test]
+fn f17_the_agent_killed_while_master_hands_the_vip_over_by_sentinel_and_tracking() {
+    if !lab_available() {
+        return;
+    }
+    let bound = SKEW_B + Duration::from_millis(500);
+    for (death, tracking) in [
+        (Death::Agent, true),
+        (Death::Group, true),
+        (Death::Panic, true),
+        // Each net alone.
+        (Death::Agent, false),
+        (Death::AgentAndSentinel, true),
+    ] {
+        let took = agent_death(death, tracking);
+        assert!(
+            took < bound,
+            "{death:?}, tracking {tracking}: b held the VIP {took:?} after the death (bound {bound:?})"
+        );
+    }
+}
+
+#[test]
+fn f17_a_node_whose_agent_never_ran_never_wins_the_vip() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    // Track files at 0, as after a reboot with a stale file: only the
+    // tracking keeps them out.
+    let cluster = Cluster::with_options(&lab, [0, 0], "", DEFAULT_TIMING, false, true);
+    let _ = watch_vip(&lab, &cluster, || false, Duration::from_secs(4));
+    assert!(
+        !lab.whats()
+            .iter()
+            .any(|w| w.starts_with("vip a") || w.starts_with("vip b") || w == "vip both"),
+        "a node without a running agent took the VIP: {:#?}",
+        lab.whats()
+    );
+    // `handoff status` (no agent) does not count as an agent.
+    let config = cluster.config(&lab, "b", "");
+    let _ = output(lab.handoff_command(Some(&config)).arg("status"));
+    let b_config = cluster.config(&lab, "b", "");
+    let mut b = cluster.handoff(&lab, "b", &b_config, &lab.proxy(&[]));
+    cluster.wait_for_vip("b", Duration::from_secs(15));
+    assert!(!cluster.holds_vip("a"));
+    b.signal(SIGTERM);
+    assert_eq!(b.code(SOON), 0, "{}", b.log());
+}
+
+#[test]
+fn f23_a_stop_of_an_unhealthy_node_with_no_peer_never_raises_it() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    // No peer: b's keepalived holds -254 too, so nobody holds the VIP, and a
+    // graceful stop must not make a (unhealthy) a candidate by standby.
+    let cluster = Cluster::new(&lab, [-254, -254], "");
+    let config = cluster.config(
+        &lab,
+        "a",
+        "[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n",
+    );
+    let mut h = cluster.handoff(&lab, "a", &config, &lab.proxy(&[]));
+    lab.wait_for("start");
+    h.wait_log("down at start");
+    h.signal(SIGTERM);
+    let mut exited = None;
+    let _ = watch_vip(
+        &lab,
+        &cluster,
+        || {
+            exited = exited.or_else(|| h.child.try_wait().unwrap());
+            exited.is_some()
+        },
+        SOON,
+    );
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let log = h.log();
+    assert!(
+        !log.contains("level=standby"),
+        "a stop raised the node:\n{log}"
+    );
+    assert!(!log.contains("level=up"), "{log}");
+    assert!(
+        !lab.whats().iter().any(|w| w == "vip a" || w == "vip both"),
+        "{:#?}",
+        lab.whats()
+    );
+    assert_eq!(
+        std::fs::read_to_string(cluster.track_file("a"))
+            .unwrap()
+            .trim(),
+        "-254"
+    );
 }

@@ -339,6 +339,40 @@ fn the_keepalived_config_is_valid_and_moves_the_vip_as_it_says() {
     assert!(a > b && a - 100 < b, "a {a}, b {b}");
     assert!(conf.contains("file \"/var/lib/handoff/keepalived.track\""));
     assert!(conf.contains("weight 1"));
+    // The dead-man's switch: FAULT while no `handoff run` is alive. weight 0
+    // must be explicit (2.2.7's default is 1), and every shipped start must
+    // be in the form the tracker matches.
+    let tracker = conf
+        .split("vrrp_track_process handoff_agent {")
+        .nth(1)
+        .and_then(|t| t.split('}').next())
+        .expect("a vrrp_track_process block");
+    for want in [
+        "process /usr/local/bin/handoff run",
+        "param_match partial",
+        "weight 0",
+    ] {
+        assert!(
+            tracker.lines().any(|l| l.trim() == want),
+            "{want}: {tracker}"
+        );
+    }
+    assert!(conf.contains("track_process {\n        handoff_agent\n    }"));
+    let unit = read("systemd/handoff.service");
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("ExecStart=/usr/local/bin/handoff run ")),
+        "{unit}"
+    );
+    let nomad = read("config/nomad/edge-proxy.nomad.hcl");
+    assert!(nomad.contains("command = \"/usr/local/bin/handoff\""));
+    assert!(nomad.contains("args = [\n          \"run\","), "{nomad}");
+    let rc = read("rc.d/handoff");
+    assert!(rc.contains("daemon=\"/usr/local/bin/handoff\""));
+    assert!(
+        rc.contains("rc_exec \"${daemon} run ${daemon_flags}\""),
+        "{rc}"
+    );
     for example in ["traefik", "haproxy"] {
         let config: toml::Table = read(&format!("config/examples/{example}.toml"))
             .parse()
@@ -415,7 +449,7 @@ fn the_nomad_job_stops_through_handoff_within_its_kill_timeout() {
         "operator = \"distinct_hosts\"",
         "path     = \"/healthz\"",
         "change_signal = \"SIGHUP\"",
-        "\"run\", \"--\"",
+        "\"run\", \"--config\", \"${NOMAD_TASK_DIR}/handoff.toml\", \"--\"",
     ] {
         assert!(job.contains(want), "the job lacks {want}");
     }
@@ -446,8 +480,8 @@ fn the_systemd_unit_verifies_and_kills_only_handoff_first() {
     let unit = read("systemd/handoff.service");
     for want in [
         "Type=notify",
-        "ExecStartPre=/usr/local/bin/handoff check",
-        "ExecStart=/usr/local/bin/handoff run",
+        "ExecStartPre=/usr/local/bin/handoff check --config /etc/handoff.toml",
+        "ExecStart=/usr/local/bin/handoff run --config /etc/handoff.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillMode=mixed",
         "Restart=on-failure",
@@ -566,7 +600,7 @@ fn the_rc_d_script_parses_and_drives_rc_subr_as_openbsd_would() {
         .lines()
         .filter(|l| !l.starts_with("vars"))
         .collect();
-    let pexp = format!("{HANDOFF} {flags} run");
+    let pexp = format!("{HANDOFF} run {flags}");
     assert_eq!(
         lines,
         [

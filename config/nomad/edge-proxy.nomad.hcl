@@ -81,9 +81,13 @@ job "edge-proxy" {
 
       config {
         command = "/usr/local/bin/handoff"
+        # `run` first: keepalived's vrrp_track_process (weight 0) matches
+        # `/usr/local/bin/handoff run`, so the node is FAULT whenever no
+        # handoff runs (config/keepalived.conf). On Linux Nomad kills the
+        # task's whole cgroup, handoff's sentinel included: there that
+        # tracking is the net after a kill -9.
         args = [
-          "--config", "${NOMAD_TASK_DIR}/handoff.toml",
-          "run", "--",
+          "run", "--config", "${NOMAD_TASK_DIR}/handoff.toml", "--",
           "/usr/local/bin/traefik", "--configfile", "${NOMAD_TASK_DIR}/traefik.yml",
         ]
       }

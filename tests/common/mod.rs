@@ -282,6 +282,20 @@ impl Handoff {
         Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
     }
 
+    /// The pid of the sentinel the agent started last (its log line).
+    pub fn sentinel_pid(&self) -> i32 {
+        let log = self.log();
+        let at = log
+            .rfind("sentinel started pid=")
+            .unwrap_or_else(|| panic!("no sentinel started:\n{log}"));
+        log[at + "sentinel started pid=".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .expect("a pid")
+    }
+
     pub fn signal(&self, signal: Signal) {
         nix::sys::signal::kill(self.pid(), signal).expect("signal handoff");
     }
@@ -436,6 +450,20 @@ pub fn status_field(pid: i32, name: &str) -> Option<String> {
 /// The pid in the first "start" event (the proxy's).
 pub fn proxy_pid(lab: &Lab) -> i32 {
     lab.wait_for("start").pid
+}
+
+/// The pid of the proxy that agent `agent` started (its `start ppid=`
+/// event), when several agents share one event log.
+pub fn proxy_pid_of(lab: &Lab, agent: i32) -> i32 {
+    let started = format!("start ppid={agent} ");
+    let deadline = Instant::now() + SOON;
+    loop {
+        if let Some(e) = lab.events().iter().find(|e| e.what.starts_with(&started)) {
+            return e.pid;
+        }
+        assert!(Instant::now() < deadline, "agent {agent} started no proxy");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Sends `request` as is to `addr` and reads until the server closes:

@@ -83,17 +83,22 @@ impl Cluster {
 
     /// A lab with the given keepalived timing.
     pub fn with_timing(lab: &Lab, track: [i32; 2], b_extra: &str, timing: Timing) -> Cluster {
-        Cluster::with_options(lab, track, b_extra, timing, false)
+        Cluster::with_options(lab, track, b_extra, timing, false, false)
     }
 
     /// With `notify_fifo`, each keepalived writes its notify FIFO
-    /// (`notify_fifo_path`).
+    /// (`notify_fifo_path`). With `track_process`, each node's keepalived
+    /// also follows its own `handoff run` (`vrrp_track_process`, weight 0:
+    /// FAULT while none runs), as config/keepalived.conf ships it; its
+    /// tracker matches the node's own config path, since both nodes share
+    /// one process table.
     pub fn with_options(
         lab: &Lab,
         track: [i32; 2],
         b_extra: &str,
         timing: Timing,
         notify_fifo: bool,
+        track_process: bool,
     ) -> Cluster {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -139,13 +144,25 @@ impl Cluster {
             ]);
             std::fs::write(cluster.track_file(node), format!("{}\n", track[i])).unwrap();
             let conf = cluster.dir.join(format!("{node}.conf"));
+            let (tracker, tracked) = if track_process {
+                (
+                    format!(
+                        "vrrp_track_process handoff_agent {{\n  process \"{HANDOFF}\" --config \"{}\" run\n  \
+                         param_match partial\n  weight 0\n}}\n",
+                        agent_config(lab, node).display()
+                    ),
+                    "track_process {\n    handoff_agent\n  }\n  ",
+                )
+            } else {
+                (String::new(), "")
+            };
             std::fs::write(
                 &conf,
                 format!(
                     "global_defs {{\n  router_id {node}\n  vrrp_garp_master_delay 0\n  vrrp_version {}\n  {}\n}}\n\
-                     track_file handoff {{\n  file \"{}\"\n  weight 1\n}}\n\
+                     track_file handoff {{\n  file \"{}\"\n  weight 1\n}}\n{tracker}\
                      vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  \
-                     advert_int {}\n  {}\n  track_file {{\n    handoff weight 1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+                     advert_int {}\n  {}\n  {tracked}track_file {{\n    handoff weight 1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
                     timing.vrrp_version,
                     if notify_fifo {
                         format!("notify_fifo {}", cluster.notify_fifo_path(node).display())
@@ -166,18 +183,12 @@ impl Cluster {
                     .display()
                     .to_string()
             };
-            let child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "keepalived",
-                    "-n",
-                    "-l",
-                    "-D",
-                    "-P",
-                    "-f",
-                ])
+            // Started from the host's namespace into the node's (`-s`):
+            // process events, which vrrp_track_process follows, only reach
+            // a keepalived in the host's network namespace (keepalived issue
+            // #1469).
+            let child = Command::new("keepalived")
+                .args(["-s", &ns, "-n", "-l", "-D", "-P", "-f"])
                 .arg(&conf)
                 .args(["-p", &p("pid"), "-r", &p("vrrp.pid")])
                 .stdout(Stdio::null())
@@ -232,6 +243,12 @@ impl Cluster {
     /// Runs handoff on node `node`: `ip netns exec` execs it, so the child's
     /// pid is handoff's.
     pub fn handoff(&self, lab: &Lab, node: &str, config: &Path, proxy: &[String]) -> Handoff {
+        let cmd = self.handoff_command(node, config, proxy);
+        Handoff::spawn(cmd, lab.path(&format!("handoff-{node}.stderr")))
+    }
+
+    /// The command [`Cluster::handoff`] runs.
+    pub fn handoff_command(&self, node: &str, config: &Path, proxy: &[String]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns(node), HANDOFF, "--config"])
             .arg(config)
@@ -239,11 +256,11 @@ impl Cluster {
             .arg("--")
             .args(proxy);
         cmd.env_remove("HANDOFF_CONFIG").env("RUST_LOG", "info");
-        Handoff::spawn(cmd, lab.path(&format!("handoff-{node}.stderr")))
+        cmd
     }
 
     pub fn config(&self, lab: &Lab, node: &str, extra: &str) -> PathBuf {
-        let path = lab.path(&format!("handoff-{node}.toml"));
+        let path = agent_config(lab, node);
         std::fs::write(
             &path,
             format!(
@@ -260,6 +277,11 @@ impl Cluster {
         .unwrap();
         path
     }
+}
+
+/// The config file of `node`'s agent ([`Cluster::config`]).
+fn agent_config(lab: &Lab, node: &str) -> PathBuf {
+    lab.path(&format!("handoff-{node}.toml"))
 }
 
 impl Drop for Cluster {
