@@ -144,7 +144,7 @@ impl Cluster {
             ]);
             std::fs::write(cluster.track_file(node), format!("{}\n", track[i])).unwrap();
             let conf = cluster.dir.join(format!("{node}.conf"));
-            let (tracker, tracked) = if track_process {
+            let (tracker_block, tracker_use) = if track_process {
                 (
                     format!(
                         "vrrp_track_process handoff_agent {{\n  process \"{HANDOFF}\" --config \"{}\" run\n  \
@@ -160,9 +160,9 @@ impl Cluster {
                 &conf,
                 format!(
                     "global_defs {{\n  router_id {node}\n  vrrp_garp_master_delay 0\n  vrrp_version {}\n  {}\n}}\n\
-                     track_file handoff {{\n  file \"{}\"\n  weight 1\n}}\n{tracker}\
+                     track_file handoff {{\n  file \"{}\"\n  weight 1\n}}\n{tracker_block}\
                      vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  \
-                     advert_int {}\n  {}\n  {tracked}track_file {{\n    handoff weight 1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+                     advert_int {}\n  {}\n  {tracker_use}track_file {{\n    handoff weight 1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
                     timing.vrrp_version,
                     if notify_fifo {
                         format!("notify_fifo {}", cluster.notify_fifo_path(node).display())
