@@ -20,6 +20,13 @@
 //! | F14 second agent | control.rs, carp.rs |
 //! | F15 track file removed | here |
 //! | F16 1,000 start/stop cycles | here |
+//! | F17 the agent dies while up (SIGKILL, of its group, a panic; the sentinel alone, keepalived's tracking alone; a node whose agent never ran) | keepalived.rs, carp.rs |
+//! | F20 every catchable signal sent to the agent, twice | here |
+//! | F21 a demotion the backend never confirms (at start, on the stop path) | here, stop_sequence.rs |
+//! | F22 a start that fails after the lock (busy HTTP port, missing token file) | here |
+//! | F23 a stop of an unhealthy node never raises it | keepalived.rs |
+//! | F24 the proxy's own stop signal sent to the agent | carp.rs |
+//! | F25 the proxy stopped (SIGSTOP), then continued, then stopped at the stop | here |
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
