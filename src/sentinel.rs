@@ -37,7 +37,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     Error,
-    config::{self, Location},
+    config::{self, Config, Location},
     control::direct,
     failover::AnyBackend,
     logging,
@@ -169,6 +169,48 @@ async fn finish(mut process: Process, clean: bool) {
     }
 }
 
+/// `down` through the configured backend, under `state`'s lock, retried for
+/// up to `limit`: what the sentinel does after its agent died, and what
+/// `handoff down` does at boot.
+fn apply_down(config: &Config, state: StateDir, limit: Duration) -> Result<(), Error> {
+    let children = Children::default();
+    // Before the reader starts reaping: on OpenBSD a sysctl(8) child.
+    let boot = direct::boot_id(config)?;
+    let (runtime, _signals) = signals::runtime_and_reader(&children)?;
+    runtime.block_on(async {
+        let mut backend =
+            AnyBackend::open(&config.failover, children, Arc::new(state), boot).await?;
+        backend.down_until(limit).await
+    })?;
+    Ok(())
+}
+
+/// `handoff down`: takes the node down while no agent runs, through the
+/// same ledger or track file (config/openbsd/rc.local runs it at boot, so
+/// that a node whose agent never started stays out of the election; the
+/// first `handoff run` then counts the CARP share once, as its own).
+/// Refused while an agent holds the state dir: it keeps the level itself.
+pub fn down_without_agent(flag: Option<&Path>) -> Result<u8, Error> {
+    let loaded = config::load(&Location::find(flag))?;
+    let config = loaded.config;
+    let state = match StateDir::open(&config.control.state_dir) {
+        Ok(state) => state,
+        Err(StateError::Locked { holder, .. }) => {
+            return Err(Error::Unavailable(format!(
+                "handoff{} runs on this node and keeps its level itself: `handoff demote` hands the IP over",
+                crate::state::holder_suffix(holder.as_deref())
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    apply_down(&config, state, config.failover.failover_timeout)?;
+    println!(
+        "{}: this node is down; `handoff run` raises it once its proxy is healthy",
+        config.failover.backend().name()
+    );
+    Ok(crate::exit::OK)
+}
+
 /// Takes the state dir's lock once the dead `agent` let go of it: the
 /// kernel closes a dead process's files in no set order, so the pipe's end
 /// of file can come first. `None` when another (new) agent holds it.
@@ -224,15 +266,7 @@ pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
         // applies `down` itself before anything else.
         return Ok(crate::exit::OK);
     };
-    let children = Children::default();
-    // Before the reader starts reaping: on OpenBSD a sysctl(8) child.
-    let boot = direct::boot_id(&config)?;
-    let (runtime, _signals) = signals::runtime_and_reader(&children)?;
-    runtime.block_on(async {
-        let mut backend =
-            AnyBackend::open(&config.failover, children, Arc::new(state), boot).await?;
-        backend.down_until(DOWN_LIMIT).await
-    })?;
+    apply_down(&config, state, DOWN_LIMIT)?;
     tracing::info!("the node is down");
     Ok(crate::exit::OK)
 }

@@ -435,3 +435,38 @@ fn f24_the_proxys_own_stop_signal_sent_to_handoff_is_a_planned_stop() {
         assert_eq!(cluster.edge(&lab, "a"), 50);
     }
 }
+
+#[test]
+fn f17_down_at_boot_keeps_a_node_without_an_agent_out_and_run_counts_it_once() {
+    // config/openbsd/rc.local: `handoff down` before any agent ran.
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = config(&lab, &cluster, "");
+    let (code, out) = cli(&lab, &config, &["down"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("this node is down"), "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    assert_eq!(ledger_share(&lab), "share = 50");
+    assert_eq!(lab.whats().last().map(String::as_str), Some("sim master b"));
+    // Twice is still one share.
+    let (code, out) = cli(&lab, &config, &["down"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    // The first agent adopts it: up takes 50 off, the stop puts 50 back.
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+    assert_eq!(cluster.edge(&lab, "a"), 0);
+    // With an agent running, `down` is refused: the agent keeps its level.
+    let (code, out) = cli(&lab, &config, &["down"]);
+    assert_eq!(code, 69, "{out}");
+    assert!(out.contains("runs on this node"), "{out}");
+    assert_eq!(cluster.edge(&lab, "a"), 0);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    assert!(
+        !lab.whats().iter().any(|w| w.contains("-> 100")),
+        "{:#?}",
+        lab.whats()
+    );
+}

@@ -409,6 +409,14 @@ fn the_openbsd_files_put_carp0_in_the_group_handoff_demotes() {
         "{hostname}"
     );
     assert!(hostname.contains("vhid") && hostname.contains("carpdev"));
+    // A node that never ran handoff since boot stays out (handoff(8)).
+    let rc_local = read("config/openbsd/rc.local");
+    assert!(
+        rc_local
+            .lines()
+            .any(|l| l == "/usr/local/bin/handoff --config /etc/handoff.toml down"),
+        "{rc_local}"
+    );
     assert!(
         read("config/openbsd/sysctl.conf")
             .lines()

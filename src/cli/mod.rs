@@ -86,6 +86,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Take this node down while no agent runs (boot scripts); exit 69 when
+    /// one does
+    Down,
     /// The dead-man's switch `run` starts for itself (handoff(8)); not for
     /// operators
     #[command(name = "sentinel", hide = true)]
@@ -117,7 +120,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
     }
     if !matches!(
         cli.command,
-        Command::Run { .. } | Command::Demote { .. } | Command::Sentinel
+        Command::Run { .. } | Command::Demote { .. } | Command::Sentinel | Command::Down
     ) {
         // Short-lived tools: ^C should just end them. `demote` keeps them
         // blocked: it may run ifconfig itself, whose exits the signal reader
@@ -141,6 +144,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
         Command::Promote => operator::promote(cli.config.as_deref()),
         Command::Status { json } => operator::status(cli.config.as_deref(), json),
         Command::Sentinel => blocked.and_then(|()| sentinel::run(cli.config.as_deref())),
+        Command::Down => blocked.and_then(|()| sentinel::down_without_agent(cli.config.as_deref())),
     };
     match result {
         Ok(code) => code,
