@@ -110,10 +110,7 @@ pub fn start(
             loop {
                 let received = match reader.next_signal() {
                     Ok(received) => received,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot read signals; stopping the signal reader");
-                        return;
-                    }
+                    Err(error) => reader_failed(&error),
                 };
                 if received.signal == Signal::SIGCHLD {
                     children.reap();
@@ -123,6 +120,15 @@ pub fn start(
             }
         })?;
     Ok(())
+}
+
+/// The signal reader cannot go on (signalfd or sigwait failed, which
+/// should never happen): an agent deaf to SIGTERM and SIGCHLD cannot stop
+/// safely, so it ends at once, and the dead-man's switch takes the node down
+/// (`crate::sentinel`) rather than the node staying up behind a dead task.
+pub fn reader_failed(error: &std::io::Error) -> ! {
+    tracing::error!(%error, "cannot read signals: aborting");
+    std::process::abort()
 }
 
 /// A current-thread runtime, and the signal reader (which also reaps

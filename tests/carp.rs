@@ -470,3 +470,31 @@ fn f17_down_at_boot_keeps_a_node_without_an_agent_out_and_run_counts_it_once() {
         lab.whats()
     );
 }
+
+#[test]
+fn f17_a_sentinel_killed_while_the_agent_runs_is_started_again() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = config(&lab, &cluster, "");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+    h.wait_log("sentinel started");
+    let first = h.sentinel_pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), SIGKILL).unwrap();
+    h.wait_log("the sentinel exited while the agent runs: starting it again");
+    let deadline = std::time::Instant::now() + SOON;
+    while h.sentinel_pid() == first {
+        assert!(std::time::Instant::now() < deadline, "{}", h.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = h.sentinel_pid();
+    assert!(common::alive(second));
+    // The node stayed up meanwhile, and the new sentinel is released at the stop.
+    assert_eq!(cluster.edge(&lab, "a"), 0);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert!(
+        common::wait_gone(second, SOON),
+        "the new sentinel outlived the stop"
+    );
+}

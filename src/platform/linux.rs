@@ -111,10 +111,7 @@ pub fn read_on_loop(
                         return; // the loop has exited
                     }
                 }
-                Err(error) => {
-                    tracing::error!(%error, "cannot read signals; stopping the signal reader");
-                    return;
-                }
+                Err(error) => crate::signals::reader_failed(&error),
             }
         }
     });
