@@ -20,6 +20,8 @@
 //! | F14 second agent | control.rs, carp.rs |
 //! | F15 track file removed | here |
 //! | F16 1,000 start/stop cycles | here |
+//! | F18 clock stepped (OpenBSD rewrites kern.boottime) | carp.rs |
+//! | F19 reboot, at any uptime | carp.rs |
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
