@@ -192,8 +192,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     let group = control_group(&config)?;
     let control = ControlSocket::bind(&config.control.socket, group.as_ref().map(|g| g.1))?;
     // The state dir holds the CARP ledger and the maintenance record; the
-    // boot id is read before the signal reader starts reaping (the OpenBSD
-    // boot id comes from a sysctl(8) child).
+    // boot id (the CARP ledger's boot marker) is read with it.
     let state = Arc::new(StateDir::open(&config.control.state_dir)?);
     let boot = direct::boot_id(&config)?;
     // A node an operator put into maintenance stays at standby across restarts.
