@@ -90,7 +90,8 @@ fn read(marker: &Path) -> io::Result<Option<String>> {
             marker,
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                "not a boot marker (expected one id on one line); remove it only if you also reboot",
+                "not a boot marker (one id on one line expected); once removed, the next start \
+                 counts our CARP share as not applied and adds it again",
             ),
         ));
     }
