@@ -5,8 +5,9 @@
 //! "still a candidate" below master: a demoted node is simply worse). The
 //! counter is shared with /etc/rc and pfsync, so handoff only ever adds and
 //! removes its own share, never sets or resets the counter, and remembers the
-//! share in the crash-safe [`ledger`]. The role comes from the carp
-//! interfaces' state ([`output`]). ifconfig is a tool, not an OS API, so this
+//! share in the crash-safe [`ledger`], keyed to this boot by a [`boot`]
+//! marker (a reboot restarts the kernel's counters). The role comes from the
+//! carp interfaces' state ([`output`]). ifconfig is a tool, not an OS API, so this
 //! module is portable and tested on Linux against a simulated ifconfig.
 
 pub mod boot;
