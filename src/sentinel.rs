@@ -174,7 +174,6 @@ async fn finish(mut process: Process, clean: bool) {
 /// `handoff down` does at boot.
 fn apply_down(config: &Config, state: StateDir, limit: Duration) -> Result<(), Error> {
     let children = Children::default();
-    // Before the reader starts reaping: on OpenBSD a sysctl(8) child.
     let boot = direct::boot_id(config)?;
     let (runtime, _signals) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {

@@ -17,8 +17,6 @@ use std::{
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::platform;
-
 /// Written and removed at start, to prove the directory takes writes.
 const PROBE_FILE: &str = "write-probe";
 const LOCK_FILE: &str = "lock";
@@ -257,12 +255,6 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
         .map_err(io_error("syncing", dir))
 }
 
-/// Identifies this boot, so that a record from before a reboot (when the
-/// kernel's CARP counters started from scratch) is recognised as stale.
-pub fn boot_id() -> io::Result<String> {
-    platform::boot_id()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,12 +299,5 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
-    }
-
-    #[test]
-    fn boot_id_is_stable_within_a_boot() {
-        let a = boot_id().unwrap();
-        assert!(!a.trim().is_empty());
-        assert_eq!(a, boot_id().unwrap());
     }
 }

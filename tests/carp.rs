@@ -117,13 +117,14 @@ fn an_interrupted_change_is_settled_from_the_counter() {
         // A ledger as a handoff SIGKILLed inside ifconfig would leave it.
         let state = lab.path("state-a");
         std::fs::create_dir_all(&state).unwrap();
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        std::fs::write(
+            Cluster::run_dir(&lab, "a").join("handoff.boot"),
+            "this-boot\n",
+        )
+        .unwrap();
         std::fs::write(
             state.join("carp-ledger.toml"),
-            format!(
-                "boot = \"{}\"\ngroup = \"edge\"\nshare = 0\n\n[pending]\nfrom = 0\nto = 50\ncounter_before = 128\n",
-                boot.trim()
-            ),
+            "boot = \"this-boot\"\ngroup = \"edge\"\nshare = 0\n\n[pending]\nfrom = 0\nto = 50\ncounter_before = 128\n",
         )
         .unwrap();
         let health =
@@ -161,6 +162,128 @@ fn a_ledger_from_an_earlier_boot_counts_as_zero() {
     // After a reboot the kernel counter held only the foreign 128: ours is added.
     assert_eq!(cluster.edge(&lab, "a"), 178);
     h.assert_logged("earlier boot");
+}
+
+/// A health check that always fails: the agent holds the node down, so
+/// our share (50) stays on the counter.
+const UNHEALTHY: &str =
+    "[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n";
+
+/// libfaketime (Debian's `libfaketime`, installed by scripts/test).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// `date -u +%F` of `offset` (date(1) syntax, "now" for none).
+fn utc_day(offset: &str) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", offset, "+%F"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn f18_a_clock_step_without_a_reboot_counts_our_share_once() {
+    // On OpenBSD `date`, `rdate`, `ntpd -s` or a resume rewrite
+    // kern.boottime; an identity read from there took the ledger for an
+    // earlier boot's and added our share a second time.
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 128);
+    let config = config(&lab, &cluster, UNHEALTHY);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim a edge 128 -> 178");
+    lab.wait_for("start");
+    h.signal(SIGKILL);
+    h.wait(SOON);
+    let boot = Cluster::boot_id(&lab, "a");
+    assert_eq!(cluster.edge(&lab, "a"), 178);
+    // The clock is stepped 400 days ahead, as the restarted agent sees it:
+    // the wall clock (CLOCK_REALTIME) jumps, the time since boot does not.
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} missing: apt-get install libfaketime (scripts/test does)"
+    );
+    let mut cmd = lab.agent_command(Some(&config));
+    cmd.env("LD_PRELOAD", FAKETIME)
+        .env("FAKETIME", "+400d")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .arg("run")
+        .arg("--")
+        .args(lab.proxy(&[]));
+    let mut h = common::Handoff::spawn(cmd, lab.path("handoff.stderr"));
+    lab.wait_for_count("start", 2);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let log = h.log();
+    assert!(
+        log.contains(&utc_day("+400 days")) && !log.contains(&utc_day("now")),
+        "the step did not reach the agent: {log}"
+    );
+    assert!(!log.contains("earlier boot"), "{log}");
+    assert_eq!(Cluster::boot_id(&lab, "a"), boot, "the same boot");
+    assert_eq!(
+        cluster.edge(&lab, "a"),
+        178,
+        "128 foreign + our 50 once: {:#?}",
+        lab.whats()
+    );
+    assert_eq!(ledger_share(&lab), "share = 50");
+    assert_eq!(lab.count("sim a edge 178 -> 228"), 0, "{:#?}", lab.whats());
+}
+
+#[test]
+fn f19_a_reboot_reapplies_our_share_whatever_the_uptime() {
+    // The other direction, the worse one: a ledger of an earlier boot taken
+    // for this one would say our share is applied while the fresh counter
+    // does not hold it, and the node would be promotable with no proxy.
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 128);
+    let config = config(&lab, &cluster, UNHEALTHY);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim a edge 128 -> 178");
+    lab.wait_for("start");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(ledger_share(&lab), "share = 50");
+    let before = Cluster::boot_id(&lab, "a");
+    // The reboot: the counter holds only the foreign 128 again, and the
+    // restart comes at a higher uptime than the ledger's last write.
+    cluster.reboot(&lab, "a", 128);
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for_count("start", 2);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    h.assert_logged("earlier boot");
+    assert_ne!(Cluster::boot_id(&lab, "a"), before, "a new boot, a new id");
+    assert_eq!(
+        cluster.edge(&lab, "a"),
+        178,
+        "128 foreign + our 50, applied again: {:#?}",
+        lab.whats()
+    );
+    assert_eq!(lab.count("sim a edge 128 -> 178"), 2, "{:#?}", lab.whats());
+    assert_eq!(ledger_share(&lab), "share = 50");
+}
+
+#[test]
+fn a_ledger_written_at_a_higher_uptime_is_from_an_earlier_boot_even_with_the_same_marker() {
+    // A marker that survived a reboot (one put where boot does not clean):
+    // the uptime going back still proves the reboot.
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 128);
+    std::fs::write(Cluster::run_dir(&lab, "a").join("handoff.boot"), "kept\n").unwrap();
+    let state = lab.path("state-a");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("carp-ledger.toml"),
+        "boot = \"kept\"\nuptime = 99999999999\ngroup = \"edge\"\nshare = 50\n",
+    )
+    .unwrap();
+    let mut h = lab.run(Some(&config(&lab, &cluster, UNHEALTHY)), &lab.proxy(&[]));
+    lab.wait_for("start");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    h.assert_logged("the uptime went back");
+    assert_eq!(cluster.edge(&lab, "a"), 178, "{:#?}", lab.whats());
 }
 
 #[test]

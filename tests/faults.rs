@@ -21,6 +21,8 @@
 //! | F15 track file removed | here |
 //! | F16 1,000 start/stop cycles | here |
 //! | F17 the agent dies while up (SIGKILL, of its group, a panic; the sentinel alone, keepalived's tracking alone; a node whose agent never ran) | keepalived.rs, carp.rs |
+//! | F18 clock stepped (OpenBSD rewrites kern.boottime) | carp.rs |
+//! | F19 reboot, at any uptime | carp.rs |
 //! | F20 every catchable signal sent to the agent, twice | here |
 //! | F21 a demotion the backend never confirms (at start, on the stop path) | here, stop_sequence.rs |
 //! | F22 a start that fails after the lock (busy HTTP port, missing token file) | here |

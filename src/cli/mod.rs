@@ -220,8 +220,7 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
     // live socket), then by the state dir's lock.
     let claim = ControlSocket::claim(&config.control.socket)?;
     // The state dir holds the CARP ledger and the maintenance record; the
-    // boot id is read before the signal reader starts reaping (the OpenBSD
-    // boot id comes from a sysctl(8) child).
+    // boot id (the CARP ledger's boot marker) is read with it.
     let state = Arc::new(StateDir::open(&config.control.state_dir)?);
     let boot = direct::boot_id(config)?;
     if let Err(error) = platform::become_subreaper() {

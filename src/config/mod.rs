@@ -249,6 +249,10 @@ pub struct CarpConfig {
     pub demote_by: DemoteBy,
     /// The ifconfig(8) to run.
     pub ifconfig: PathBuf,
+    /// A file that every reboot removes and nothing else touches; its
+    /// content (created with a random id when missing) tells the ledger
+    /// which boot it belongs to (`crate::failover::carp::boot`).
+    pub boot_marker: PathBuf,
 }
 
 impl Default for CarpConfig {
@@ -258,6 +262,7 @@ impl Default for CarpConfig {
             interfaces: vec!["carp0".into()],
             demote_by: DemoteBy(50),
             ifconfig: "/sbin/ifconfig".into(),
+            boot_marker: crate::platform::DEFAULT_BOOT_MARKER.into(),
         }
     }
 }

@@ -98,6 +98,7 @@ group = "edge"
 interfaces = ["carp0"]
 demote_by = 50
 ifconfig = "/sbin/ifconfig"
+boot_marker = "/var/run/handoff.boot"
 
 [consul]
 address = "http://127.0.0.1:8500"

@@ -19,11 +19,11 @@ use tokio::{sync::mpsc, time::Instant};
 use crate::{
     Error,
     config::{BackendKind, Config},
-    failover::{AnyBackend, Failover, Level, Role},
+    failover::{AnyBackend, Failover, Level, Role, carp::boot},
     maintenance::Maintenance,
     platform::Received,
     process::Children,
-    state::{self, StateDir, StateError},
+    state::{StateDir, StateError},
     status::unix_now,
 };
 
@@ -108,15 +108,21 @@ pub fn promote(config: &Config) -> Result<Option<Maintenance>, Error> {
     Maintenance::clear(&state).map_err(Error::Record)
 }
 
-/// The boot id, for the CARP ledger (other backends keep none: empty). Read
-/// it before the signal reader starts reaping: on OpenBSD it comes from a
-/// sysctl(8) child.
+/// This boot's id, for the CARP ledger (other backends keep none: empty):
+/// the content of `[failover.carp] boot_marker`, created on first use after
+/// a boot (`crate::failover::carp::boot`).
 pub fn boot_id(config: &Config) -> Result<String, Error> {
     if config.failover.backend() != BackendKind::Carp {
         return Ok(String::new());
     }
-    state::boot_id().map_err(|source| Error::Os {
-        what: "reading the boot id",
+    let carp = config
+        .failover
+        .carp
+        .as_ref()
+        .map(|c| c.get_ref().clone())
+        .unwrap_or_default();
+    boot::id(&carp.boot_marker).map_err(|source| Error::Os {
+        what: "reading this boot's id",
         source,
     })
 }

@@ -32,7 +32,7 @@ pub enum AnyBackend {
 impl AnyBackend {
     /// Opens the configured backend. CARP reconciles its ledger in `state`
     /// first (a damaged ledger or an unreadable counter is an error here,
-    /// before anything is spawned); `boot` is the boot id.
+    /// before anything is spawned); `boot` is this boot's id (`carp::boot::id`).
     pub async fn open(
         failover: &FailoverConfig,
         children: Children,

@@ -67,23 +67,20 @@ pub fn with_realtime_signals(set: SigSet) -> SigSet {
     set
 }
 
-/// The boot time, `kern.boottime` (sysctl(2)), as sysctl(8) prints it; it
-/// changes with every boot. Read through sysctl(8) rather than the raw
-/// sysctl(2) call, which nix does not wrap. Call it before the signal reader
-/// starts reaping: `Command::output` waits for its own child.
-pub fn boot_id() -> io::Result<String> {
-    let output = std::process::Command::new("/sbin/sysctl")
-        .args(["-n", "kern.boottime"])
-        .output()?;
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if output.status.success() && !text.is_empty() {
-        Ok(text)
-    } else {
-        Err(io::Error::other(format!(
-            "sysctl -n kern.boottime failed: {}",
-            output.status
-        )))
-    }
+/// The CARP ledger's boot marker default. /etc/rc empties /var/run at every
+/// boot ("Clean up left-over files": `cd /var/run && rm -rf -- *`, before any
+/// daemon starts; rc(8)), so the marker, created with a random id on first
+/// use (`crate::failover::carp::boot`), is new after every reboot, and
+/// nothing else touches it: not a clock step, which rewrites `kern.boottime`
+/// (sys/kern/kern_tc.c, tc_setrealtimeclock), the reason this is not read
+/// from there. No leading dot: the shell's `*` would skip it.
+pub const DEFAULT_BOOT_MARKER: &str = "/var/run/handoff.boot";
+
+/// Time since boot, suspends included: CLOCK_BOOTTIME (clock_gettime(2)),
+/// which only grows until the next reboot; setting the clock leaves it alone.
+pub fn uptime() -> io::Result<std::time::Duration> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
+    Ok(now.into())
 }
 
 /// `net.inet.carp.preempt` (carp(4)), or `None` when it cannot be read.

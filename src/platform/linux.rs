@@ -212,11 +212,17 @@ pub fn reset_realtime_signals() {
     }
 }
 
-/// This boot's random id (random(4): `/proc/sys/kernel/random/boot_id`).
-pub fn boot_id() -> io::Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
-        .trim()
-        .to_owned())
+/// The CARP ledger's boot marker default: the kernel's own random id for
+/// this boot (random(4): `/proc/sys/kernel/random/boot_id`), new at every
+/// boot and never touched by a clock step. It always exists, so handoff only
+/// ever reads it (`crate::failover::carp::boot`).
+pub const DEFAULT_BOOT_MARKER: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Time since boot, suspends included: CLOCK_BOOTTIME (clock_gettime(2)),
+/// which only grows until the next reboot; setting the clock leaves it alone.
+pub fn uptime() -> io::Result<std::time::Duration> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
+    Ok(now.into())
 }
 
 /// CARP does not exist on Linux: nothing to say about its preempt sysctl.

@@ -59,8 +59,48 @@ impl Cluster {
         })
     }
 
-    /// The config of `node`'s agent (its own socket and state dir; node a
-    /// uses the lab's default socket and `handoff.toml`).
+    /// `node`'s run directory, which a simulated reboot empties (OpenBSD's
+    /// /etc/rc empties /var/run); its agent's boot marker is in it.
+    pub fn run_dir(lab: &Lab, node: &str) -> PathBuf {
+        let dir = lab.path(&format!("run-{node}"));
+        std::fs::create_dir_all(&dir).expect("create the run dir");
+        dir
+    }
+
+    /// The id in `node`'s boot marker, as its agent created it.
+    pub fn boot_id(lab: &Lab, node: &str) -> String {
+        std::fs::read_to_string(Cluster::run_dir(lab, node).join("handoff.boot"))
+            .expect("read the boot marker")
+            .trim()
+            .to_owned()
+    }
+
+    /// Reboots `node` (no agent may run): its run directory is emptied, as
+    /// /etc/rc does, and its kernel's counters start over, `carp` at 0 once
+    /// /etc/rc is done and `edge` at `edge` (what other owners put back); it
+    /// comes back as BACKUP. Its uptime is the machine's: it did not go back,
+    /// which is the case the boot marker, not the uptime, must catch.
+    pub fn reboot(&self, lab: &Lab, node: &str, edge: i32) {
+        for entry in std::fs::read_dir(Cluster::run_dir(lab, node)).expect("read the run dir") {
+            std::fs::remove_file(entry.expect("run dir entry").path()).expect("empty the run dir");
+        }
+        let text = std::fs::read_to_string(&self.state).expect("read simulator state");
+        let mut nodes: toml::Table = toml::from_str(&text).expect("simulator state");
+        for (name, value) in &mut nodes {
+            let table = value.as_table_mut().expect("a node");
+            table.insert("master".into(), (name != node).into());
+            if name == node {
+                let groups = table["groups"].as_table_mut().expect("groups");
+                groups.insert("carp".into(), 0.into());
+                groups.insert("edge".into(), edge.into());
+            }
+        }
+        std::fs::write(&self.state, toml::to_string(&nodes).expect("render"))
+            .expect("write simulator state");
+    }
+
+    /// The config of `node`'s agent (its own socket, state dir and boot
+    /// marker; node a uses the lab's default socket and `handoff.toml`).
     pub fn config(&self, lab: &Lab, node: &str, extra: &str) -> PathBuf {
         let (file, socket) = if node == "a" {
             ("handoff.toml".to_owned(), lab.socket())
@@ -74,8 +114,10 @@ impl Cluster {
             &file,
             &format!(
                 "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n[failover.carp]\ngroup = \"edge\"\n\
-                 interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\n[control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{extra}",
+                 interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\nboot_marker = \"{}\"\n\
+                 [control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{extra}",
                 self.ifconfig(lab, node).display(),
+                Cluster::run_dir(lab, node).join("handoff.boot").display(),
                 socket.display(),
                 lab.path(&format!("state-{node}")).display()
             ),

@@ -14,6 +14,15 @@
 //! tells: `counter_before + (to - from)` means the change was applied,
 //! `counter_before` means it was not. A record from an earlier boot counts
 //! as share 0: the kernel's counters started from scratch.
+//!
+//! Which boot a record is from is told by the boot marker's id ([`super::boot`])
+//! and, as a second check, by the uptime at its last write: within one boot
+//! the uptime only grows, so a lower one now proves a reboot even if the
+//! marker somehow survived it. Both mistakes matter: a record of this boot
+//! taken for an earlier one adds our share a second time (leaked until the
+//! next reboot), and a record of an earlier boot taken for this one says our
+//! share is applied on a fresh counter that does not hold it (the node is
+//! promotable with no proxy).
 
 use std::fmt::Write as _;
 
@@ -26,8 +35,11 @@ pub const FILE: &str = "carp-ledger.toml";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// The boot this record belongs to (`crate::state::boot_id`).
+    /// The boot this record belongs to: the boot marker's id ([`super::boot`]).
     pub boot: String,
+    /// Seconds since boot at the last write (CLOCK_BOOTTIME). Absent in
+    /// records written before it was kept.
+    pub uptime: Option<u64>,
     /// The interface group whose counter holds our share.
     pub group: String,
     /// Our share as last confirmed.
@@ -84,7 +96,36 @@ impl Pending {
     }
 }
 
+/// Which boot a record is from, judged against this boot's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// This boot: the record's share is on the counter.
+    This,
+    /// An earlier boot (another marker id): the share counts as 0.
+    Earlier,
+    /// The same marker id, but the uptime went back since the record's last
+    /// write: a reboot the marker survived. The share counts as 0.
+    MarkerSurvived {
+        /// Uptime at the record's last write, in seconds.
+        then: u64,
+        /// Uptime now.
+        now: u64,
+    },
+}
+
 impl Record {
+    /// Which boot this record is from, given this boot's marker id and the
+    /// uptime now (`None` when either uptime is unknown: the id alone decides).
+    pub fn boot_of(&self, boot: &str, uptime_now: Option<u64>) -> Boot {
+        if self.boot != boot {
+            return Boot::Earlier;
+        }
+        match (self.uptime, uptime_now) {
+            (Some(then), Some(now)) if now < then => Boot::MarkerSurvived { then, now },
+            _ => Boot::This,
+        }
+    }
+
     /// Parses a ledger file; a file that does not parse is an error, never
     /// silently "share 0" (that could leak a demotion forever).
     pub fn parse(text: &str) -> Result<Record, String> {
@@ -94,9 +135,13 @@ impl Record {
     /// The file's content.
     pub fn render(&self) -> String {
         let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
-        let mut out = format!(
-            "boot = {}\ngroup = {}\nshare = {}\n",
-            quote(&self.boot),
+        let mut out = format!("boot = {}\n", quote(&self.boot));
+        if let Some(uptime) = self.uptime {
+            let _ = writeln!(out, "uptime = {uptime}");
+        }
+        let _ = write!(
+            out,
+            "group = {}\nshare = {}\n",
             quote(&self.group),
             self.share
         );
@@ -139,9 +184,44 @@ mod tests {
     }
 
     #[test]
+    fn the_boot_is_told_by_the_marker_and_a_falling_uptime() {
+        let record = |uptime| Record {
+            boot: "b1".into(),
+            uptime,
+            group: "edge".into(),
+            share: 50,
+            pending: None,
+        };
+        // (record's uptime, boot now, uptime now, verdict)
+        let table = [
+            (Some(100), "b1", Some(100), Boot::This),
+            (Some(100), "b1", Some(5000), Boot::This), // a clock step changes neither
+            (None, "b1", Some(5), Boot::This),
+            (Some(100), "b1", None, Boot::This),
+            (Some(100), "b2", Some(5000), Boot::Earlier), // rebooted, started later
+            (Some(100), "b2", Some(5), Boot::Earlier),
+            (None, "b2", None, Boot::Earlier),
+            (
+                Some(100),
+                "b1",
+                Some(5),
+                Boot::MarkerSurvived { then: 100, now: 5 },
+            ),
+        ];
+        for (then, boot, now, verdict) in table {
+            assert_eq!(
+                record(then).boot_of(boot, now),
+                verdict,
+                "{then:?} {boot} {now:?}"
+            );
+        }
+    }
+
+    #[test]
     fn records_round_trip_and_damage_is_an_error() {
         let r = Record {
             boot: "b1".into(),
+            uptime: Some(3600),
             group: "edge".into(),
             share: 0,
             pending: Some(Pending {
@@ -157,6 +237,10 @@ mod tests {
             ..r
         };
         assert_eq!(Record::parse(&settled.render()).unwrap(), settled);
+        // Records written before the uptime was kept still parse.
+        let old = Record::parse("boot = \"b1\"\ngroup = \"edge\"\nshare = 50\n").unwrap();
+        assert_eq!(old.uptime, None);
+        assert_eq!(Record::parse(&old.render()).unwrap(), old);
         assert!(Record::parse("boot = \"b1\"\ngroup = \"edge\"\nshare = 300\n").is_err());
         assert!(Record::parse("garbage").unwrap_err().contains("damaged"));
     }

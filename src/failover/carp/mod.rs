@@ -5,16 +5,18 @@
 //! "still a candidate" below master: a demoted node is simply worse). The
 //! counter is shared with /etc/rc and pfsync, so handoff only ever adds and
 //! removes its own share, never sets or resets the counter, and remembers the
-//! share in the crash-safe [`ledger`]. The role comes from the carp
-//! interfaces' state ([`output`]). ifconfig is a tool, not an OS API, so this
+//! share in the crash-safe [`ledger`], keyed to this boot by a [`boot`]
+//! marker (a reboot restarts the kernel's counters). The role comes from the
+//! carp interfaces' state ([`output`]). ifconfig is a tool, not an OS API, so this
 //! module is portable and tested on Linux against a simulated ifconfig.
 
+pub mod boot;
 pub mod ledger;
 pub mod output;
 
 use std::{sync::Arc, time::Duration};
 
-use ledger::{Outcome, Pending, Record};
+use ledger::{Boot, Outcome, Pending, Record};
 
 use super::{Failover, FailoverError, Level, Role, Watch};
 use crate::{
@@ -44,7 +46,8 @@ pub struct CarpBackend {
 
 impl CarpBackend {
     /// Opens the backend: reads the ledger and settles what a crash left
-    /// behind, before anything else touches the counter.
+    /// behind, before anything else touches the counter. `boot` is this
+    /// boot's id ([`boot::id`]).
     pub async fn open(
         config: CarpConfig,
         children: Children,
@@ -53,6 +56,7 @@ impl CarpBackend {
     ) -> Result<CarpBackend, FailoverError> {
         let fresh = Record {
             boot: boot.clone(),
+            uptime: None,
             group: config.group.clone(),
             share: 0,
             pending: None,
@@ -71,7 +75,8 @@ impl CarpBackend {
                     backend.state.path().join(ledger::FILE).display()
                 ))
             })?;
-            if old.boot == boot {
+            let verdict = old.boot_of(&boot, uptime());
+            if verdict == Boot::This {
                 backend.record = old;
                 backend.settle_pending().await?;
                 if backend.record.group != backend.config.group {
@@ -80,6 +85,11 @@ impl CarpBackend {
                     backend.change_share(0).await?;
                     backend.record = fresh;
                 }
+            } else if let Boot::MarkerSurvived { then, now } = verdict {
+                tracing::warn!(group = %old.group, share = old.share, marker = %backend.config.boot_marker.display(),
+                    uptime_then = then, uptime_now = now,
+                    "ledger is from an earlier boot although the boot marker is the same (the uptime went back): \
+                     the marker must be in a directory every boot empties; our share counts as 0");
             } else {
                 tracing::info!(group = %old.group, share = old.share,
                     "ledger is from an earlier boot: the kernel's counters started over, our share counts as 0");
@@ -90,7 +100,9 @@ impl CarpBackend {
         Ok(backend)
     }
 
-    fn save(&self) -> Result<(), FailoverError> {
+    /// Writes the ledger, stamped with the uptime now.
+    fn save(&mut self) -> Result<(), FailoverError> {
+        self.record.uptime = uptime();
         Ok(self.state.write(ledger::FILE, &self.record.render())?)
     }
 
@@ -186,6 +198,12 @@ impl CarpBackend {
             stderr,
         })
     }
+}
+
+/// Seconds since boot, for the ledger's second check; `None` if the clock
+/// cannot be read (the boot marker alone then decides).
+fn uptime() -> Option<u64> {
+    crate::platform::uptime().ok().map(|d| d.as_secs())
 }
 
 impl Failover for CarpBackend {
