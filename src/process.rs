@@ -199,6 +199,9 @@ impl Children {
                     continue;
                 }
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                // `Ok(_)`: Linux's ptrace stops; OpenBSD's WaitStatus has no
+                // other variants, so there the pattern is unreachable.
+                #[allow(unreachable_patterns)]
                 Err(Errno::EINTR) | Ok(_) => continue,
                 Err(error) => {
                     tracing::warn!(%error, "waitpid failed");
