@@ -108,3 +108,33 @@ fn an_abstract_socket_works_too() {
     let _listener = Listener::start(UnixDatagram::bind_addr(&addr).unwrap(), lab.log.clone());
     run_with_socket(&lab, &format!("@{name}"));
 }
+
+#[test]
+fn ready_is_never_sent_for_a_proxy_that_never_passed_its_health_check() {
+    // keepalived's graceful stop once asked for standby even from down, and
+    // READY=1 went out with it. Now: a stop never raises the node, and
+    // READY=1 follows health only.
+    let lab = Lab::new();
+    let path = lab.path("notify.sock");
+    let _listener = Listener::start(UnixDatagram::bind(&path).unwrap(), lab.log.clone());
+    let track = lab.path("keepalived.track");
+    let config = lab.config(&format!(
+        "[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\
+         [failover]\nbackend = \"keepalived\"\nfailover_timeout = \"1s\"\n\
+         [failover.keepalived]\ntrack_file = \"{}\"\nvip = [\"192.0.2.100\"]\n",
+        track.display()
+    ));
+    let mut cmd = lab.agent_command(Some(&config));
+    cmd.env("NOTIFY_SOCKET", &path)
+        .args(["run", "--"])
+        .args(lab.proxy(&[]));
+    let mut h = Handoff::spawn(cmd, lab.path("handoff.stderr"));
+    lab.wait_for("start");
+    h.wait_log("health");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    lab.wait_for("notify STOPPING=1");
+    assert_eq!(lab.count("notify READY=1"), 0, "{:#?}", lab.whats());
+    assert!(!h.log().contains("level=standby"), "{}", h.log());
+    assert_eq!(std::fs::read_to_string(&track).unwrap().trim(), "-254");
+}
