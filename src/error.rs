@@ -37,9 +37,18 @@ pub enum Error {
     #[error("{0}")]
     Serve(String),
     /// `demote` waited `failover_timeout` (or `--timeout`) and this node
-    /// still holds the IP; the demotion stays in place.
+    /// still holds the IP (the demotion stays in place), or `promote` waited
+    /// and the node is not up (an unhealthy proxy keeps it down).
     #[error("{0}")]
     TimedOut(String),
+    /// A stop signal (^C) ended `demote`'s wait; the demotion stays.
+    #[error("{message}")]
+    Interrupted {
+        /// The signal that ended the wait.
+        signal: nix::sys::signal::Signal,
+        /// What was done, and what stays.
+        message: String,
+    },
     /// An operating-system call failed during setup.
     #[error("{what}: {source}")]
     Os {
@@ -67,6 +76,7 @@ impl Error {
             | Error::Serve(_)
             | Error::TimedOut(_)
             | Error::Os { .. } => exit::FAILURE,
+            Error::Interrupted { signal, .. } => exit::interrupted(*signal),
         }
     }
 }

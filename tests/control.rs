@@ -222,9 +222,7 @@ fn run_cli_as_nobody(lab: &Lab, config: &std::path::Path) -> (i32, String) {
 
 #[test]
 fn f10_a_foreign_uid_is_refused() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
-        eprintln!("skipped: needs root to act as another uid");
+    if !common::root("to act as another uid") {
         return;
     }
     let lab = Lab::new();
@@ -254,14 +252,11 @@ fn f10_a_foreign_uid_is_refused() {
 
 #[test]
 fn the_control_group_may_use_the_socket() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
-        eprintln!("skipped: needs root to act as another uid");
+    if !common::root("to act as another uid") {
         return;
     }
     let Some(group) = nix::unistd::Group::from_gid(65534.into()).unwrap() else {
-        eprintln!("skipped: no group 65534");
-        return;
+        return common::skip("no group 65534");
     };
     let lab = Lab::new();
     open_lab_to_others(&lab);

@@ -87,9 +87,13 @@ pub enum Command {
     },
 }
 
+/// A duration flag: the config's durations' ceiling holds here too, so an
+/// absurd `--timeout` is a usage error (clap names the flag) instead of an
+/// `Instant` overflow.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (expected a duration such as 1.5s, 250ms, 2m)"))
+    let value = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected a duration such as 1.5s, 250ms, 2m)"))?;
+    config::duration_within(text, value, config::DURATION_CEILING)
 }
 
 /// Parses the command line, runs the subcommand, and returns the exit status.
