@@ -79,6 +79,12 @@ impl Cluster {
     /// The config of `node`'s agent (its own socket and state dir; node a
     /// uses the lab's default socket and `handoff.toml`).
     pub fn config(&self, lab: &Lab, node: &str, extra: &str) -> PathBuf {
+        self.config_with(lab, node, "", extra)
+    }
+
+    /// [`Cluster::config`] with `failover` added to its `[failover]`
+    /// section (a TOML table cannot be opened twice).
+    pub fn config_with(&self, lab: &Lab, node: &str, failover: &str, extra: &str) -> PathBuf {
         let (file, socket) = if node == "a" {
             ("handoff.toml".to_owned(), lab.socket())
         } else {
@@ -90,7 +96,7 @@ impl Cluster {
         lab.config_named(
             &file,
             &format!(
-                "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n[failover.carp]\ngroup = \"edge\"\n\
+                "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n{failover}\n[failover.carp]\ngroup = \"edge\"\n\
                  interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\n[control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{extra}",
                 self.ifconfig(lab, node).display(),
                 socket.display(),
