@@ -65,7 +65,8 @@ pub enum Command {
         kill_timeout: Option<Duration>,
     },
     /// Hold this node at standby for maintenance and wait until the IP left;
-    /// exit 0 when it did, 1 when the wait timed out (the demotion stays)
+    /// exit 0 when it did, 1 when the wait timed out, 130 when ^C ended it
+    /// (the demotion stays)
     Demote {
         /// Why, shown in status and Consul
         #[arg(long)]
@@ -77,7 +78,8 @@ pub enum Command {
         #[arg(long, value_name = "DUR", value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
-    /// Release the maintenance demotion; the node goes up once its proxy is healthy
+    /// Release the maintenance demotion and wait until the node is up; exit 1
+    /// when it is not (an unhealthy proxy keeps it down)
     Promote,
     /// Show level, role, maintenance, proxy, health and backend state
     Status {

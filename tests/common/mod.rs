@@ -66,7 +66,7 @@ pub fn skip(why: &str) {
     let test = thread.name().unwrap_or("?");
     assert!(
         !under_ci(),
-        "CI must run {test}, but {why} (scripts/test installs what the tests need)"
+        "CI must run {test}, but {why} (CI runs scripts/test as root, which installs what the tests need)"
     );
     // One write, with a newline first, so the line starts a line of its own
     // among libtest's output.
