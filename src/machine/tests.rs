@@ -758,6 +758,10 @@ fn demote_with_confirm_peer_is_released_only_once_consul_shows_the_peer() {
     );
 }
 
+/// A row of the demote-with-probe table: name, policy, setup, event, the
+/// actions, and `awaiting_probe` afterwards.
+type DemoteRow<'a> = (&'a str, Policy, &'a [Event], Event, Vec<Action>, bool);
+
 /// `handoff demote` confirms the move as a stop does: with `probe`, the
 /// peer must answer through the VIP before the demote counts as released
 /// (`status.released`, which `handoff demote` waits for).
@@ -789,7 +793,7 @@ fn demote_with_a_probe_is_released_only_once_the_peer_answers() {
     let probing = with(&gone, &[Event::ProbeSucceeded]);
     let gave_up = with(&gone, &[Event::Deadline(Timer::DemoteWatch)]);
     // (name, policy, setup, event, actions, awaiting_probe afterwards)
-    let rows: Vec<(&str, Policy, &[Event], Event, Vec<Action>, bool)> = vec![
+    let rows: Vec<DemoteRow> = vec![
         (
             "released here: the probe starts",
             probed(),
