@@ -37,13 +37,22 @@ pub enum Error {
     #[error("{0}")]
     Serve(String),
     /// `demote` waited `failover_timeout` (or `--timeout`) and this node
-    /// still holds the IP; the demotion stays in place.
+    /// still holds the IP (the demotion stays in place), or `promote` waited
+    /// and the node is not up (an unhealthy proxy keeps it down).
     #[error("{0}")]
     TimedOut(String),
     /// `down` could not be applied at start: nothing was started, and the
     /// node may still hold the floating IP.
     #[error("{0}")]
     Demotion(String),
+    /// A stop signal (^C) ended `demote`'s wait; the demotion stays.
+    #[error("{message}")]
+    Interrupted {
+        /// The signal that ended the wait.
+        signal: nix::sys::signal::Signal,
+        /// What was done, and what stays.
+        message: String,
+    },
     /// An operating-system call failed during setup.
     #[error("{what}: {source}")]
     Os {
@@ -72,6 +81,7 @@ impl Error {
             | Error::Serve(_)
             | Error::TimedOut(_)
             | Error::Os { .. } => exit::FAILURE,
+            Error::Interrupted { signal, .. } => exit::interrupted(*signal),
         }
     }
 }

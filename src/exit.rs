@@ -26,6 +26,15 @@ pub const NOT_EXECUTABLE: u8 = 126;
 /// The proxy command was not found (shell convention).
 pub const NOT_FOUND: u8 = 127;
 
+/// A wait that a stop signal ended (`handoff demote` and ^C): 128+N, as a
+/// shell reports a command that signal N ended (130 for SIGINT), so scripts
+/// see the interruption; the command itself ends normally, its demotion in
+/// place.
+pub fn interrupted(signal: nix::sys::signal::Signal) -> u8 {
+    // Signal numbers are below 128 on every supported OS.
+    u8::try_from(signal as i32).map_or(FAILURE, |n| 128u8.saturating_add(n))
+}
+
 /// The status a shell would report for a process that ended this way:
 /// its exit code, or 128+N when signal N killed it.
 pub fn from_process_end(end: ProcessEnd) -> u8 {
@@ -47,5 +56,7 @@ mod tests {
         assert_eq!(from_process_end(ProcessEnd::Signaled(9)), 137);
         assert_eq!(from_process_end(ProcessEnd::Signaled(11)), 139);
         assert_eq!(from_process_end(ProcessEnd::Signaled(15)), 143);
+        assert_eq!(interrupted(nix::sys::signal::Signal::SIGINT), 130);
+        assert_eq!(interrupted(nix::sys::signal::Signal::SIGTERM), 143);
     }
 }

@@ -563,7 +563,10 @@ impl Dispatcher {
             level_applied: view.applied,
             role: view.role,
             role_current: view.role_current,
-            released: view.role_current && view.role.released() && !view.awaiting_peer,
+            released: view.role_current
+                && view.role.released()
+                && !view.awaiting_peer
+                && !view.awaiting_probe,
             maintenance: self.parts.maintenance.clone(),
             proxy: ProxyStatus {
                 command: self.parts.argv.to_string(),

@@ -10,11 +10,11 @@ mod common;
 use std::path::PathBuf;
 
 use common::{
-    FIXTURE, Lab, SOON,
+    FIXTURE, Handoff, Lab, SOON,
     carp_sim::{Cluster, ledger_share},
     output,
 };
-use nix::sys::signal::Signal::{SIGKILL, SIGQUIT, SIGTERM, SIGUSR1};
+use nix::sys::signal::Signal::{SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGUSR1};
 
 fn config(lab: &Lab, cluster: &Cluster, extra: &str) -> PathBuf {
     cluster.config(lab, "a", extra)
@@ -620,4 +620,102 @@ fn f17_a_sentinel_killed_while_the_agent_runs_is_started_again() {
         common::wait_gone(second, SOON),
         "the new sentinel outlived the stop"
     );
+}
+
+/// `handoff ARGS...` with `config`, running on (stderr to `name`).
+fn spawn_cli(lab: &Lab, config: &std::path::Path, args: &[&str], name: &str) -> Handoff {
+    let mut cmd = lab.handoff_command(Some(config));
+    cmd.args(args);
+    Handoff::spawn(cmd, lab.path(name))
+}
+
+#[test]
+fn demote_waits_for_the_probe_as_a_stop_does() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    // A free port, closed again: nothing answers until the test listens,
+    // as a peer that holds the VIP but does not serve it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let probe = format!("probe = \"tcp://127.0.0.1:{port}\"");
+    let config = cluster.config_with(&lab, "a", &probe, "");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim master a");
+    let mut demote = spawn_cli(
+        &lab,
+        &config,
+        &["demote", "--reason", "probe"],
+        "demote.stderr",
+    );
+    lab.wait_for("sim master b");
+    // Released here is not yet served there: the demote waits for the probe.
+    h.wait_log("probing the VIP until the peer answers");
+    assert!(
+        demote.child.try_wait().unwrap().is_none(),
+        "demote returned before the peer answered: {}",
+        demote.log()
+    );
+    let v = lab.status_json(&config);
+    assert_eq!(v["role"], "BACKUP", "{v}");
+    assert_eq!(
+        v["released"], false,
+        "not released until the probe passes: {v}"
+    );
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    common::append_event(&lab.log, "listening");
+    assert_eq!(demote.code(SOON), 0, "{}", demote.log());
+    drop(listener);
+    h.assert_logged("probe through the VIP succeeded");
+    assert_eq!(lab.status_json(&config)["released"], true);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+}
+
+#[test]
+fn sigint_ends_demotes_wait_on_the_agent_and_the_demotion_stays() {
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    // b is demoted far below a: a stays master whatever our share, so the
+    // demote would wait its whole --timeout.
+    std::fs::write(
+        lab.path("carp-sim.toml"),
+        "[a]\ngroups = { carp = 0, edge = 0 }\nadvskew = 0\npreempt = true\nmaster = true\n\n\
+         [b]\ngroups = { carp = 0, edge = 200 }\nadvskew = 100\npreempt = true\nmaster = false\n",
+    )
+    .unwrap();
+    let config = config(&lab, &cluster, "");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("sim a edge 50 -> 0"); // healthy: up
+    let mut demote = spawn_cli(
+        &lab,
+        &config,
+        &["demote", "--timeout", "60s", "--reason", "interrupted"],
+        "demote.stderr",
+    );
+    lab.wait_for_count("sim a edge 0 -> 50", 2); // the agent applied standby
+    let sent = std::time::Instant::now();
+    demote.signal(SIGINT);
+    let code = demote.code(SOON);
+    let took = sent.elapsed();
+    println!("SIGINT to demote's exit: {took:?}");
+    assert_eq!(code, 130, "{}", demote.log());
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "^C took {took:?} to end the wait"
+    );
+    let err = demote.log();
+    assert!(
+        err.contains("SIGINT ended the wait") && err.contains("the demotion stays in place"),
+        "{err}"
+    );
+    // The agent keeps the node demoted.
+    let v = lab.status_json(&config);
+    assert_eq!(v["level"], "standby", "{v}");
+    assert_eq!(v["maintenance"]["reason"], "interrupted", "{v}");
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
 }

@@ -35,6 +35,23 @@ const BAD: &[(&str, &str, &str)] = &[
         "2:11",
         "[failover.command]",
     ),
+    // Issue 12 item 8: inputs that used to pass `check` and then kill the
+    // agent (an `Instant` overflow), or silently skip every stop's wait.
+    (
+        "[failover]\nfailover_timeout = \"100000years\"\n",
+        "2:20",
+        "longer than the ceiling of 1day",
+    ),
+    (
+        "[proxy]\nstop_timeout = \"584942417355years\"\n",
+        "2:16",
+        "",
+    ),
+    (
+        "[failover]\nbackend = \"carp\"\n[failover.carp]\ninterfaces = []\n",
+        "4:14",
+        "interfaces is empty",
+    ),
 ];
 
 #[test]
@@ -109,6 +126,31 @@ fn check_rejects_a_bad_kill_timeout_as_usage() {
         );
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("--kill-timeout"), "{stderr}");
+}
+
+#[test]
+fn absurd_duration_flags_are_refused_naming_the_flag() {
+    let lab = Lab::new();
+    for args in [
+        &["check", "--kill-timeout", "100000years"][..],
+        &["demote", "--timeout", "100000years"][..],
+        &["demote", "--timeout", "25h"][..],
+    ] {
+        let (code, _, stderr) = output(lab.handoff_command(None).args(args));
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[1]) && stderr.contains("longer than the ceiling of 1day"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The ceiling itself is accepted.
+    let config = lab.config("");
+    let (code, stdout, stderr) =
+        output(
+            lab.handoff_command(Some(&config))
+                .args(["check", "--kill-timeout", "24h"]),
+        );
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
 #[test]

@@ -119,6 +119,33 @@ fn demote_and_promote_are_idempotent_and_maintenance_survives_a_restart() {
 }
 
 #[test]
+fn promote_with_an_unhealthy_proxy_exits_1_with_the_reason() {
+    let lab = Lab::new();
+    // The proxy never passes its health check: the node stays down.
+    let config = lab.config(
+        "[failover]\nfailover_timeout = \"1s\"\n\
+         [proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n",
+    );
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    lab.wait_for("start");
+    let (code, stdout, stderr) = run_cli(&lab, &config, &["demote", "--no-wait"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = run_cli(&lab, &config, &["promote"]);
+    assert_eq!(code, 1, "the node is not up: {stdout}{stderr}");
+    assert!(stdout.contains("maintenance cleared"), "{stdout}");
+    assert!(
+        stderr.contains("the proxy is not healthy (phase running:unhealthy)")
+            && stderr.contains("stays down"),
+        "{stderr}"
+    );
+    let v = lab.status_json(&config);
+    assert_eq!(v["maintenance"], serde_json::Value::Null, "cleared: {v}");
+    assert_eq!(v["level"], "down", "{v}");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+}
+
+#[test]
 fn f14_a_second_agent_is_refused_and_the_live_socket_kept() {
     let lab = Lab::new();
     let mut first = healthy_agent(&lab);
@@ -222,9 +249,7 @@ fn run_cli_as_nobody(lab: &Lab, config: &std::path::Path) -> (i32, String) {
 
 #[test]
 fn f10_a_foreign_uid_is_refused() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
-        eprintln!("skipped: needs root to act as another uid");
+    if !common::root("to act as another uid") {
         return;
     }
     let lab = Lab::new();
@@ -254,14 +279,11 @@ fn f10_a_foreign_uid_is_refused() {
 
 #[test]
 fn the_control_group_may_use_the_socket() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
-        eprintln!("skipped: needs root to act as another uid");
+    if !common::root("to act as another uid") {
         return;
     }
     let Some(group) = nix::unistd::Group::from_gid(65534.into()).unwrap() else {
-        eprintln!("skipped: no group 65534");
-        return;
+        return common::skip("no group 65534");
     };
     let lab = Lab::new();
     open_lab_to_others(&lab);

@@ -2,9 +2,10 @@
 //! in network namespaces joined by a bridge in a third, with addresses only
 //! inside those namespaces (192.0.2.0/24, the documentation range).
 //!
-//! Needs root, `ip` and `keepalived`. Under `CI=true` they must be there;
-//! elsewhere the tests skip with a loud message. Every namespace, link and
-//! process a test creates is removed in `Drop`, even when the test fails.
+//! Needs root, `ip` and `keepalived`. Under CI they must be there;
+//! elsewhere the tests skip through `common::skip`, which scripts/test
+//! counts. Every namespace, link and process a test creates is removed in
+//! `Drop`, even when the test fails.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 

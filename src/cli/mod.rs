@@ -66,7 +66,8 @@ pub enum Command {
         kill_timeout: Option<Duration>,
     },
     /// Hold this node at standby for maintenance and wait until the IP left;
-    /// exit 0 when it did, 1 when the wait timed out (the demotion stays)
+    /// exit 0 when it did, 1 when the wait timed out, 130 when ^C ended it
+    /// (the demotion stays)
     Demote {
         /// Why, shown in status and Consul
         #[arg(long)]
@@ -78,7 +79,8 @@ pub enum Command {
         #[arg(long, value_name = "DUR", value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
-    /// Release the maintenance demotion; the node goes up once its proxy is healthy
+    /// Release the maintenance demotion and wait until the node is up; exit 1
+    /// when it is not (an unhealthy proxy keeps it down)
     Promote,
     /// Show level, role, maintenance, proxy, health and backend state
     Status {
@@ -95,9 +97,13 @@ pub enum Command {
     Sentinel,
 }
 
+/// A duration flag: the config's durations' ceiling holds here too, so an
+/// absurd `--timeout` is a usage error (clap names the flag) instead of an
+/// `Instant` overflow.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (expected a duration such as 1.5s, 250ms, 2m)"))
+    let value = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected a duration such as 1.5s, 250ms, 2m)"))?;
+    config::duration_within(text, value, config::DURATION_CEILING)
 }
 
 /// Parses the command line, runs the subcommand, and returns the exit status.

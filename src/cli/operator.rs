@@ -4,9 +4,15 @@
 //! through the control socket; when no agent runs, `demote` and `promote`
 //! act on the backend themselves (`crate::control::direct`) and say so.
 //! `demote` waits by polling the agent's status until the backend, after
-//! the standby level was applied, reports this node without the IP.
+//! the standby level was applied, reports this node without the IP (and
+//! the peer confirmed, where `probe` or `confirm_peer` ask for it); a stop
+//! signal (^C) ends that wait and leaves the demotion in place. `promote`
+//! waits until the node is up, and fails with the reason when it is not.
 
 use std::{path::Path, time::Duration};
+
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
 
 use crate::{
     Error,
@@ -19,7 +25,9 @@ use crate::{
     exit,
     failover::Level,
     maintenance::Maintenance,
+    platform::Received,
     process::Children,
+    signals,
     status::Status,
 };
 
@@ -91,46 +99,105 @@ pub fn demote(
     if no_wait {
         return Ok(exit::OK);
     }
-    match wait_until(&config, status, limit, |s| s.released)? {
-        Ok(status) => {
+    // Signals stayed blocked (`cli::main`): read them now, so that ^C ends
+    // the wait with a message instead of waiting out the limit unheard.
+    let (runtime, mut rx) = crate::signals::runtime_and_reader(&Children::default())?;
+    let mut pause = || runtime.block_on(stop_signal_within(&mut rx, POLL));
+    let status = match wait_until(&config, status, limit, |s| s.released, &mut pause)? {
+        Waited::Done(status) => {
             println!(
                 "this node no longer holds the floating IP (role {})",
                 status.role
             );
-            Ok(exit::OK)
+            return Ok(exit::OK);
         }
-        Err(status) => Err(Error::TimedOut(format!(
-            "waited {}: this node still holds the floating IP (role {}, level {}{}); the demotion stays in place",
-            humantime::format_duration(limit),
-            status.role,
-            level_name(&status),
-            if status.level_applied {
-                ""
-            } else {
-                ", not yet applied"
-            }
-        ))),
+        Waited::Interrupted(signal) => {
+            return Err(Error::Interrupted {
+                signal,
+                message: format!(
+                    "{} ended the wait: the demotion stays in place (`handoff status` shows the move, `handoff promote` undoes it)",
+                    signal.as_str()
+                ),
+            });
+        }
+        Waited::TimedOut(status) => status,
+    };
+    let waited = humantime::format_duration(limit);
+    if status.role_current && status.role.released() {
+        // Released here, but the peer was not confirmed serving the VIP
+        // (`[failover] probe`, `[consul] confirm_peer`) within the wait.
+        return Err(Error::TimedOut(format!(
+            "waited {waited}: this node released the floating IP (role {}), but the peer was not confirmed serving it ([failover] probe or [consul] confirm_peer); the demotion stays in place",
+            status.role
+        )));
     }
+    Err(Error::TimedOut(format!(
+        "waited {waited}: this node still holds the floating IP (role {}, level {}{}); the demotion stays in place",
+        status.role,
+        level_name(&status),
+        if status.level_applied {
+            ""
+        } else {
+            ", not yet applied"
+        }
+    )))
 }
 
-/// Polls the agent's status, starting from `status`, until `done` holds
-/// (`Ok`) or `limit` passed (`Err` with the last status seen).
+/// How a wait on the agent ended.
+enum Waited {
+    /// The condition holds in this status.
+    Done(Status),
+    /// The limit passed; the last status seen.
+    TimedOut(Status),
+    /// A stop signal ended the wait.
+    Interrupted(Signal),
+}
+
+/// Polls the agent's status, starting from `status`, until `done` holds or
+/// `limit` passed. Between polls, `pause` waits and says whether a stop
+/// signal arrived meanwhile.
 fn wait_until(
     config: &Config,
     mut status: Status,
     limit: Duration,
     done: impl Fn(&Status) -> bool,
-) -> Result<Result<Status, Status>, Error> {
+    pause: &mut dyn FnMut() -> Option<Signal>,
+) -> Result<Waited, Error> {
     let deadline = std::time::Instant::now() + limit;
     loop {
         if done(&status) {
-            return Ok(Ok(status));
+            return Ok(Waited::Done(status));
         }
         if std::time::Instant::now() >= deadline {
-            return Ok(Err(status));
+            return Ok(Waited::TimedOut(status));
         }
-        std::thread::sleep(POLL);
+        if let Some(signal) = pause() {
+            return Ok(Waited::Interrupted(signal));
+        }
         status = ask(config, Command::Status)?;
+    }
+}
+
+/// Waits `pause`, or less if a stop signal (SIGINT, SIGTERM) arrives first:
+/// then that signal. Other signals are read and ignored.
+async fn stop_signal_within(
+    signals: &mut mpsc::Receiver<Received>,
+    pause: Duration,
+) -> Option<Signal> {
+    let deadline = tokio::time::Instant::now() + pause;
+    loop {
+        tokio::select! {
+            received = signals.recv() => match received {
+                Some(r) if signals::STOP.contains(&r.signal) => return Some(r.signal),
+                Some(_) => {}
+                // The reader is gone: pause without it.
+                None => {
+                    tokio::time::sleep_until(deadline).await;
+                    return None;
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => return None,
+        }
     }
 }
 
@@ -180,11 +247,14 @@ fn demote_directly(
             "no agent running: maintenance set ({}) and {backend} set to {level} directly, but this node still holds the floating IP (role {role}); the demotion stays in place",
             m.reason
         ))),
-        Demoted::Interrupted(m, level, signal) => Err(Error::TimedOut(format!(
-            "no agent running: maintenance set ({}) and {backend} set to {level} directly; {} ended the wait, the demotion stays in place",
-            m.reason,
-            signal.as_str()
-        ))),
+        Demoted::Interrupted(m, level, signal) => Err(Error::Interrupted {
+            signal,
+            message: format!(
+                "no agent running: maintenance set ({}) and {backend} set to {level} directly; {} ended the wait, the demotion stays in place",
+                m.reason,
+                signal.as_str()
+            ),
+        }),
     }
 }
 
@@ -208,24 +278,38 @@ pub fn promote(flag: Option<&Path>) -> Result<u8, Error> {
         Err(error) => return Err(error.into()),
     };
     println!("maintenance cleared");
-    if status.agent.phase != "running:healthy" {
-        println!(
-            "the proxy is not healthy ({}): the node goes up once it is",
-            status.agent.phase
-        );
-        return Ok(exit::OK);
-    }
+    // A proxy that has not (yet) passed its health check keeps the node
+    // down: wait for it as for the backend, within failover_timeout, and
+    // say so with exit 1 if it did not come, rather than report a success
+    // the node does not have.
     let limit = config.failover.failover_timeout;
     let up = |s: &Status| s.level == Some(Level::Up) && s.level_applied;
-    match wait_until(&config, status, limit, up)? {
-        Ok(status) => {
+    // Signals are not blocked for promote: ^C simply ends it.
+    let mut pause = || {
+        std::thread::sleep(POLL);
+        None
+    };
+    match wait_until(&config, status, limit, up, &mut pause)? {
+        Waited::Done(status) => {
             println!("this node is up (role {})", status.role);
             Ok(exit::OK)
         }
-        Err(status) => Err(Error::TimedOut(format!(
+        Waited::TimedOut(status) if status.agent.phase != "running:healthy" => {
+            Err(Error::TimedOut(format!(
+                "waited {}: the proxy is not healthy (phase {}), so this node stays {} until it passes its health check",
+                humantime::format_duration(limit),
+                status.agent.phase,
+                level_name(&status),
+            )))
+        }
+        Waited::TimedOut(status) => Err(Error::TimedOut(format!(
             "waited {}: the backend has not applied level up (level {})",
             humantime::format_duration(limit),
             level_name(&status),
         ))),
+        Waited::Interrupted(signal) => Err(Error::Interrupted {
+            signal,
+            message: format!("{} ended the wait", signal.as_str()),
+        }),
     }
 }

@@ -29,7 +29,10 @@ use toml::Spanned;
 pub use error::{ConfigError, ConfigErrors};
 pub use preset::Preset;
 pub use signal::{Reload, SignalName};
-pub use values::{Argv, DemoteBy, ExitCodeMap, HostPort, HttpUrl, Listen, LogLevel, Probe};
+pub use values::{
+    Argv, DemoteBy, ExitCodeMap, HostPort, HttpUrl, Listen, LogLevel, Probe,
+    duration::{CEILING as DURATION_CEILING, within as duration_within},
+};
 
 /// Used when neither `--config` nor `$HANDOFF_CONFIG` names a file.
 pub const DEFAULT_PATH: &str = "/etc/handoff.toml";
@@ -243,7 +246,8 @@ impl BackendKind {
 pub struct CarpConfig {
     /// Interface group whose demote counter we raise.
     pub group: String,
-    /// carp interfaces whose state we watch.
+    /// carp interfaces whose state we watch; never empty.
+    #[serde(deserialize_with = "values::interfaces")]
     pub interfaces: Vec<String>,
     /// Our share of the group counter.
     pub demote_by: DemoteBy,
@@ -351,7 +355,7 @@ pub struct ConsulConfig {
     pub confirm_peer: bool,
     /// Consul removes this node's instance after its check has been
     /// critical this long (at least 1m, Consul's minimum).
-    #[serde(deserialize_with = "values::duration::some")]
+    #[serde(deserialize_with = "values::duration::deregister")]
     pub deregister_critical_after: Option<Duration>,
     /// CA bundle for an https agent; default from `CONSUL_CACERT`.
     pub ca_file: Option<PathBuf>,

@@ -247,8 +247,72 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "3:1",
         "must be more than 0",
     ),
+    // Every duration key has a ceiling (one day; 30 days for
+    // deregister_critical_after): beyond it, a typo, or an Instant overflow
+    // in the running agent.
+    (
+        "[failover]\nfailover_timeout = \"100000years\"\n",
+        "2:20",
+        "longer than the ceiling of 1day",
+    ),
+    (
+        "[failover]\nsettle = \"25h\"\n",
+        "2:10",
+        "longer than the ceiling",
+    ),
+    (
+        "[proxy]\nstop_timeout = \"2days\"\n",
+        "2:16",
+        "longer than the ceiling",
+    ),
+    (
+        "[proxy.health]\ntcp = \"x:1\"\ninterval = \"1000000h\"\n",
+        "3:12",
+        "longer than the ceiling",
+    ),
+    (
+        "[proxy.health]\ntcp = \"x:1\"\ntimeout = \"86401s\"\n",
+        "3:11",
+        "longer than the ceiling",
+    ),
+    (
+        "[failover]\nbackend = \"command\"\n[failover.command]\ndemote = [\"a\"]\npromote = [\"b\"]\nstate = [\"c\"]\ntimeout = \"1y\"\n",
+        "7:11",
+        "longer than the ceiling",
+    ),
+    ("[consul]\nttl = \"2d\"\n", "2:7", "longer than the ceiling"),
+    (
+        "[consul]\nderegister_critical_after = \"31days\"\n",
+        "2:29",
+        "longer than the ceiling of 30days",
+    ),
+    (
+        "[failover]\nbackend = \"carp\"\n[failover.carp]\ninterfaces = []\n",
+        "4:14",
+        "interfaces is empty",
+    ),
+    (
+        "[failover]\nbackend = \"carp\"\n[failover.carp]\ninterfaces = [\"carp0\", \"\"]\n",
+        "4:14",
+        "empty name",
+    ),
     ("[proxy\n", "1:7", ""),
 ];
+
+#[test]
+fn durations_up_to_their_ceiling_are_accepted() {
+    let c = parse_ok(
+        "[proxy]\nstop_timeout = \"24h\"\n[failover]\nfailover_timeout = \"1day\"\nsettle = \"86400s\"\n\
+         [consul]\nttl = \"24h\"\nderegister_critical_after = \"30days\"\n",
+    );
+    assert_eq!(c.proxy.stop_timeout, DURATION_CEILING);
+    assert_eq!(c.failover.failover_timeout, DURATION_CEILING);
+    let consul = c.consul.expect("consul");
+    assert_eq!(
+        consul.get_ref().deregister_critical_after,
+        Some(Duration::from_secs(30 * 86400))
+    );
+}
 
 #[test]
 fn every_rejection_names_line_and_column() {

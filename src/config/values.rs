@@ -90,6 +90,26 @@ impl<'de> Deserialize<'de> for DemoteBy {
     }
 }
 
+/// `[failover.carp] interfaces`: at least one carp interface, none unnamed.
+///
+/// With no interface to watch the backend can never see this node as
+/// MASTER, so every stop would take the node for one that does not hold the
+/// IP and skip the wait for the move: refused here, at its `line:col`.
+pub fn interfaces<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(deserializer)?;
+    if names.is_empty() {
+        return Err(de::Error::custom(
+            "interfaces is empty, expected the carp interfaces that hold the floating IP, such as [\"carp0\"]",
+        ));
+    }
+    if names.iter().any(|n| n.trim().is_empty()) {
+        return Err(de::Error::custom(
+            "interfaces has an empty name, expected carp interface names such as [\"carp0\"]",
+        ));
+    }
+    Ok(names)
+}
+
 /// `probe = "tcp://host:port"` or `"http://..."`: proof that the peer serves the VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -250,6 +270,13 @@ impl<'de> Deserialize<'de> for LogLevel {
 
 /// `#[serde(with = "duration")]`: humantime durations (`1.5s`, `250ms`, `2m`)
 /// with an error that says why and what was expected.
+///
+/// Every duration has a ceiling (docs/handoff.toml.5, "Durations"). A value
+/// far beyond any real wait is a typo (`"10000s"` for `"10s"`, a unit
+/// forgotten), and a huge one such as `"100000years"` makes `Instant +
+/// Duration` overflow and panic inside the running agent, where a panic
+/// leaves the node's level to the dead-man's switch: refuse it here, at its
+/// `line:col`, instead.
 pub mod duration {
     use std::{fmt, time::Duration};
 
@@ -257,7 +284,15 @@ pub mod duration {
 
     const EXPECTED: &str = "a duration such as \"1.5s\", \"250ms\" or \"2m\"";
 
-    struct Visitor;
+    /// The ceiling of every timeout, interval and wait: one day.
+    pub const CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+    /// The ceiling of `[consul] deregister_critical_after`, which only
+    /// Consul reads (never a timer of ours): 30 days.
+    pub const DEREGISTER_CEILING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+    struct Visitor {
+        ceiling: Duration,
+    }
 
     impl de::Visitor<'_> for Visitor {
         type Value = Duration;
@@ -267,22 +302,40 @@ pub mod duration {
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-            humantime::parse_duration(text).map_err(|e| {
+            let value = humantime::parse_duration(text).map_err(|e| {
                 E::custom(format!(
                     "`{text}` is not a duration ({e}), expected {EXPECTED}"
                 ))
-            })
+            })?;
+            within(text, value, self.ceiling).map_err(E::custom)
         }
     }
 
-    /// Deserializes a duration string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        deserializer.deserialize_str(Visitor)
+    /// `value` (written as `text`) if it is at most `ceiling`.
+    pub fn within(text: &str, value: Duration, ceiling: Duration) -> Result<Duration, String> {
+        if value > ceiling {
+            return Err(format!(
+                "`{text}` is longer than the ceiling of {}, expected at most that",
+                humantime::format_duration(ceiling)
+            ));
+        }
+        Ok(value)
     }
 
-    /// Deserializes a duration string into `Some` (absent keys stay `None`
-    /// through `#[serde(default)]`).
-    pub fn some<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        deserialize(deserializer).map(Some)
+    /// Deserializes a duration string of at most [`CEILING`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_str(Visitor { ceiling: CEILING })
+    }
+
+    /// Deserializes a duration string of at most [`DEREGISTER_CEILING`] into
+    /// `Some` (absent keys stay `None` through `#[serde(default)]`).
+    pub fn deregister<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        deserializer
+            .deserialize_str(Visitor {
+                ceiling: DEREGISTER_CEILING,
+            })
+            .map(Some)
     }
 }

@@ -295,6 +295,7 @@ mod tests {
             role_current: true,
             maintenance,
             awaiting_peer: false,
+            awaiting_probe: false,
             restarts: 0,
         }
     }

@@ -287,6 +287,9 @@ enum Confirmation {
     Running,
     /// The peer answered.
     Passed,
+    /// The demote's wait ended without an answer: not known to have passed,
+    /// so `status` keeps saying "not released" (see `Machine::give_up`).
+    GaveUp,
 }
 
 /// Which confirmation.
@@ -314,8 +317,12 @@ pub struct View {
     pub role_current: bool,
     /// Held at standby by an operator.
     pub maintenance: bool,
-    /// Waiting for Consul to show the peer as master.
+    /// Waiting for Consul to show the peer as master (or a demote's wait
+    /// for it ended unanswered).
     pub awaiting_peer: bool,
+    /// Waiting for the probe through the VIP to pass (or a demote's wait
+    /// for it ended unanswered).
+    pub awaiting_probe: bool,
     /// Proxy restarts so far.
     pub restarts: u32,
 }
@@ -441,7 +448,8 @@ impl Machine {
             role: self.role,
             role_current: self.role_seq >= self.seq,
             maintenance: self.maintenance,
-            awaiting_peer: self.peer == Confirmation::Running,
+            awaiting_peer: matches!(self.peer, Confirmation::Running | Confirmation::GaveUp),
+            awaiting_probe: matches!(self.probe, Confirmation::Running | Confirmation::GaveUp),
             restarts: self.restarts,
         }
     }
@@ -485,6 +493,7 @@ impl Machine {
             Event::ProbeSucceeded => {
                 if self.probe == Confirmation::Running {
                     self.probe = Confirmation::Passed;
+                    self.check_demote(&mut out);
                     self.check_move(&mut out);
                 }
             }
@@ -519,7 +528,9 @@ impl Machine {
             out.push(Action::Note(Note::MaintenanceReleased));
         } else if !self.demote_watch {
             self.demote_watch = true;
-            self.cancel(Confirm::Peer, out);
+            // The demote's confirmations start afresh.
+            self.stop_confirmations(out);
+            self.probe = Confirmation::Idle;
             self.peer = Confirmation::Idle;
             out.push(Action::Watch(Watch::Fast));
             out.push(Action::Arm(
@@ -529,13 +540,17 @@ impl Machine {
         }
     }
 
-    /// Maintenance's move is complete once this node is released and, with
-    /// `confirm_peer`, Consul shows the peer as master.
+    /// Maintenance's move is complete once this node is released and the
+    /// peer is confirmed as a stop's move is (`check_move`): with `probe`,
+    /// the peer answers through the VIP; with `confirm_peer`, Consul shows
+    /// it as master. Both run at once.
     fn check_demote(&mut self, out: &mut Vec<Action>) {
         if !self.demote_watch || !self.released_now() {
             return;
         }
-        if self.policy.confirm_peer && !self.confirmed(Confirm::Peer, out) {
+        let probed = !self.policy.probe || self.confirmed(Confirm::Probe, out);
+        let reported = !self.policy.confirm_peer || self.confirmed(Confirm::Peer, out);
+        if !(probed && reported) {
             return;
         }
         out.push(Action::Note(Note::MaintenanceReleased));
@@ -549,7 +564,8 @@ impl Machine {
             return;
         }
         self.demote_watch = false;
-        self.cancel(Confirm::Peer, out);
+        self.give_up(Confirm::Probe, out);
+        self.give_up(Confirm::Peer, out);
         out.push(Action::Disarm(Timer::DemoteWatch));
         if !matches!(self.phase, Phase::Stopping(_)) {
             out.push(Action::Watch(Watch::Idle));
@@ -966,7 +982,7 @@ impl Machine {
         match *state {
             Confirmation::Passed => true,
             Confirmation::Running => false,
-            Confirmation::Idle => {
+            Confirmation::Idle | Confirmation::GaveUp => {
                 *state = Confirmation::Running;
                 out.push(start);
                 false
@@ -983,6 +999,24 @@ impl Machine {
         if *state == Confirmation::Running {
             *state = Confirmation::Idle;
             out.push(stop);
+        }
+    }
+
+    /// Like [`Machine::cancel`], for the end of the demote's wait: a
+    /// confirmation still out is recorded as [`Confirmation::GaveUp`], so
+    /// `status` does not turn "released" the moment the wait is over (a
+    /// `handoff demote` still polling would take that for a confirmed move).
+    fn give_up(&mut self, which: Confirm, out: &mut Vec<Action>) {
+        let was = match which {
+            Confirm::Probe => self.probe,
+            Confirm::Peer => self.peer,
+        };
+        self.cancel(which, out);
+        if was == Confirmation::Running {
+            match which {
+                Confirm::Probe => self.probe = Confirmation::GaveUp,
+                Confirm::Peer => self.peer = Confirmation::GaveUp,
+            }
         }
     }
 

@@ -938,6 +938,116 @@ fn demote_with_confirm_peer_is_released_only_once_consul_shows_the_peer() {
     );
 }
 
+/// A row of the demote-with-probe table: name, policy, setup, event, the
+/// actions, and `awaiting_probe` afterwards.
+type DemoteRow<'a> = (&'a str, Policy, &'a [Event], Event, Vec<Action>, bool);
+
+/// `handoff demote` confirms the move as a stop does: with `probe`, the
+/// peer must answer through the VIP before the demote counts as released
+/// (`status.released`, which `handoff demote` waits for).
+#[test]
+fn demote_with_a_probe_is_released_only_once_the_peer_answers() {
+    use Action::{ConfirmPeer, Disarm, Probe};
+    let both = Policy {
+        probe: true,
+        confirm_peer: true,
+        ..policy()
+    };
+    let released = || {
+        vec![
+            Action::Note(Note::MaintenanceReleased),
+            Disarm(Timer::DemoteWatch),
+            Action::Watch(Watch::Idle),
+        ]
+    };
+    // Master, demoted, standby applied.
+    let demoted = with(
+        HEALTHY,
+        &[
+            seen(Role::Master, 2),
+            Event::Maintenance(true),
+            applied(Level::Standby, 3),
+        ],
+    );
+    let gone = with(&demoted, &[seen(Role::Backup, 3)]);
+    let probing = with(&gone, &[Event::ProbeSucceeded]);
+    let gave_up = with(&gone, &[Event::Deadline(Timer::DemoteWatch)]);
+    // (name, policy, setup, event, actions, awaiting_probe afterwards)
+    let rows: Vec<DemoteRow> = vec![
+        (
+            "released here: the probe starts",
+            probed(),
+            &demoted,
+            seen(Role::Backup, 3),
+            vec![Probe(true)],
+            true,
+        ),
+        (
+            "the peer answers: released",
+            probed(),
+            &gone,
+            Event::ProbeSucceeded,
+            released(),
+            false,
+        ),
+        (
+            "no answer within failover_timeout: the probe ends, still not released",
+            probed(),
+            &gone,
+            Event::Deadline(Timer::DemoteWatch),
+            vec![
+                Probe(false),
+                Disarm(Timer::DemoteWatch),
+                Action::Watch(Watch::Idle),
+            ],
+            true,
+        ),
+        (
+            "a late answer after the wait changes nothing",
+            probed(),
+            &gave_up,
+            Event::ProbeSucceeded,
+            vec![],
+            true,
+        ),
+        (
+            "probe and Consul run together",
+            both.clone(),
+            &demoted,
+            seen(Role::Backup, 3),
+            vec![Probe(true), ConfirmPeer(true)],
+            true,
+        ),
+        (
+            "Consul alone is not enough while the probe is out",
+            both.clone(),
+            &gone,
+            Event::PeerConfirmed,
+            vec![],
+            true,
+        ),
+        (
+            "both passed: released",
+            both,
+            &probing,
+            Event::PeerConfirmed,
+            released(),
+            false,
+        ),
+    ];
+    for (name, policy, setup, event, actions, awaiting) in rows {
+        let mut m = after(policy, setup);
+        assert_eq!(m.handle(event), actions, "{name}");
+        assert_eq!(m.view().awaiting_probe, awaiting, "{name}: awaiting_probe");
+    }
+
+    // A stop during the demote's probe starts the stop's own.
+    let mut m = after(probed(), &gone);
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert!(got.contains(&Probe(false)), "{got:?}");
+    assert!(!m.view().awaiting_probe);
+}
+
 #[test]
 fn maintenance_holds_a_healthy_node_at_standby() {
     // Set before the proxy is healthy: healthy means standby, not up.

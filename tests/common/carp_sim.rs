@@ -2,17 +2,24 @@
 //! (`handoff-fixture carp-sim`, tests/fixture/carp_sim.rs). The simulator
 //! logs every counter change and mastership move into the lab's event log.
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+use std::path::PathBuf;
 
 use super::{FIXTURE, Lab};
+
+/// The simulated nodes.
+const NODES: [&str; 2] = ["a", "b"];
 
 /// Node a (advskew 0) is master; `edge` of node a starts at `foreign`
 /// (someone else's share).
 pub struct Cluster {
     state: PathBuf,
+    log: PathBuf,
 }
 
 impl Cluster {
+    /// Writes the simulator's state and each node's `ifconfig` script, once:
+    /// a script rewritten while an agent executes it fails that exec with
+    /// ETXTBSY ("Text file busy"), so nothing rewrites them later.
     pub fn new(lab: &Lab, foreign: i32) -> Cluster {
         let state = lab.path("carp-sim.toml");
         std::fs::write(
@@ -23,30 +30,40 @@ impl Cluster {
             ),
         )
         .expect("write simulator state");
-        Cluster { state }
+        let cluster = Cluster {
+            state,
+            log: lab.log.clone(),
+        };
+        for node in NODES {
+            super::write_executable(
+                &cluster.ifconfig(lab, node),
+                &format!(
+                    "#!/bin/sh\nexec {FIXTURE} carp-sim --state {} --node {node} --log {} -- \"$@\"\n",
+                    cluster.state.display(),
+                    cluster.log.display()
+                ),
+            );
+        }
+        cluster
     }
 
-    /// An `ifconfig` for `node`: a script, since the config names a program.
+    /// The `ifconfig` of `node` (written by [`Cluster::new`]): a script,
+    /// since the config names a program.
+    #[allow(clippy::unused_self)] // the cluster wrote it; asking it keeps that visible
     pub fn ifconfig(&self, lab: &Lab, node: &str) -> PathBuf {
-        let path = lab.path(&format!("ifconfig-{node}"));
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\nexec {FIXTURE} carp-sim --state {} --node {node} --log {} -- \"$@\"\n",
-                self.state.display(),
-                lab.log.display()
-            ),
-        )
-        .expect("write ifconfig script");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod ifconfig script");
-        path
+        assert!(NODES.contains(&node), "no simulated node {node:?}");
+        lab.path(&format!("ifconfig-{node}"))
     }
 
-    /// The `edge` counter of `node`, asked through the simulator.
-    pub fn edge(&self, lab: &Lab, node: &str) -> u32 {
-        let out = std::process::Command::new(self.ifconfig(lab, node))
-            .args(["-g", "edge"])
+    /// The `edge` counter of `node`, asked of the simulator directly (not
+    /// through the script, which agents may be running).
+    pub fn edge(&self, _lab: &Lab, node: &str) -> u32 {
+        let out = std::process::Command::new(FIXTURE)
+            .args(["carp-sim", "--state"])
+            .arg(&self.state)
+            .args(["--node", node, "--log"])
+            .arg(&self.log)
+            .args(["--", "-g", "edge"])
             .output()
             .expect("run the simulator");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -102,6 +119,12 @@ impl Cluster {
     /// The config of `node`'s agent (its own socket, state dir and boot
     /// marker; node a uses the lab's default socket and `handoff.toml`).
     pub fn config(&self, lab: &Lab, node: &str, extra: &str) -> PathBuf {
+        self.config_with(lab, node, "", extra)
+    }
+
+    /// [`Cluster::config`] with `failover` added to its `[failover]`
+    /// section (a TOML table cannot be opened twice).
+    pub fn config_with(&self, lab: &Lab, node: &str, failover: &str, extra: &str) -> PathBuf {
         let (file, socket) = if node == "a" {
             ("handoff.toml".to_owned(), lab.socket())
         } else {
@@ -113,7 +136,7 @@ impl Cluster {
         lab.config_named(
             &file,
             &format!(
-                "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n[failover.carp]\ngroup = \"edge\"\n\
+                "[failover]\nbackend = \"carp\"\nfailover_timeout = \"5s\"\n{failover}\n[failover.carp]\ngroup = \"edge\"\n\
                  interfaces = [\"carp0\"]\ndemote_by = 50\nifconfig = \"{}\"\nboot_marker = \"{}\"\n\
                  [control]\nsocket = \"{}\"\nstate_dir = \"{}\"\n{extra}",
                 self.ifconfig(lab, node).display(),

@@ -45,6 +45,83 @@ pub fn append_event(log: &Path, what: &str) {
     file.write_all(line.as_bytes()).expect("write event log");
 }
 
+/// Whether this run is CI's (`CI` set, as CI services set it, `CI=true`):
+/// there every test must run its subject.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The one way a test gives up on a subject this machine cannot run (no
+/// root, no keepalived, no mandoc...): under CI it fails the test, since a
+/// skipped test passes silently; by hand it writes `SKIPPED: <test>: <why>`
+/// straight to stderr (libtest captures `eprintln!` of passing tests), and
+/// `scripts/test` counts those lines. Call it, then return:
+///
+/// ```ignore
+/// if !is_root { return common::skip("needs root"); }
+/// ```
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    assert!(
+        !under_ci(),
+        "CI must run {test}, but {why} (CI runs scripts/test as root, which installs what the tests need)"
+    );
+    // One write, with a newline first, so the line starts a line of its own
+    // among libtest's output.
+    let _ = std::io::stderr().write_all(format!("\nSKIPPED: {test}: {why}\n").as_bytes());
+}
+
+/// Whether `tool` is on PATH; if not, [`skip`]s with that reason.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        skip(&format!("{tool} is not installed"));
+    }
+    found
+}
+
+/// Whether this runs as root; if not, [`skip`]s saying what root is for.
+pub fn root(for_what: &str) -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        skip(&format!("needs root {for_what}"));
+    }
+    root
+}
+
+/// Writes an executable script at `path`, through a child `sh`, so that no
+/// file descriptor open for writing it ever exists in this (multi-threaded)
+/// test process: a process another test forks at that moment would inherit
+/// it until its own exec, and any exec of the script meanwhile fails with
+/// ETXTBSY ("Text file busy"; rust-lang/rust#114554). Write scripts once,
+/// before anything runs them: a rewrite while one runs fails the same way.
+pub fn write_executable(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "umask 022 && cat > \"$1.tmp\" && chmod 755 \"$1.tmp\" && mv \"$1.tmp\" \"$1\"",
+            "sh",
+        ])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn sh to write a script");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .expect("write the script to sh");
+    let status = child.wait().expect("wait for sh");
+    assert!(status.success(), "writing {} failed", path.display());
+}
+
 /// One line of the event log.
 #[derive(Debug, Clone)]
 pub struct Event {
