@@ -26,14 +26,17 @@
 //! applies a level (`crate::failover`).
 
 use std::{
-    io::{self, Read, Write},
+    io::{self, BufRead, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Arc,
     time::Duration,
 };
 
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     Error,
@@ -48,8 +51,11 @@ use crate::{
 
 /// The subcommand the sentinel runs as (hidden from `--help`).
 pub const SUBCOMMAND: &str = "sentinel";
-/// What a clean exit writes: the node is down, nothing to do.
-pub const RELEASE: u8 = b'r';
+/// The line a clean exit writes: the node is down, nothing to do.
+const RELEASE: &str = "release";
+/// The line that names the proxy now running: `proxy PID group` (its own
+/// process group) or `proxy PID` (handoff's).
+const PROXY: &str = "proxy";
 /// How long a released sentinel may take to exit before the agent stops
 /// waiting for it (it exits in microseconds).
 const EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -66,6 +72,48 @@ pub const DOWN_LIMIT: Duration = Duration::from_secs(10);
 pub struct Sentinel {
     release: Option<oneshot::Sender<bool>>,
     task: JoinHandle<()>,
+    proxy: Arc<watch::Sender<Option<ProxyRef>>>,
+}
+
+/// The proxy the agent runs now, as the sentinel must know it to kill what
+/// a dead agent left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyRef {
+    /// Its pid.
+    pub pid: i32,
+    /// It leads a process group of its own (`process_group = "own"`).
+    pub own_group: bool,
+}
+
+impl ProxyRef {
+    fn line(self) -> String {
+        if self.own_group {
+            format!("{PROXY} {} group\n", self.pid)
+        } else {
+            format!("{PROXY} {}\n", self.pid)
+        }
+    }
+
+    fn parse(line: &str) -> Option<ProxyRef> {
+        let mut words = line.split_whitespace();
+        if words.next() != Some(PROXY) {
+            return None;
+        }
+        let pid = words.next()?.parse().ok().filter(|p| *p > 1)?;
+        let own_group = words.next() == Some("group");
+        Some(ProxyRef { pid, own_group })
+    }
+}
+
+/// The dispatcher's side: tells the sentinel which proxy runs.
+#[derive(Debug, Clone)]
+pub struct ProxyLink(Arc<watch::Sender<Option<ProxyRef>>>);
+
+impl ProxyLink {
+    /// A proxy was started.
+    pub fn started(&self, proxy: ProxyRef) {
+        self.0.send_replace(Some(proxy));
+    }
 }
 
 /// One running sentinel process.
@@ -77,6 +125,16 @@ struct Process {
 }
 
 impl Process {
+    /// Names the proxy now running (a few bytes into a pipe the sentinel
+    /// reads at once: this never blocks for long).
+    fn tell(&mut self, proxy: Option<ProxyRef>) {
+        if let Some(proxy) = proxy
+            && let Err(error) = self.pipe.write_all(proxy.line().as_bytes())
+        {
+            tracing::warn!(%error, "cannot tell the sentinel about the proxy");
+        }
+    }
+
     fn spawn(children: &Children, config: &Path) -> io::Result<Process> {
         let exe = std::env::current_exe()?;
         let (reader, pipe) = io::pipe()?;
@@ -102,9 +160,15 @@ impl Sentinel {
         let mut process = Process::spawn(&children, &config)?;
         tracing::info!(pid = process.pid.as_raw(), "sentinel started");
         let (release, mut released) = oneshot::channel::<bool>();
+        let proxy = Arc::new(watch::Sender::new(None));
+        let mut proxies = proxy.subscribe();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    Ok(()) = proxies.changed() => {
+                        let current = *proxies.borrow_and_update();
+                        process.tell(current);
+                    }
                     clean = &mut released => {
                         // A dropped sender is not a clean exit.
                         finish(process, clean.unwrap_or(false)).await;
@@ -119,6 +183,7 @@ impl Sentinel {
                             Ok(next) => {
                                 tracing::info!(pid = next.pid.as_raw(), "sentinel started");
                                 process = next;
+                                process.tell(*proxies.borrow());
                             }
                             Err(error) => {
                                 tracing::error!(%error, "cannot start the sentinel; keepalived's tracking (if configured) is the only net");
@@ -132,7 +197,13 @@ impl Sentinel {
         Ok(Sentinel {
             release: Some(release),
             task,
+            proxy,
         })
+    }
+
+    /// What the dispatcher tells the sentinel through.
+    pub fn link(&self) -> ProxyLink {
+        ProxyLink(self.proxy.clone())
     }
 
     /// The agent is exiting. With `down_confirmed`, tells the sentinel to do
@@ -149,7 +220,7 @@ impl Sentinel {
 
 async fn finish(mut process: Process, clean: bool) {
     if clean {
-        if let Err(error) = process.pipe.write_all(&[RELEASE]) {
+        if let Err(error) = process.pipe.write_all(format!("{RELEASE}\n").as_bytes()) {
             tracing::warn!(%error, "cannot release the sentinel");
         }
         drop(process.pipe);
@@ -210,6 +281,35 @@ pub fn down_without_agent(flag: Option<&Path>) -> Result<u8, Error> {
     Ok(crate::exit::OK)
 }
 
+/// SIGKILLs what the dead agent's proxy left behind, so that nothing keeps
+/// serving, or holding the proxy's ports against the next start ("Address
+/// already in use"), after the node went down: its process group when it
+/// has one (nginx's workers outlive a killed master); else the proxy itself
+/// where no parent-death signal took it with the agent (OpenBSD; on Linux it
+/// is dead already, and its pid must not be signalled again).
+fn kill_left_behind(proxy: ProxyRef) {
+    use nix::{sys::signal, unistd::Pid};
+    let pid = Pid::from_raw(proxy.pid);
+    let sent = if proxy.own_group {
+        signal::killpg(pid, signal::Signal::SIGKILL)
+    } else if crate::platform::PARENT_DEATH_SIGNAL {
+        return;
+    } else {
+        signal::kill(pid, signal::Signal::SIGKILL)
+    };
+    match sent {
+        Ok(()) => tracing::warn!(
+            pid = proxy.pid,
+            group = proxy.own_group,
+            "killed what the proxy left behind"
+        ),
+        Err(nix::errno::Errno::ESRCH) => {}
+        Err(error) => {
+            tracing::warn!(pid = proxy.pid, %error, "cannot kill what the proxy left behind")
+        }
+    }
+}
+
 /// Takes the state dir's lock once the dead `agent` let go of it: the
 /// kernel closes a dead process's files in no set order, so the pipe's end
 /// of file can come first. `None` when another (new) agent holds it.
@@ -246,15 +346,15 @@ pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
     let config = loaded.config;
     logging::init(&config.log);
     let agent = nix::unistd::getppid().as_raw();
-    let mut byte = [0u8; 1];
-    let read = loop {
-        match io::stdin().lock().read(&mut byte) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => break other,
+    let mut proxy = None;
+    for line in io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line == RELEASE {
+            return Ok(crate::exit::OK);
         }
-    };
-    if matches!(read, Ok(1)) && byte[0] == RELEASE {
-        return Ok(crate::exit::OK);
+        if let Some(named) = ProxyRef::parse(&line) {
+            proxy = Some(named);
+        }
     }
     tracing::error!(
         agent,
@@ -267,5 +367,8 @@ pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
     };
     apply_down(&config, state, DOWN_LIMIT)?;
     tracing::info!("the node is down");
+    if let Some(proxy) = proxy {
+        kill_left_behind(proxy);
+    }
     Ok(crate::exit::OK)
 }

@@ -32,6 +32,7 @@ use crate::{
     probe,
     process::Children,
     proxy::{Change, Proxy},
+    sentinel::{ProxyLink, ProxyRef},
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
 
@@ -62,6 +63,8 @@ pub struct Supervisor {
     pub metrics: Arc<Metrics>,
     /// Consul reporting, with `[consul]`.
     pub consul: Option<Consul>,
+    /// Tells the dead-man's switch which proxy runs (`crate::sentinel`).
+    pub sentinel: Option<ProxyLink>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -479,6 +482,12 @@ impl Dispatcher {
         match Proxy::spawn(&self.parts.children, &self.parts.argv, self.parts.group) {
             Ok(spawned) => {
                 tracing::info!(pid = spawned.pid().as_raw(), command = %self.parts.argv, "proxy started");
+                if let Some(link) = &self.parts.sentinel {
+                    link.started(ProxyRef {
+                        pid: spawned.pid().as_raw(),
+                        own_group: self.parts.group == ProcessGroup::Own,
+                    });
+                }
                 self.proxy = Some(spawned);
                 self.seen.proxy_since = Some(Instant::now());
                 let health = &mut self.health;

@@ -719,3 +719,28 @@ fn sigint_ends_demotes_wait_on_the_agent_and_the_demotion_stays() {
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
 }
+
+#[test]
+fn f17_after_the_agent_died_the_sentinel_kills_what_the_proxy_left_behind() {
+    // nginx's workers outlive a killed master and would hold its ports
+    // against the next start; with process_group = "own" the sentinel kills
+    // the whole group once the node is down.
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let config = config(&lab, &cluster, "[proxy]\nprocess_group = \"own\"\n");
+    let mut h = lab.run(Some(&config), &lab.proxy(&["--grandchild", "60s"]));
+    let worker = lab.logged_pid("grandchild");
+    lab.wait_for("sim master a");
+    h.wait_log("sentinel started");
+    let sentinel = h.sentinel_pid();
+    h.signal(SIGKILL);
+    let _ = h.wait(SOON);
+    assert!(common::wait_gone(sentinel, SOON), "{}", h.log());
+    assert!(
+        common::wait_gone(worker, SOON),
+        "the proxy's worker outlived its dead agent:\n{}",
+        h.log()
+    );
+    assert_eq!(cluster.edge(&lab, "a"), 50);
+    h.assert_logged("killed what the proxy left behind");
+}

@@ -28,7 +28,7 @@ use crate::{
     metrics::Metrics,
     platform,
     process::Children,
-    sentinel::{self, Sentinel},
+    sentinel::{self, ProxyLink, Sentinel},
     signals,
     state::StateDir,
     supervisor::Supervisor,
@@ -259,7 +259,15 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
                 },
             )?),
         };
-        let result = supervise(config, proxy, claim, state, children, signal_rx, backend).await;
+        let link = sentinel.as_ref().map(Sentinel::link);
+        let start = Start {
+            claim,
+            state,
+            children,
+            signal_rx,
+            sentinel: link,
+        };
+        let result = supervise(config, proxy, start, backend).await;
         if let Some(sentinel) = sentinel {
             // Every exit but 75 comes after a confirmed `down` (a start that
             // failed after step 3 included).
@@ -275,12 +283,16 @@ fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> 
 async fn supervise(
     config: &config::Config,
     proxy: Vec<String>,
-    claim: Claim,
-    state: Arc<StateDir>,
-    children: Children,
-    signal_rx: mpsc::Receiver<platform::Received>,
+    start: Start,
     backend: AnyBackend,
 ) -> Result<u8, Error> {
+    let Start {
+        claim,
+        state,
+        children,
+        signal_rx,
+        sentinel,
+    } = start;
     {
         let argv = proxy_argv(config, proxy)?;
         let group = control_group(config)?;
@@ -328,6 +340,7 @@ async fn supervise(
             inbox: inbox_rx,
             metrics: metrics.clone(),
             consul: None,
+            sentinel,
         };
         tokio::spawn(control.serve(Access::new(group), inbox, state));
         // Reporting starts only now: a start that fails above must not leave
@@ -338,6 +351,15 @@ async fn supervise(
         }
         Ok(supervisor.run(backend).await)
     }
+}
+
+/// What steps 1-3 of the start hand to step 4.
+struct Start {
+    claim: Claim,
+    state: Arc<StateDir>,
+    children: Children,
+    signal_rx: mpsc::Receiver<platform::Received>,
+    sentinel: Option<ProxyLink>,
 }
 
 /// The proxy's command line: after `--`, else `[proxy] command`.

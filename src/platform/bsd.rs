@@ -9,6 +9,9 @@ use nix::{sys::signal::SigSet, unistd::Pid};
 
 use super::Received;
 
+/// No parent-death signal here: a proxy outlives a killed handoff.
+pub const PARENT_DEATH_SIGNAL: bool = false;
+
 /// State directory default (hier(7): /var/db).
 pub const DEFAULT_STATE_DIR: &str = "/var/db/handoff";
 

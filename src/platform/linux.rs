@@ -13,6 +13,9 @@ use nix::{
 
 use super::Received;
 
+/// The proxy gets SIGKILL when handoff dies (`child_setup`, prctl(2)).
+pub const PARENT_DEATH_SIGNAL: bool = true;
+
 /// State directory default (FHS: /var/lib).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/handoff";
 
