@@ -305,7 +305,7 @@ fn kill_left_behind(proxy: ProxyRef) {
         ),
         Err(nix::errno::Errno::ESRCH) => {}
         Err(error) => {
-            tracing::warn!(pid = proxy.pid, %error, "cannot kill what the proxy left behind")
+            tracing::warn!(pid = proxy.pid, %error, "cannot kill what the proxy left behind");
         }
     }
 }
