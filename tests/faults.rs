@@ -29,6 +29,8 @@
 //! | F23 a stop of an unhealthy node never raises it | keepalived.rs |
 //! | F24 the proxy's own stop signal sent to the agent | carp.rs |
 //! | F25 the proxy stopped (SIGSTOP), then continued, then stopped at the stop | here |
+//! | F26 absurd durations (an `Instant` overflow), `interfaces = []`, absurd `--timeout`/`--kill-timeout` | cli_and_config.rs (f09 and the flag test), src/config/tests.rs |
+//! | F27 ^C during `demote`'s wait; `promote` of an unhealthy node; `demote` with a probe | carp.rs, control.rs |
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
