@@ -4,18 +4,22 @@
 //! no proxy behind it (handoff(8), DEAD-MAN'S SWITCH; docs/design.md).
 //!
 //! Owns both sides:
-//! * the agent's: [`Sentinel::start`] runs `handoff sentinel --config FILE`
+//! * the agent's: [`Sentinel::start`] runs `handoff --config FILE sentinel`
 //!   in a session of its own (so a kill of the agent's process group, as
 //!   Nomad sends after `kill_timeout` on OpenBSD, does not reach it), with
 //!   no parent-death signal, and the read end of a pipe as its stdin. The
 //!   agent keeps the write end, close-on-exec, so the proxy and the backend
-//!   tools never hold it open. A clean exit writes [`RELEASE`]; a death of
-//!   any kind closes the pipe. The agent restarts a sentinel that dies.
-//! * the sentinel's: [`run`] waits on stdin. [`RELEASE`] ends it with
-//!   nothing done. End of file means the agent died: it takes the state
-//!   dir's lock (never while a live agent holds it: a restarted agent takes
-//!   the node down itself), applies `down` through the same backend, ledger
-//!   and track file the agent uses, and exits.
+//!   tools never hold it open. Each proxy the agent starts is named on it
+//!   (`proxy PID [group]`); a clean exit writes `release`; a death of any
+//!   kind closes the pipe. The agent restarts a sentinel that dies.
+//! * the sentinel's: [`run`] reads stdin. `release` ends it with nothing
+//!   done. End of file means the agent died: it takes the state dir's lock
+//!   (never while a live agent holds it: a restarted agent takes the node
+//!   down itself), applies `down` through the same backend, ledger and
+//!   track file the agent uses, kills what the last proxy left behind, and
+//!   exits.
+//! * `handoff down` ([`down_without_agent`]): the same `down` while no
+//!   agent runs, for boot scripts.
 //!
 //! Its argv is its own (`sentinel`, not `run`), so neither keepalived's
 //! `vrrp_track_process` nor rc.subr's `pkill -xf` takes it for the agent.
@@ -209,7 +213,7 @@ impl Sentinel {
     /// The agent is exiting. With `down_confirmed`, tells the sentinel to do
     /// nothing; otherwise closes the pipe, so it takes the node down itself
     /// (a last try for a `down` the agent could not confirm). Waits up to
-    /// [`EXIT_WAIT`] for it to exit, so no process outlives a clean stop.
+    /// a second (`EXIT_WAIT`) for it to exit, so no process outlives a clean stop.
     pub async fn release(mut self, down_confirmed: bool) {
         if let Some(release) = self.release.take() {
             let _ = release.send(down_confirmed);
