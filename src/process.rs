@@ -3,7 +3,7 @@
 //! Owns every `waitpid` in handoff. On Linux handoff is a child subreaper, so
 //! orphaned grandchildren are re-parented to it and must be reaped here too;
 //! a second reaper (tokio's, or `Child::wait`) would race this one for the
-//! same statuses (../shared/facts.md, "Rust pitfalls"). So children are
+//! same statuses (docs/facts.md, "Rust and the OS"). So children are
 //! spawned through [`Children::spawn`], which records the pid under the same
 //! lock that [`Children::reap`] holds, and the exit status travels back on a
 //! oneshot channel. Signals to a child also go through the registry, so a pid

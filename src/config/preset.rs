@@ -1,5 +1,5 @@
 //! Per-proxy signal defaults, from each proxy's own documentation (see
-//! ../shared/facts.md, "Proxies' signals"). Explicit config keys override them.
+//! docs/facts.md, "The proxies' signals"). Explicit config keys override them.
 
 use nix::sys::signal::Signal;
 use serde::Deserialize;

@@ -9,7 +9,7 @@
 //! after a reboot the node stays down until handoff and its proxy are up).
 //! keepalived watches the directory with inotify, so the file is replaced by
 //! rename (IN_MOVED_TO), never rewritten in place (keepalived.conf(5), "Track
-//! files"; ../shared/facts.md).
+//! files"; docs/facts.md).
 //!
 //! The role is MASTER when one of the configured VIPs is on a local
 //! interface: keepalived adds the VIP when it becomes master and removes it
