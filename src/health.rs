@@ -177,7 +177,7 @@ pub fn spawn(
                 passes: counter.passes,
                 failures: counter.failures,
                 last_error: error,
-                last_at: Some(crate::status::unix_now()),
+                last_at: Some(crate::host::unix_now()),
             });
             if let Some(healthy) = verdict {
                 tracing::info!(generation, healthy, "health verdict");

@@ -46,6 +46,7 @@ pub mod error;
 pub mod exit;
 pub mod failover;
 pub mod health;
+pub mod host;
 pub mod http;
 pub mod logging;
 pub mod machine;

@@ -6,7 +6,7 @@
 
 use std::{
     fmt::Write as _,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
@@ -17,14 +17,6 @@ use crate::{
     health::HealthView,
     maintenance::Maintenance,
 };
-
-/// This host's name (gethostname(3)), as `status` and Consul's Meta show it;
-/// empty if the system will not say.
-pub fn node_name() -> String {
-    nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
 
 /// Version of the schema below.
 pub const SCHEMA: u32 = 1;
@@ -128,13 +120,6 @@ pub struct BackendStatus {
     pub failures: u64,
     /// Backend-specific: see docs/status.md.
     pub details: serde_json::Value,
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Resident memory and CPU time of one process, through sysinfo; `None`

@@ -22,8 +22,9 @@ use crate::{
     consul::{Consul, PeerOutcome, Report},
     control::{Ask, ToAgent},
     exit,
-    failover::{BackendHandle, Failover, spawn_worker},
+    failover::{BackendHandle, BackendReport, Failover, spawn_worker},
     health::{self, Check, Gate, HealthView, Verdict},
+    host,
     machine::{Action, Event, Machine, Note, Phase, Step, Timer},
     maintenance::Maintenance,
     metrics::Metrics,
@@ -73,7 +74,7 @@ pub struct Supervisor {
 struct Dispatcher {
     parts: Supervisor,
     backend: BackendHandle,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<BackendReport>,
     proxy: Option<Proxy>,
     /// A proxy that exited; what it left behind is killed before the next
     /// spawn or the exit, so that `down` goes out first.
@@ -195,7 +196,7 @@ impl Supervisor {
             },
             seen: Seen {
                 started: Instant::now(),
-                node: status::node_name(),
+                node: host::node_name(),
                 proxy_since: None,
                 last_exit: None,
                 sampler: Sampler::default(),
@@ -328,12 +329,12 @@ impl Dispatcher {
                     self.seen.last_exit = Some(LastExit {
                         how: end.to_string(),
                         code: exit::from_process_end(end),
-                        at: status::unix_now(),
+                        at: host::unix_now(),
                     });
                     Next::Event(Event::ProxyExited(end))
                 }
             },
-            Some(event) = events.recv() => Next::Event(event),
+            Some(report) = events.recv() => Next::Event(report.into()),
             Some(()) = probe.rx.recv() => {
                 probe.task = None;
                 tracing::info!("probe through the VIP succeeded: the peer serves it");

@@ -380,7 +380,7 @@ fn consul_client(config: &config::Config) -> Result<Option<(Client, Settings)>, 
     let Some(section) = &config.consul else {
         return Ok(None);
     };
-    let node = crate::status::node_name();
+    let node = crate::host::node_name();
     let mut settings =
         Settings::resolve(section.get_ref(), |name| std::env::var(name).ok(), &node)?;
     if let Some(k) = &config.failover.keepalived {

@@ -9,6 +9,7 @@
 //! stands (so errors carry that value's span); `validate` then checks keys
 //! against each other and reports every problem at once.
 
+mod endpoint;
 mod error;
 mod preset;
 mod signal;
@@ -26,6 +27,7 @@ use nix::sys::signal::Signal;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConfigErrors};
 pub use preset::Preset;
 pub use signal::{Reload, SignalName};

@@ -143,7 +143,7 @@ fn consul(section: &Spanned<ConsulConfig>, problems: &mut Vec<Problem>) {
     let consul = section.get_ref();
     let span = Some(section.span());
     if let Some(address) = &consul.address
-        && let Err(message) = crate::consul::Endpoint::parse(address.get_ref(), false)
+        && let Err(message) = super::Endpoint::parse(address.get_ref(), false)
     {
         problems.push((Some(address.span()), message));
     }

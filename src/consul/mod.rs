@@ -82,7 +82,7 @@ impl ConsulStatus {
         self.registered = true;
         self.tag = Some(report.tag.as_str().to_owned());
         self.check = Some(report.check);
-        self.last_ok = Some(crate::status::unix_now());
+        self.last_ok = Some(crate::host::unix_now());
         self.last_error = None;
     }
 

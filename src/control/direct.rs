@@ -20,11 +20,11 @@ use crate::{
     Error,
     config::{BackendKind, Config},
     failover::{AnyBackend, Failover, Level, Role, carp::boot},
+    host::unix_now,
     maintenance::Maintenance,
     platform::Received,
     process::Children,
     state::{StateDir, StateError},
-    status::unix_now,
 };
 
 /// How often the role is polled while waiting for the move.

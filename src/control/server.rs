@@ -42,9 +42,9 @@ use super::{
     protocol::{Command, MAX_REQUEST, Response, parse_request},
 };
 use crate::{
+    host::unix_now,
     maintenance::Maintenance,
     state::{Holder, LockFailure, StateDir, holder_suffix, take_lock},
-    status::unix_now,
 };
 
 /// How long a client has to send its request, and to take the answer.

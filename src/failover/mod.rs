@@ -21,7 +21,7 @@ use std::{fmt, future::Future, time::Duration};
 pub use any::AnyBackend;
 pub use command::CommandBackend;
 pub use none::NoneBackend;
-pub use worker::{BackendHandle, spawn_worker};
+pub use worker::{BackendHandle, BackendReport, spawn_worker};
 
 use crate::process::CommandError;
 

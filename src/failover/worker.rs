@@ -1,5 +1,6 @@
 //! The backend's one owner: a task that applies the newest wanted level,
-//! polls the role, and reports both to the dispatcher as events.
+//! polls the role, and reports both to the dispatcher as [`BackendReport`]s
+//! (the machine turns them into its events; the worker knows nothing of it).
 //!
 //! Wanted levels arrive through a `watch` channel, so a burst of changes
 //! collapses into the newest one, and levels are applied strictly in order.
@@ -22,7 +23,6 @@ use tokio::{
 };
 
 use super::{Failover, Level, Role, Watch};
-use crate::machine::Event;
 
 /// A failed level is retried soon: on the stop path the stop's deadline
 /// (failover_timeout, then DOWN_GRACE) is all the time there is.
@@ -30,6 +30,29 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 /// Sleep used when the backend never needs polling; any wish wakes it.
 const FOREVER: Duration = Duration::from_secs(3600);
+
+/// What the worker tells the dispatcher, which hands it to the machine
+/// (`crate::machine::Event::from`); the backends know nothing of the
+/// machine above them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendReport {
+    /// The backend finished applying the level of request `seq`.
+    LevelApplied {
+        /// The level.
+        level: Level,
+        /// Whether the backend reported success.
+        ok: bool,
+        /// The request it answers.
+        seq: u64,
+    },
+    /// The role, as the backend saw it after answering request `seq`.
+    Role {
+        /// Whether this node holds the floating IP.
+        role: Role,
+        /// The last request the backend had answered when it looked.
+        seq: u64,
+    },
+}
 
 /// The dispatcher's side of the worker.
 #[derive(Debug)]
@@ -70,7 +93,7 @@ impl BackendHandle {
 
 /// Starts the worker task that owns `backend`. It reports on `events` and
 /// ends when the handle is dropped or the receiver is gone.
-pub fn spawn_worker<F: Failover>(backend: F, events: mpsc::Sender<Event>) -> BackendHandle {
+pub fn spawn_worker<F: Failover>(backend: F, events: mpsc::Sender<BackendReport>) -> BackendHandle {
     let (level_tx, level_rx) = watch::channel(None);
     let (watch_tx, watch_rx) = watch::channel(Watch::Idle);
     let failures = Arc::new(AtomicU64::new(0));
@@ -98,7 +121,7 @@ pub fn spawn_worker<F: Failover>(backend: F, events: mpsc::Sender<Event>) -> Bac
 struct Worker<F> {
     backend: F,
     details: watch::Sender<serde_json::Value>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<BackendReport>,
     failures: Arc<AtomicU64>,
     last_role: Option<Role>,
     role_failing: bool,
@@ -142,7 +165,7 @@ impl<F: Failover> Worker<F> {
                 self.answered = Some(seq);
                 if self
                     .events
-                    .send(Event::LevelApplied { level, ok, seq })
+                    .send(BackendReport::LevelApplied { level, ok, seq })
                     .await
                     .is_err()
                 {
@@ -207,7 +230,10 @@ impl<F: Failover> Worker<F> {
         }
         self.last_role = Some(role);
         let seq = self.answered.unwrap_or(0);
-        self.events.send(Event::Role { role, seq }).await.is_ok()
+        self.events
+            .send(BackendReport::Role { role, seq })
+            .await
+            .is_ok()
     }
 }
 

@@ -32,7 +32,7 @@ use nix::sys::signal::Signal;
 use crate::{
     config::{ExitCodeMap, Reload, RestartPolicy},
     exit,
-    failover::{Level, Role, Watch},
+    failover::{BackendReport, Level, Role, Watch},
     process::ProcessEnd,
     signals,
 };
@@ -126,6 +126,17 @@ pub enum Event {
     /// Maintenance was set (`true`) or cleared: a healthy node is held at
     /// `standby` instead of `up` (still a candidate if the peer dies).
     Maintenance(bool),
+}
+
+impl From<BackendReport> for Event {
+    fn from(report: BackendReport) -> Event {
+        match report {
+            BackendReport::LevelApplied { level, ok, seq } => {
+                Event::LevelApplied { level, ok, seq }
+            }
+            BackendReport::Role { role, seq } => Event::Role { role, seq },
+        }
+    }
 }
 
 /// Timers the machine arms; arming one again replaces it.
