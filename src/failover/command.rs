@@ -53,17 +53,7 @@ impl CommandBackend {
         if output.end == ProcessEnd::Exited(0) {
             return Ok(output);
         }
-        let stderr = output
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        Err(FailoverError::Failed {
-            command: argv.to_string(),
-            end: output.end,
-            stderr: stderr.trim().into(),
-        })
+        Err(FailoverError::failed(argv.to_string(), &output))
     }
 }
 

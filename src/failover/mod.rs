@@ -184,6 +184,26 @@ pub enum FailoverError {
     },
 }
 
+impl FailoverError {
+    /// A backend tool that ran and failed: `command`, how it ended, and the
+    /// last non-blank line it wrote to stderr (where tools say why).
+    pub fn failed(command: String, output: &crate::process::CommandOutput) -> FailoverError {
+        let stderr = output
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        FailoverError::Failed {
+            command,
+            end: output.end,
+            stderr,
+        }
+    }
+}
+
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.is_empty() {
         String::new()

@@ -184,19 +184,10 @@ impl CarpBackend {
         if out.end == ProcessEnd::Exited(0) {
             return Ok(out.stdout);
         }
-        let stderr = out
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        Err(FailoverError::Failed {
-            command: format!("{program} {}", args.join(" ")),
-            end: out.end,
-            stderr,
-        })
+        Err(FailoverError::failed(
+            format!("{program} {}", args.join(" ")),
+            &out,
+        ))
     }
 }
 
