@@ -34,9 +34,13 @@
 //! * [`consul`]: the role reported to Consul, and the peers' roles read back
 //!   (peer confirmation, split brain); never on the failover path.
 //! * [`state`]: the locked state directory and atomic, durable writes.
+//! * [`agent`]: the start sequence, `handoff run` assembled in the order
+//!   the lifecycle requires (locks, `down` confirmed, the [`sentinel`], then
+//!   the rest); [`sentinel`]: the dead-man's switch.
 //! * [`config`], [`check`], [`cli`], [`exit`], [`error`]: the interface.
 //! * [`platform`]: everything that differs between Linux and OpenBSD.
 
+pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -37,7 +37,7 @@ use crate::{
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
 
-/// Everything the loop needs except the backend, built by `crate::cli`.
+/// Everything the loop needs except the backend, built by `crate::agent`.
 #[derive(Debug)]
 pub struct Supervisor {
     /// The decisions.

@@ -1,41 +1,22 @@
 //! The command line: parsing, and one function per subcommand.
 //!
 //! Owns: what each subcommand prints and which exit status it returns (via
-//! [`Error::exit_code`]). The supervisor itself lives in `crate::supervisor`.
+//! [`Error::exit_code`]). Does not own: the running agent, which
+//! `crate::agent` assembles (the start sequence) and `crate::supervisor`
+//! runs.
 
 mod operator;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tokio::sync::mpsc;
 
 use crate::{
-    Error,
+    Error, agent,
     check::{self, KillBudget},
-    config::{self, Argv, BackendKind, Handover, Location},
-    consul::{Client, Consul, Report, Settings},
-    control::{
-        Inbox, direct,
-        server::{Access, Claim, ControlSocket},
-    },
-    exit,
-    failover::{AnyBackend, Failover, Level},
-    health::Gate,
-    http, logging,
-    machine::{Machine, Policy},
-    maintenance::Maintenance,
-    metrics::Metrics,
-    platform,
-    process::Children,
-    sentinel::{self, ProxyLink, Sentinel},
-    signals,
-    state::StateDir,
-    supervisor::Supervisor,
+    config::{self, BackendKind, Location},
+    exit, sentinel, signals,
 };
-
-/// Without `[proxy.health]`, how long the proxy must run to count as healthy.
-const STARTUP_GATE: Duration = Duration::from_secs(1);
 
 /// Edge proxy supervisor: moves the floating IP away before the proxy stops.
 #[derive(Debug, Parser)]
@@ -122,7 +103,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
         }
     };
     if matches!(cli.command, Command::Run { .. } | Command::Sentinel) {
-        abort_on_panic();
+        agent::abort_on_panic();
     }
     if !matches!(
         cli.command,
@@ -138,7 +119,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
         source: e.into(),
     });
     let result = match cli.command {
-        Command::Run { proxy } => blocked.and_then(|()| run(cli.config.as_deref(), proxy)),
+        Command::Run { proxy } => blocked.and_then(|()| agent::run(cli.config.as_deref(), proxy)),
         Command::Check { kill_timeout } => check(cli.config.as_deref(), kill_timeout),
         Command::Demote {
             reason,
@@ -176,7 +157,7 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     }
     // The Consul settings as `run` will read them: a bad CONSUL_HTTP_ADDR,
     // a missing token or TLS file fails here too (ExecStartPre, rc_pre).
-    consul_client(&loaded.config)?;
+    agent::consul_client(&loaded.config)?;
     let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
     for warning in check::warnings(&loaded.config, budget, nomad.is_some()) {
@@ -190,255 +171,4 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     println!("{}", check::budget_line(&loaded.config));
     println!("configuration OK");
     Ok(exit::OK)
-}
-
-/// A panic in any thread or task ends the process at once (abort), instead
-/// of leaving a node up behind a dead task: the proxy dies with handoff
-/// (PDEATHSIG on Linux), and the sentinel and keepalived's tracking take the
-/// node down (`crate::sentinel`).
-fn abort_on_panic() {
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        report(info);
-        tracing::error!(%info, "panic: aborting");
-        std::process::abort();
-    }));
-}
-
-/// `handoff run`: the start sequence, in the order the lifecycle requires
-/// (handoff(8), START SEQUENCE; docs/design.md):
-///
-/// 1. the config (without it the backend is unknown);
-/// 2. the node's locks: the control socket's and the state dir's, so that a
-///    second agent is refused before it touches the backend;
-/// 3. `down`, applied and confirmed by the backend (the CARP ledger settled
-///    first): whatever fails after this leaves the node out of the election;
-/// 4. everything else: the control socket, Consul, HTTP, the supervisor.
-fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> {
-    // Config errors exit 78 here, before anything is touched.
-    let loaded = config::load(&Location::find(flag))?;
-    let config = &loaded.config;
-    logging::init(&config.log);
-    for warning in check::warnings(config, KillBudget::Unknown, false) {
-        tracing::warn!("{warning}");
-    }
-    // 2. A second agent is refused here: by the control socket's lock (or a
-    // live socket), then by the state dir's lock.
-    let claim = ControlSocket::claim(&config.control.socket)?;
-    // The state dir holds the CARP ledger and the maintenance record; the
-    // boot id (the CARP ledger's boot marker) is read with it.
-    let state = Arc::new(StateDir::open(&config.control.state_dir)?);
-    let boot = direct::boot_id(config)?;
-    if let Err(error) = platform::become_subreaper() {
-        tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
-    }
-    let children = Children::default();
-    let (runtime, signal_rx) = signals::runtime_and_reader(&children)?;
-    runtime.block_on(async {
-        // 3. CARP reconciles its ledger in `open`; a damaged ledger or a
-        // missing tool stops here, before anything is spawned.
-        let mut backend =
-            AnyBackend::open(&config.failover, children.clone(), state.clone(), boot).await?;
-        // A failing backend is retried for up to failover_timeout; after
-        // that the start is refused with exit 75, and nothing was started.
-        backend
-            .down_until(config.failover.failover_timeout)
-            .await
-            .map_err(|error| Error::Demotion(format!(
-                "could not take this node down at start ({error}); it may hold the floating IP, and no proxy was started"
-            )))?;
-        tracing::info!(backend = backend.name(), "down at start");
-        // The dead-man's switch, before the node can go up: from here on a
-        // death of this process of any kind still takes the node down.
-        let sentinel = match (&loaded.path, config.failover.backend()) {
-            (_, BackendKind::None) | (None, _) => None,
-            (Some(path), _) => Some(Sentinel::start(children.clone(), path.clone()).map_err(
-                |source| Error::Os {
-                    what: "starting the sentinel",
-                    source,
-                },
-            )?),
-        };
-        let link = sentinel.as_ref().map(Sentinel::link);
-        let start = Start {
-            claim,
-            state,
-            children,
-            signal_rx,
-            sentinel: link,
-        };
-        let result = supervise(config, proxy, start, backend).await;
-        if let Some(sentinel) = sentinel {
-            // Every exit but 75 comes after a confirmed `down` (a start that
-            // failed after step 3 included).
-            let confirmed = !matches!(result, Ok(exit::DEMOTION_FAILED));
-            sentinel.release(confirmed).await;
-        }
-        result
-    })
-}
-
-/// Step 4 of the start, and the supervisor's run: a failure here leaves the
-/// node down.
-async fn supervise(
-    config: &config::Config,
-    proxy: Vec<String>,
-    start: Start,
-    backend: AnyBackend,
-) -> Result<u8, Error> {
-    let Start {
-        claim,
-        state,
-        children,
-        signal_rx,
-        sentinel,
-    } = start;
-    {
-        let argv = proxy_argv(config, proxy)?;
-        let group = control_group(config)?;
-        let control = claim.bind(group.as_ref().map(|g| g.1))?;
-        // A node an operator put into maintenance stays at standby across restarts.
-        let maintenance = Maintenance::load(state.path()).map_err(Error::Record)?;
-        let consul = consul_client(config)?;
-        let policy = policy(config);
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            backend = config.failover.backend().name(),
-            command = %argv,
-            stop_signal = policy.stop_signal.as_str(),
-            reload = ?policy.reload,
-            control = %control.path().display(),
-            "starting"
-        );
-        let (inbox_tx, inbox_rx) = mpsc::channel(16);
-        let inbox = Inbox(inbox_tx);
-        let metrics = Arc::new(Metrics::new());
-        if let Some(addr) = config.http.listen.0 {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                Error::Serve(format!("cannot listen on {addr} ([http] listen): {e}"))
-            })?;
-            let local = listener.local_addr().map_or(addr, |a| a);
-            tracing::info!(listen = %local, "http listening");
-            tokio::spawn(http::serve(listener, inbox.clone(), metrics.clone()));
-        }
-        // The supervisor runs on this (main) thread: it forks the proxy, and
-        // Linux's PDEATHSIG fires when the forking *thread* exits.
-        let mut supervisor = Supervisor {
-            machine: Machine::new(policy),
-            argv,
-            group: config.proxy.process_group,
-            children,
-            signals: signal_rx,
-            health: config
-                .proxy
-                .health
-                .as_ref()
-                .and_then(|h| Gate::from_config(h.get_ref())),
-            probe: config.failover.probe.clone(),
-            maintenance,
-            stop_budget: check::stop_budget(config),
-            inbox: inbox_rx,
-            metrics: metrics.clone(),
-            consul: None,
-            sentinel,
-        };
-        tokio::spawn(control.serve(Access::new(group), inbox, state));
-        // Reporting starts only now: a start that fails above must not leave
-        // a registration behind that nobody deregisters.
-        if let Some((client, settings)) = consul {
-            let first = Report::new(&supervisor.machine.view(), supervisor.maintenance.as_ref());
-            supervisor.consul = Some(Consul::start(client, settings, first, &metrics));
-        }
-        Ok(supervisor.run(backend).await)
-    }
-}
-
-/// What steps 1-3 of the start hand to step 4.
-struct Start {
-    claim: Claim,
-    state: Arc<StateDir>,
-    children: Children,
-    signal_rx: mpsc::Receiver<platform::Received>,
-    sentinel: Option<ProxyLink>,
-}
-
-/// The proxy's command line: after `--`, else `[proxy] command`.
-fn proxy_argv(config: &config::Config, proxy: Vec<String>) -> Result<Argv, Error> {
-    match (proxy.is_empty(), &config.proxy.command) {
-        (false, _) => Ok(Argv(proxy)),
-        (true, Some(command)) => Ok(command.clone()),
-        (true, None) => Err(Error::Usage(
-            "no proxy command: give it after `--` (handoff run -- traefik ...) or set [proxy] command".into(),
-        )),
-    }
-}
-
-/// `[consul]` over the `CONSUL_HTTP_*` environment, and the client built
-/// from it. The token and TLS files are read here, so a missing or bad one
-/// stops the start (exit 78) before anything runs.
-fn consul_client(config: &config::Config) -> Result<Option<(Client, Settings)>, Error> {
-    let Some(section) = &config.consul else {
-        return Ok(None);
-    };
-    let node = crate::host::node_name();
-    let mut settings =
-        Settings::resolve(section.get_ref(), |name| std::env::var(name).ok(), &node)?;
-    if let Some(k) = &config.failover.keepalived {
-        let vips: Vec<String> = k.get_ref().vip.iter().map(ToString::to_string).collect();
-        settings.vip = vips.join(",");
-    }
-    Ok(Some((Client::new(&settings)?, settings)))
-}
-
-/// `[control] group` and its gid, if set.
-fn control_group(config: &config::Config) -> Result<Option<(String, nix::unistd::Gid)>, Error> {
-    let Some(name) = &config.control.group else {
-        return Ok(None);
-    };
-    match nix::unistd::Group::from_name(name.get_ref()) {
-        Ok(Some(group)) => Ok(Some((group.name, group.gid))),
-        Ok(None) => Err(Error::Serve(format!(
-            "[control] group `{}` does not exist",
-            name.get_ref()
-        ))),
-        Err(e) => Err(Error::Serve(format!(
-            "cannot look up [control] group `{}`: {e}",
-            name.get_ref()
-        ))),
-    }
-}
-
-/// The decisions' inputs, taken from the config (presets applied).
-fn policy(config: &config::Config) -> Policy {
-    Policy {
-        reload: config.proxy.reload(),
-        stop_signal: config.proxy.stop_signal(),
-        stop_timeout: config.proxy.stop_timeout,
-        failover_timeout: config.failover.failover_timeout,
-        settle: config.failover.settle,
-        restart: config.proxy.restart,
-        // Without [proxy.health], "running for 1 s" is the gate.
-        startup_gate: config.proxy.health.is_none().then_some(STARTUP_GATE),
-        exit_code_map: config.proxy.exit_code_map.clone(),
-        stop_level: stop_level(&config.failover),
-        probe: config.failover.probe.is_some(),
-        confirm_peer: config
-            .consul
-            .as_ref()
-            .is_some_and(|c| c.get_ref().confirm_peer),
-    }
-}
-
-/// Graceful keepalived handover stops at standby first; everything else goes
-/// straight down (for CARP and commands the two are the same demotion).
-fn stop_level(failover: &config::FailoverConfig) -> Level {
-    let graceful = failover
-        .keepalived
-        .as_ref()
-        .is_none_or(|k| k.get_ref().handover == Handover::Graceful);
-    if failover.backend() == BackendKind::Keepalived && graceful {
-        Level::Standby
-    } else {
-        Level::Down
-    }
 }
