@@ -567,16 +567,13 @@ impl Dispatcher {
             agent: Agent {
                 pid: std::process::id(),
                 uptime_seconds: self.seen.started.elapsed().as_secs(),
-                phase: phase_name(view.phase).to_owned(),
+                phase: view.phase.name().to_owned(),
             },
             level: view.level,
             level_applied: view.applied,
             role: view.role,
             role_current: view.role_current,
-            released: view.role_current
-                && view.role.released()
-                && !view.awaiting_peer
-                && !view.awaiting_probe,
+            released: self.parts.machine.released(),
             maintenance: self.parts.maintenance.clone(),
             proxy: ProxyStatus {
                 command: self.parts.argv.to_string(),
@@ -595,22 +592,6 @@ impl Dispatcher {
             },
             consul: self.parts.consul.as_ref().map(Consul::status),
         }
-    }
-}
-
-/// The phase as `status` names it (docs/status.md).
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Starting => "starting",
-        Phase::Spawning => "spawning",
-        Phase::Running { healthy: false } => "running:unhealthy",
-        Phase::Running { healthy: true } => "running:healthy",
-        Phase::Restarting => "restarting",
-        Phase::Stopping(Step::Failover { .. }) => "stopping:failover",
-        Phase::Stopping(Step::Settle) => "stopping:settle",
-        Phase::Stopping(Step::Draining) => "stopping:draining",
-        Phase::Stopping(Step::Killed) => "stopping:killed",
-        Phase::Exiting { .. } | Phase::Done => "exiting",
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{
     },
     exit,
     failover::Level,
+    machine::Phase,
     maintenance::Maintenance,
     platform::Received,
     process::Children,
@@ -294,7 +295,9 @@ pub fn promote(flag: Option<&Path>) -> Result<u8, Error> {
             println!("this node is up (role {})", status.role);
             Ok(exit::OK)
         }
-        Waited::TimedOut(status) if status.agent.phase != "running:healthy" => {
+        Waited::TimedOut(status)
+            if status.agent.phase != Phase::Running { healthy: true }.name() =>
+        {
             Err(Error::TimedOut(format!(
                 "waited {}: the proxy is not healthy (phase {}), so this node stays {} until it passes its health check",
                 humantime::format_duration(limit),

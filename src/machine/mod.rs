@@ -363,6 +363,25 @@ pub enum Phase {
     Done,
 }
 
+impl Phase {
+    /// The phase as `status` names it (docs/status.md); `handoff promote`
+    /// compares with it, so the strings are part of the status schema.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Spawning => "spawning",
+            Phase::Running { healthy: false } => "running:unhealthy",
+            Phase::Running { healthy: true } => "running:healthy",
+            Phase::Restarting => "restarting",
+            Phase::Stopping(Step::Failover { .. }) => "stopping:failover",
+            Phase::Stopping(Step::Settle) => "stopping:settle",
+            Phase::Stopping(Step::Draining) => "stopping:draining",
+            Phase::Stopping(Step::Killed) => "stopping:killed",
+            Phase::Exiting { .. } | Phase::Done => "exiting",
+        }
+    }
+}
+
 /// Steps of the stop sequence, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -463,6 +482,15 @@ impl Machine {
             awaiting_probe: matches!(self.probe, Confirmation::Running | Confirmation::GaveUp),
             restarts: self.restarts,
         }
+    }
+
+    /// Whether this node is known to have let the floating IP go: the role,
+    /// seen after our newest level was in place, says so, and no
+    /// confirmation (probe, Consul) is still owed or was given up on. What
+    /// `status` calls `released`, and what `handoff demote` waits for.
+    pub fn released(&self) -> bool {
+        let view = self.view();
+        view.role_current && view.role.released() && !view.awaiting_peer && !view.awaiting_probe
     }
 
     /// Start: reconcile to `down` before anything else; spawn once applied.

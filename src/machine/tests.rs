@@ -1633,3 +1633,42 @@ fn stop_signal_names_match_the_spec() {
     let stops: Vec<Signal> = crate::signals::STOP.to_vec();
     assert_eq!(stops, [SIGINT, SIGTERM]);
 }
+
+#[test]
+fn phase_names_are_the_status_schemas() {
+    // docs/status.md: `agent.phase`; `handoff promote` compares with it.
+    let table = [
+        (Phase::Starting, "starting"),
+        (Phase::Spawning, "spawning"),
+        (Phase::Running { healthy: false }, "running:unhealthy"),
+        (Phase::Running { healthy: true }, "running:healthy"),
+        (Phase::Restarting, "restarting"),
+        (
+            Phase::Stopping(Step::Failover { held: true }),
+            "stopping:failover",
+        ),
+        (Phase::Stopping(Step::Settle), "stopping:settle"),
+        (Phase::Stopping(Step::Draining), "stopping:draining"),
+        (Phase::Stopping(Step::Killed), "stopping:killed"),
+        (Phase::Exiting { code: 3 }, "exiting"),
+        (Phase::Done, "exiting"),
+    ];
+    for (phase, name) in table {
+        assert_eq!(phase.name(), name, "{phase:?}");
+    }
+}
+
+#[test]
+fn released_waits_for_the_role_after_the_newest_level_and_every_confirmation() {
+    let mut m = after(probed(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    assert!(!m.released(), "master");
+    m.handle(Event::Maintenance(true));
+    // Standby (3) asked: an older BACKUP says nothing.
+    m.handle(seen(Role::Backup, 2));
+    assert!(!m.released());
+    m.handle(applied(Level::Standby, 3));
+    m.handle(seen(Role::Backup, 3));
+    assert!(!m.released(), "the probe is still owed");
+    m.handle(Event::ProbeSucceeded);
+    assert!(m.released());
+}
