@@ -1,0 +1,352 @@
+//! The machine's vocabulary: what it is told ([`Event`]), what it asks for
+//! ([`Action`], [`Timer`], [`Note`]), what it shows ([`View`], [`Phase`],
+//! [`Step`]) and the config it decides by ([`Policy`]). Types only; the
+//! decisions are in the parent module and its `stop` and `maintenance`
+//! children.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::{
+    config::{ExitCodeMap, Reload, RestartPolicy},
+    failover::{BackendReport, Level, Role, Watch},
+    process::ProcessEnd,
+};
+
+/// First restart delay; doubled after each restart.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest restart delay; also how long a proxy must stay up to reset it.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After the proxy's exit on the stop path, how long to wait for a `down`
+/// that was asked for but not yet confirmed (the one wait a stop can add to
+/// `failover_timeout + settle + stop_timeout`).
+pub const DOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The parts of the config that decisions depend on.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// What SIGHUP becomes.
+    pub reload: Reload,
+    /// Graceful stop signal for the proxy.
+    pub stop_signal: Signal,
+    /// From stop signal to SIGKILL.
+    pub stop_timeout: Duration,
+    /// Longest wait for the IP to move.
+    pub failover_timeout: Duration,
+    /// Wait after the move, before stopping the proxy.
+    pub settle: Duration,
+    /// What to do when the proxy exits by itself.
+    pub restart: RestartPolicy,
+    /// Without `[proxy.health]`: running this long counts as healthy. With
+    /// it, `None`, and the health checker reports [`Event::Health`].
+    pub startup_gate: Option<Duration>,
+    /// Remaps the proxy's exit status.
+    pub exit_code_map: ExitCodeMap,
+    /// The level a planned stop goes to first: `Standby` for keepalived's
+    /// graceful handover (a priority drop, so the VIP always has a holder),
+    /// else `Down`. Either way the node is `Down` before the proxy stops.
+    pub stop_level: Level,
+    /// `[failover] probe` is set: a move counts as confirmed only once the
+    /// probe through the VIP succeeds from here (the peer serves it).
+    pub probe: bool,
+    /// `[consul] confirm_peer`: a move (and `demote`) counts as confirmed
+    /// only once Consul shows another node tagged master and passing, or
+    /// Consul cannot say.
+    pub confirm_peer: bool,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// handoff received this signal (SIGCHLD never arrives here).
+    Signal(Signal),
+    /// The proxy was started.
+    Spawned,
+    /// The proxy could not be started; `code` is 126, 127 or 1.
+    SpawnFailed {
+        /// handoff's exit status for it.
+        code: u8,
+    },
+    /// The proxy ended.
+    ProxyExited(ProcessEnd),
+    /// The health gate changed its verdict.
+    Health(bool),
+    /// The backend reported the role, as it saw it after answering request
+    /// `seq`: only a role seen after the stop's `down` confirms a move.
+    Role {
+        /// Whether this node holds the floating IP.
+        role: Role,
+        /// The last request the backend had answered when it looked.
+        seq: u64,
+    },
+    /// The backend finished applying the level of request `seq`.
+    LevelApplied {
+        /// The level.
+        level: Level,
+        /// Whether the backend reported success.
+        ok: bool,
+        /// The request it answers (see [`Action::SetLevel`]).
+        seq: u64,
+    },
+    /// The proxy was stopped (`true`, WSTOPPED: SIGSTOP, a terminal's
+    /// SIGTSTP/SIGTTIN/SIGTTOU) or continued (`false`). A stopped proxy
+    /// serves nobody, whatever its health checks said last.
+    ProxySuspended(bool),
+    /// An armed timer fired.
+    Deadline(Timer),
+    /// The probe through the VIP succeeded.
+    ProbeSucceeded,
+    /// Consul shows another node as master (or cannot say: the wait never
+    /// depends on Consul being up).
+    PeerConfirmed,
+    /// Maintenance was set (`true`) or cleared: a healthy node is held at
+    /// `standby` instead of `up` (still a candidate if the peer dies).
+    Maintenance(bool),
+}
+
+impl From<BackendReport> for Event {
+    fn from(report: BackendReport) -> Event {
+        match report {
+            BackendReport::LevelApplied { level, ok, seq } => {
+                Event::LevelApplied { level, ok, seq }
+            }
+            BackendReport::Role { role, seq } => Event::Role { role, seq },
+        }
+    }
+}
+
+/// Timers the machine arms; arming one again replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// The proxy counts as healthy once this fires.
+    HealthGate,
+    /// The proxy stayed up long enough: restart backoff starts over.
+    BackoffReset,
+    /// Restart backoff is over.
+    Restart,
+    /// `failover_timeout` on the stop path (and the cap on waiting for `down`).
+    Failover,
+    /// `settle` is over.
+    Settle,
+    /// `stop_timeout` is over.
+    StopTimeout,
+    /// How long `handoff demote` keeps the role polled eagerly
+    /// (`failover_timeout`) when the IP does not leave.
+    DemoteWatch,
+}
+
+/// Something the dispatcher must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ask the backend for this level. `seq` numbers the requests, so that a
+    /// report for an older request is never taken for this one.
+    SetLevel {
+        /// The level.
+        level: Level,
+        /// Increases with every request.
+        seq: u64,
+    },
+    /// Start the proxy.
+    Spawn,
+    /// Pass a received signal on to the proxy (translated or not).
+    Forward {
+        /// What handoff received.
+        received: Signal,
+        /// What the proxy gets.
+        send: Signal,
+    },
+    /// A received signal goes nowhere.
+    Dropped {
+        /// What handoff received.
+        signal: Signal,
+        /// Why it is dropped.
+        reason: DropReason,
+    },
+    /// Send the graceful stop signal to the proxy.
+    StopProxy(Signal),
+    /// SIGKILL the proxy (and its group when it has its own).
+    KillProxy,
+    /// SIGCONT the proxy: it was stopped, and must run to act on the
+    /// stop signal (systemd does the same, systemd.kill(5)).
+    ContinueProxy,
+    /// Start (or restart) a timer.
+    Arm(Timer, Duration),
+    /// Cancel a timer.
+    Disarm(Timer),
+    /// Change how eagerly the backend's role is polled.
+    Watch(Watch),
+    /// Record a decision in the log.
+    Note(Note),
+    /// Start (`true`) or cancel (`false`) probing the VIP until it answers.
+    Probe(bool),
+    /// Start (`true`) or cancel (`false`) waiting for Consul to show another
+    /// node as master.
+    ConfirmPeer(bool),
+    /// Exit handoff with this status. Never emitted while the proxy lives.
+    Exit(u8),
+}
+
+/// Why a signal was not passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `reload_signal = "drop"` (or the preset's).
+    ReloadDisabled,
+    /// No proxy is running right now.
+    NoProxy,
+    /// Neither handoff nor the proxy acts on this signal (handoff(8),
+    /// SIGNALS): it is logged, and changes nothing.
+    Ignored,
+}
+
+/// Decisions worth one log line each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// A stop arrived before the proxy existed; it is held until the spawn.
+    StopDeferred,
+    /// The node did not hold the IP: the stop does not wait for a move.
+    NotMaster,
+    /// The IP moved away.
+    MoveConfirmed,
+    /// `failover_timeout` passed without the move being confirmed.
+    MoveTimedOut,
+    /// The second stop signal skipped the rest of the failover wait.
+    WaitSkipped,
+    /// `stop_timeout` passed; the proxy is killed.
+    StopTimedOut,
+    /// The third stop signal kills the proxy at once.
+    KillRequested,
+    /// The proxy will be restarted after the backoff.
+    Restarting,
+    /// Exiting although the backend never confirmed `down`: the node may
+    /// still hold the IP (exit status `exit::DEMOTION_FAILED`).
+    DownUnconfirmed,
+    /// The proxy was stopped (WSTOPPED): the node goes down until it
+    /// continues.
+    ProxySuspended,
+    /// The stopped proxy continued.
+    ProxyResumed,
+    /// Another stop signal, already stopping.
+    AlreadyStopping,
+    /// `failover_timeout` passed at standby: falling back to down (FAULT).
+    GracefulFallback,
+    /// In maintenance, and the backend says this node no longer holds the IP.
+    MaintenanceReleased,
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Note::StopDeferred => {
+                "stop received before the proxy started: it is stopped once it exists"
+            }
+            Note::NotMaster => "this node does not hold the floating IP: no wait for a move",
+            Note::MoveConfirmed => "the floating IP moved away",
+            Note::MoveTimedOut => {
+                "failover_timeout passed before the move was confirmed: stopping anyway"
+            }
+            Note::WaitSkipped => "second stop signal: skipping the rest of the failover wait",
+            Note::StopTimedOut => "stop_timeout passed: killing the proxy",
+            Note::KillRequested => "third stop signal: killing the proxy now",
+            Note::Restarting => "restarting the proxy after the backoff",
+            Note::DownUnconfirmed => {
+                "the backend never confirmed down: this node may still hold the floating IP"
+            }
+            Note::ProxySuspended => {
+                "the proxy is stopped (not serving): going down until it continues"
+            }
+            Note::ProxyResumed => "the proxy continued",
+            Note::AlreadyStopping => "already stopping; a third stop signal kills the proxy",
+            Note::GracefulFallback => {
+                "failover_timeout passed at standby (does the peer have nopreempt?): going down (FAULT) and stopping"
+            }
+            Note::MaintenanceReleased => "in maintenance: this node no longer holds the floating IP",
+        })
+    }
+}
+
+/// The machine as `handoff status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // independent facts, not a hidden enum
+pub struct View {
+    /// Where in the lifecycle.
+    pub phase: Phase,
+    /// The level last asked of the backend.
+    pub level: Option<Level>,
+    /// The backend confirmed it.
+    pub applied: bool,
+    /// The role last reported.
+    pub role: Role,
+    /// The role was seen after the current level was applied.
+    pub role_current: bool,
+    /// Held at standby by an operator.
+    pub maintenance: bool,
+    /// Waiting for Consul to show the peer as master (or a demote's wait
+    /// for it ended unanswered).
+    pub awaiting_peer: bool,
+    /// Waiting for the probe through the VIP to pass (or a demote's wait
+    /// for it ended unanswered).
+    pub awaiting_probe: bool,
+    /// Proxy restarts so far.
+    pub restarts: u32,
+}
+
+/// Where in the lifecycle handoff is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `down` requested; the proxy is spawned once it is applied.
+    Starting,
+    /// Spawn requested.
+    Spawning,
+    /// The proxy runs.
+    Running {
+        /// The health gate has passed.
+        healthy: bool,
+    },
+    /// The proxy died; waiting out the restart backoff.
+    Restarting,
+    /// The stop sequence.
+    Stopping(Step),
+    /// The proxy is gone; waiting for `down` to be applied, then exit.
+    Exiting {
+        /// The exit status.
+        code: u8,
+    },
+    /// Exit was emitted.
+    Done,
+}
+
+impl Phase {
+    /// The phase as `status` names it (docs/status.md); `handoff promote`
+    /// compares with it, so the strings are part of the status schema.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Spawning => "spawning",
+            Phase::Running { healthy: false } => "running:unhealthy",
+            Phase::Running { healthy: true } => "running:healthy",
+            Phase::Restarting => "restarting",
+            Phase::Stopping(Step::Failover { .. }) => "stopping:failover",
+            Phase::Stopping(Step::Settle) => "stopping:settle",
+            Phase::Stopping(Step::Draining) => "stopping:draining",
+            Phase::Stopping(Step::Killed) => "stopping:killed",
+            Phase::Exiting { .. } | Phase::Done => "exiting",
+        }
+    }
+}
+
+/// Steps of the stop sequence, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `down` requested; waiting until the IP moved (if we held it).
+    Failover {
+        /// Whether this node held (or might have held) the IP at the stop.
+        held: bool,
+    },
+    /// Waiting `settle`.
+    Settle,
+    /// Stop signal sent; waiting up to `stop_timeout`.
+    Draining,
+    /// SIGKILL sent; waiting for the exit.
+    Killed,
+}
