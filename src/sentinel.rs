@@ -74,7 +74,7 @@ pub const DOWN_LIMIT: Duration = Duration::from_secs(10);
 /// sentinel that dies.
 #[derive(Debug)]
 pub struct Sentinel {
-    release: Option<oneshot::Sender<bool>>,
+    release: oneshot::Sender<bool>,
     task: JoinHandle<()>,
     proxy: Arc<watch::Sender<Option<ProxyRef>>>,
 }
@@ -199,7 +199,7 @@ impl Sentinel {
             }
         });
         Ok(Sentinel {
-            release: Some(release),
+            release,
             task,
             proxy,
         })
@@ -214,11 +214,9 @@ impl Sentinel {
     /// nothing; otherwise closes the pipe, so it takes the node down itself
     /// (a last try for a `down` the agent could not confirm). Waits up to
     /// a second (`EXIT_WAIT`) for it to exit, so no process outlives a clean stop.
-    pub async fn release(mut self, down_confirmed: bool) {
-        if let Some(release) = self.release.take() {
-            let _ = release.send(down_confirmed);
-        }
-        let _ = tokio::time::timeout(EXIT_WAIT * 2, &mut self.task).await;
+    pub async fn release(self, down_confirmed: bool) {
+        let _ = self.release.send(down_confirmed);
+        let _ = tokio::time::timeout(EXIT_WAIT * 2, self.task).await;
     }
 }
 

@@ -70,19 +70,20 @@ impl AnyBackend {
 }
 
 impl AnyBackend {
-    /// Applies `down`, retrying a failure (250 ms, doubling, at most 5 s
-    /// apart) until it is confirmed or `limit` has passed; the last error
-    /// then. The start (before anything else) and the sentinel use it.
+    /// Applies `down`, retrying a failure as the worker does (250 ms,
+    /// doubling, at most 5 s apart) until it is confirmed or `limit` has
+    /// passed; the last error then. The start (before anything else), the
+    /// sentinel and `handoff down` use it.
     pub async fn down_until(&mut self, limit: Duration) -> Result<(), FailoverError> {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut delay = Duration::from_millis(250);
+        let mut delay = super::worker::FIRST_RETRY;
         loop {
             match self.set_level(Level::Down).await {
                 Ok(()) => return Ok(()),
                 Err(error) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::warn!(backend = self.name(), %error, retry_in = ?delay, "could not go down");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    delay = (delay * 2).min(super::worker::MAX_RETRY);
                 }
                 Err(error) => return Err(error),
             }

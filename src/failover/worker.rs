@@ -26,8 +26,8 @@ use super::{Failover, Level, Role, Watch};
 
 /// A failed level is retried soon: on the stop path the stop's deadline
 /// (failover_timeout, then DOWN_GRACE) is all the time there is.
-const FIRST_RETRY: Duration = Duration::from_millis(250);
-const MAX_RETRY: Duration = Duration::from_secs(5);
+pub(super) const FIRST_RETRY: Duration = Duration::from_millis(250);
+pub(super) const MAX_RETRY: Duration = Duration::from_secs(5);
 /// Sleep used when the backend never needs polling; any wish wakes it.
 const FOREVER: Duration = Duration::from_secs(3600);
 
