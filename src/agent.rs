@@ -9,14 +9,14 @@
 //! Does not own: parsing the command line and printing (`crate::cli`), or
 //! any decision once the supervisor runs (`crate::machine`).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::{
     Error,
     check::{self, KillBudget},
-    config::{self, Argv, BackendKind, Handover, Location},
+    config::{self, Argv, Backend, Handover, HealthGate, Location, Resolved},
     consul::{Client, Consul, Report, Settings},
     control::{
         Inbox, direct,
@@ -24,7 +24,6 @@ use crate::{
     },
     exit,
     failover::{AnyBackend, Failover, Level},
-    health::Gate,
     http, logging,
     machine::{Machine, Policy},
     maintenance::Maintenance,
@@ -36,9 +35,6 @@ use crate::{
     state::StateDir,
     supervisor::Supervisor,
 };
-
-/// Without `[proxy.health]`, how long the proxy must run to count as healthy.
-const STARTUP_GATE: Duration = Duration::from_secs(1);
 
 /// A panic in any thread or task ends the process at once (abort), instead
 /// of leaving a node up behind a dead task: the proxy dies with handoff
@@ -64,8 +60,7 @@ pub fn abort_on_panic() {
 /// 4. everything else: the control socket, Consul, HTTP, the supervisor.
 pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Error> {
     // Config errors exit 78 here, before anything is touched.
-    let loaded = config::load(&Location::find(flag))?;
-    let config = &loaded.config;
+    let config = &config::load(&Location::find(flag))?;
     logging::init(&config.log);
     for warning in check::warnings(config, KillBudget::Unknown, false) {
         tracing::warn!("{warning}");
@@ -86,11 +81,11 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         // 3. CARP reconciles its ledger in `open`; a damaged ledger or a
         // missing tool stops here, before anything is spawned.
         let mut backend =
-            AnyBackend::open(&config.failover, children.clone(), state.clone(), boot).await?;
+            AnyBackend::open(&config.backend, children.clone(), state.clone(), boot).await?;
         // A failing backend is retried for up to failover_timeout; after
         // that the start is refused with exit 75, and nothing was started.
         backend
-            .down_until(config.failover.failover_timeout)
+            .down_until(config.failover.timeout)
             .await
             .map_err(|error| Error::Demotion(format!(
                 "could not take this node down at start ({error}); it may hold the floating IP, and no proxy was started"
@@ -98,8 +93,8 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         tracing::info!(backend = backend.name(), "down at start");
         // The dead-man's switch, before the node can go up: from here on a
         // death of this process of any kind still takes the node down.
-        let sentinel = match (&loaded.path, config.failover.backend()) {
-            (_, BackendKind::None) | (None, _) => None,
+        let sentinel = match (&config.path, &config.backend) {
+            (_, Backend::None) | (None, _) => None,
             (Some(path), _) => Some(Sentinel::start(children.clone(), path.clone()).map_err(
                 |source| Error::Os {
                     what: "starting the sentinel",
@@ -129,7 +124,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
 /// Step 4 of the start, and the supervisor's run: a failure here leaves the
 /// node down.
 async fn supervise(
-    config: &config::Config,
+    config: &Resolved,
     proxy: Vec<String>,
     start: Start,
     backend: AnyBackend,
@@ -151,7 +146,7 @@ async fn supervise(
         let policy = policy(config);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            backend = config.failover.backend().name(),
+            backend = config.backend.name(),
             command = %argv,
             stop_signal = policy.stop_signal.as_str(),
             reload = ?policy.reload,
@@ -161,7 +156,7 @@ async fn supervise(
         let (inbox_tx, inbox_rx) = mpsc::channel(16);
         let inbox = Inbox(inbox_tx);
         let metrics = Arc::new(Metrics::new());
-        if let Some(addr) = config.http.listen.0 {
+        if let Some(addr) = config.http {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 Error::Serve(format!("cannot listen on {addr} ([http] listen): {e}"))
             })?;
@@ -177,14 +172,10 @@ async fn supervise(
             group: config.proxy.process_group,
             children,
             signals: signal_rx,
-            health: config
-                .proxy
-                .health
-                .as_ref()
-                .and_then(|h| Gate::from_config(h.get_ref())),
+            health: config.proxy.gate.checks().cloned(),
             probe: config.failover.probe.clone(),
             maintenance,
-            stop_budget: check::stop_budget(config),
+            stop_budget: config.budget.total(),
             inbox: inbox_rx,
             metrics: metrics.clone(),
             consul: None,
@@ -211,7 +202,7 @@ struct Start {
 }
 
 /// The proxy's command line: after `--`, else `[proxy] command`.
-fn proxy_argv(config: &config::Config, proxy: Vec<String>) -> Result<Argv, Error> {
+fn proxy_argv(config: &Resolved, proxy: Vec<String>) -> Result<Argv, Error> {
     match (proxy.is_empty(), &config.proxy.command) {
         (false, _) => Ok(Argv(proxy)),
         (true, Some(command)) => Ok(command.clone()),
@@ -224,69 +215,52 @@ fn proxy_argv(config: &config::Config, proxy: Vec<String>) -> Result<Argv, Error
 /// `[consul]` over the `CONSUL_HTTP_*` environment, and the client built
 /// from it. The token and TLS files are read here, so a missing or bad one
 /// stops the start (exit 78) before anything runs.
-pub fn consul_client(config: &config::Config) -> Result<Option<(Client, Settings)>, Error> {
-    let Some(section) = &config.consul else {
+pub fn consul_client(config: &Resolved) -> Result<Option<(Client, Settings)>, Error> {
+    let Some(consul) = &config.consul else {
         return Ok(None);
     };
     let node = crate::host::node_name();
-    let mut settings =
-        Settings::resolve(section.get_ref(), |name| std::env::var(name).ok(), &node)?;
-    if let Some(k) = &config.failover.keepalived {
-        let vips: Vec<String> = k.get_ref().vip.iter().map(ToString::to_string).collect();
-        settings.vip = vips.join(",");
-    }
+    let settings = Settings::resolve(consul, |name| std::env::var(name).ok(), &node)?;
     Ok(Some((Client::new(&settings)?, settings)))
 }
 
 /// `[control] group` and its gid, if set.
-fn control_group(config: &config::Config) -> Result<Option<(String, nix::unistd::Gid)>, Error> {
+fn control_group(config: &Resolved) -> Result<Option<(String, nix::unistd::Gid)>, Error> {
     let Some(name) = &config.control.group else {
         return Ok(None);
     };
-    match nix::unistd::Group::from_name(name.get_ref()) {
+    match nix::unistd::Group::from_name(name) {
         Ok(Some(group)) => Ok(Some((group.name, group.gid))),
         Ok(None) => Err(Error::Serve(format!(
-            "[control] group `{}` does not exist",
-            name.get_ref()
+            "[control] group `{name}` does not exist"
         ))),
         Err(e) => Err(Error::Serve(format!(
-            "cannot look up [control] group `{}`: {e}",
-            name.get_ref()
+            "cannot look up [control] group `{name}`: {e}"
         ))),
     }
 }
 
-/// The decisions' inputs, taken from the config (presets applied).
-fn policy(config: &config::Config) -> Policy {
+/// The decisions' inputs, as the resolved config gives them.
+fn policy(config: &Resolved) -> Policy {
     Policy {
-        reload: config.proxy.reload(),
-        stop_signal: config.proxy.stop_signal(),
+        reload: config.proxy.reload,
+        stop_signal: config.proxy.stop_signal,
         stop_timeout: config.proxy.stop_timeout,
-        failover_timeout: config.failover.failover_timeout,
+        failover_timeout: config.failover.timeout,
         settle: config.failover.settle,
         restart: config.proxy.restart,
-        // Without [proxy.health], "running for 1 s" is the gate.
-        startup_gate: config.proxy.health.is_none().then_some(STARTUP_GATE),
+        startup_gate: match config.proxy.gate {
+            HealthGate::RunningFor(gate) => Some(gate),
+            HealthGate::Checks(_) => None,
+        },
         exit_code_map: config.proxy.exit_code_map.clone(),
-        stop_level: stop_level(&config.failover),
+        // Graceful keepalived handover stops at standby first; everything
+        // else goes straight down.
+        stop_level: match config.backend.handover() {
+            Handover::Graceful => Level::Standby,
+            Handover::Fast => Level::Down,
+        },
         probe: config.failover.probe.is_some(),
-        confirm_peer: config
-            .consul
-            .as_ref()
-            .is_some_and(|c| c.get_ref().confirm_peer),
-    }
-}
-
-/// Graceful keepalived handover stops at standby first; everything else goes
-/// straight down (for CARP and commands the two are the same demotion).
-fn stop_level(failover: &config::FailoverConfig) -> Level {
-    let graceful = failover
-        .keepalived
-        .as_ref()
-        .is_none_or(|k| k.get_ref().handover == Handover::Graceful);
-    if failover.backend() == BackendKind::Keepalived && graceful {
-        Level::Standby
-    } else {
-        Level::Down
+        confirm_peer: config.consul.as_ref().is_some_and(|c| c.confirm_peer),
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::{
-    config::{BackendKind, Config, Handover, KeepalivedConfig, RestartPolicy},
+    config::{Backend, Handover, KeepalivedConfig, Resolved, RestartPolicy},
     platform,
 };
 
@@ -44,41 +44,23 @@ impl KillBudget {
     }
 }
 
-/// The longest a planned stop can take: failover wait, settle, graceful stop.
-pub fn stop_budget(config: &Config) -> Duration {
-    config.failover.failover_timeout
-        + config.failover.settle
-        + config.proxy.stop_timeout
-        + exit_allowance(config)
-}
-
-/// What the exit may add after the proxy is gone: `DOWN_GRACE` for a `down`
-/// not yet confirmed, and Consul's deregistration.
-fn exit_allowance(config: &Config) -> Duration {
-    let consul = if config.consul.is_some() {
-        crate::consul::EXIT_LIMIT
-    } else {
-        Duration::ZERO
-    };
-    crate::machine::DOWN_GRACE + consul
-}
-
-/// One line describing the budget, for `check`'s output.
-pub fn budget_line(config: &Config) -> String {
+/// One line describing the stop budget, for `check`'s output.
+pub fn budget_line(config: &Resolved) -> String {
+    let budget = config.budget;
     format!(
         "stop budget {} = failover_timeout {} + settle {} + stop_timeout {} + exit {}",
-        show(stop_budget(config)),
-        show(config.failover.failover_timeout),
-        show(config.failover.settle),
-        show(config.proxy.stop_timeout),
-        show(exit_allowance(config))
+        show(budget.total()),
+        show(budget.failover_timeout),
+        show(budget.settle),
+        show(budget.stop_timeout),
+        show(budget.exit)
     )
 }
 
 /// Everything worth a warning; an empty list means nothing to say.
-pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<String> {
+pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<String> {
     let mut out = Vec::new();
-    let budget = stop_budget(config);
+    let budget = config.budget.total();
     if let Some(limit) = kill.duration()
         && budget > limit
     {
@@ -94,27 +76,15 @@ pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<Str
             show(limit)
         ));
     }
-    match config.failover.backend() {
-        BackendKind::Keepalived => {
-            let keepalived = config
-                .failover
-                .keepalived
-                .as_ref()
-                .map(|k| k.get_ref().clone())
-                .unwrap_or_default();
+    match &config.backend {
+        Backend::Keepalived(keepalived) => {
             out.extend(keepalived_warnings(
                 config,
-                &keepalived,
+                keepalived,
                 keepalived_version().as_deref(),
             ));
         }
-        BackendKind::Carp => {
-            let carp = config
-                .failover
-                .carp
-                .as_ref()
-                .map(|c| c.get_ref().clone())
-                .unwrap_or_default();
+        Backend::Carp(carp) => {
             if carp.group == "carp" {
                 out.push(
                     "[failover.carp] group is \"carp\", the group every carp interface is in and that /etc/rc and pfsync demote too: use a group of your own (e.g. \"edge\")".into(),
@@ -126,7 +96,7 @@ pub fn warnings(config: &Config, kill: KillBudget, under_nomad: bool) -> Vec<Str
                 );
             }
         }
-        BackendKind::Command | BackendKind::None => {}
+        Backend::Command(_) | Backend::None => {}
     }
     if under_nomad && config.proxy.restart != RestartPolicy::Never {
         out.push(
@@ -158,7 +128,7 @@ fn parse_keepalived_version(text: &str) -> Option<(u32, u32)> {
 }
 
 fn keepalived_warnings(
-    config: &Config,
+    config: &Resolved,
     k: &KeepalivedConfig,
     version: Option<&str>,
 ) -> Vec<String> {
@@ -183,11 +153,8 @@ fn keepalived_warnings(
             dir.display()
         ));
     }
-    let confirmed = config.failover.probe.is_some()
-        || config
-            .consul
-            .as_ref()
-            .is_some_and(|c| c.get_ref().confirm_peer);
+    let confirmed =
+        config.failover.probe.is_some() || config.consul.as_ref().is_some_and(|c| c.confirm_peer);
     if k.handover == Handover::Fast && !confirmed && config.failover.settle.is_zero() {
         out.push(
             "handover = \"fast\" with no probe, no consul confirm_peer and no settle: nobody holds the VIP for the peer's skew time ((256 - priority)/256 s) while the proxy is already stopping; set settle to at least that".into(),
@@ -215,7 +182,7 @@ fn show(d: Duration) -> String {
 mod tests {
     use super::*;
 
-    fn config(text: &str) -> Config {
+    fn config(text: &str) -> Resolved {
         crate::config::parse(std::path::Path::new("t.toml"), text).expect("valid config")
     }
 
@@ -224,7 +191,7 @@ mod tests {
         let c = config(
             "[failover]\nfailover_timeout = \"10s\"\nsettle = \"1s\"\n[proxy]\nstop_timeout = \"10s\"\n",
         );
-        assert_eq!(stop_budget(&c), Duration::from_secs(22));
+        assert_eq!(c.budget.total(), Duration::from_secs(22));
         let w = warnings(&c, KillBudget::Flag(Duration::from_secs(21)), false);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
@@ -248,7 +215,9 @@ mod tests {
         let c = config(
             "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nvip = [\"192.0.2.10\"]\nhandover = \"fast\"\ntrack_file = \"/nonexistent-dir/t\"\n",
         );
-        let k = c.failover.keepalived.as_ref().unwrap().get_ref().clone();
+        let Backend::Keepalived(k) = c.backend.clone() else {
+            panic!("keepalived expected: {:?}", c.backend)
+        };
         let w = keepalived_warnings(&c, &k, Some("Keepalived v2.0.20"));
         assert!(w.iter().any(|w| w.contains("older than 2.1")), "{w:?}");
         assert!(
@@ -277,7 +246,8 @@ mod tests {
             KillBudget::find(Some(flag), Some("abc")),
             KillBudget::Flag(flag)
         );
-        let w = warnings(&Config::default(), KillBudget::NomadDefault, true);
+        let defaults = config("");
+        let w = warnings(&defaults, KillBudget::NomadDefault, true);
         assert!(
             w.iter().any(|w| w.contains("Nomad's default kill_timeout")),
             "{w:?}"

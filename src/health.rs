@@ -19,57 +19,12 @@ use tokio::{
 };
 
 use crate::{
-    config::{Argv, HealthConfig, HostPort, HttpUrl},
+    config::{Check, HealthCheck, HttpUrl},
     process::{Children, ProcessEnd, run_command},
 };
 
 /// Longest HTTP status line we read; the rest of the answer is ignored.
 const STATUS_LINE_LIMIT: u64 = 512;
-
-/// What to check.
-#[derive(Debug, Clone)]
-pub enum Check {
-    /// GET answers 2xx.
-    Http(HttpUrl),
-    /// A TCP connect succeeds.
-    Tcp(HostPort),
-    /// The command exits 0.
-    Exec(Argv),
-}
-
-/// The configured gate.
-#[derive(Debug, Clone)]
-pub struct Gate {
-    /// What to check.
-    pub check: Check,
-    /// Time between checks.
-    pub interval: Duration,
-    /// Time one check may take.
-    pub timeout: Duration,
-    /// Passes in a row before healthy.
-    pub rise: NonZeroU32,
-    /// Failures in a row before unhealthy.
-    pub fall: NonZeroU32,
-}
-
-impl Gate {
-    /// The gate of a validated `[proxy.health]` (exactly one check is set).
-    pub fn from_config(config: &HealthConfig) -> Option<Gate> {
-        let check = match (&config.http, &config.tcp, &config.exec) {
-            (Some(url), _, _) => Check::Http(url.clone()),
-            (_, Some(addr), _) => Check::Tcp(addr.clone()),
-            (_, _, Some(argv)) => Check::Exec(argv.clone()),
-            _ => return None,
-        };
-        Some(Gate {
-            check,
-            interval: config.interval,
-            timeout: config.timeout,
-            rise: config.rise,
-            fall: config.fall,
-        })
-    }
-}
 
 /// A verdict about the proxy of `generation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +96,7 @@ impl Counter {
 /// Starts checking the proxy of `generation`; abort the handle when it
 /// exits. Each result is also published in `view`.
 pub fn spawn(
-    gate: Gate,
+    gate: HealthCheck,
     children: Children,
     generation: u64,
     verdicts: mpsc::Sender<Verdict>,

@@ -44,7 +44,7 @@ use tokio::{
 
 use crate::{
     Error,
-    config::{self, Config, Location},
+    config::{self, Location, Resolved},
     control::direct,
     failover::AnyBackend,
     logging,
@@ -245,13 +245,13 @@ async fn finish(mut process: Process, clean: bool) {
 /// `down` through the configured backend, under `state`'s lock, retried for
 /// up to `limit`: what the sentinel does after its agent died, and what
 /// `handoff down` does at boot.
-fn apply_down(config: &Config, state: StateDir, limit: Duration) -> Result<(), Error> {
+fn apply_down(config: &Resolved, state: StateDir, limit: Duration) -> Result<(), Error> {
     let children = Children::default();
     let boot = direct::boot_id(config)?;
     let (runtime, _signals) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
         let mut backend =
-            AnyBackend::open(&config.failover, children, Arc::new(state), boot).await?;
+            AnyBackend::open(&config.backend, children, Arc::new(state), boot).await?;
         backend.down_until(limit).await
     })?;
     Ok(())
@@ -263,8 +263,7 @@ fn apply_down(config: &Config, state: StateDir, limit: Duration) -> Result<(), E
 /// first `handoff run` then counts the CARP share once, as its own).
 /// Refused while an agent holds the state dir: it keeps the level itself.
 pub fn down_without_agent(flag: Option<&Path>) -> Result<u8, Error> {
-    let loaded = config::load(&Location::find(flag))?;
-    let config = loaded.config;
+    let config = config::load(&Location::find(flag))?;
     let state = match StateDir::open(&config.control.state_dir) {
         Ok(state) => state,
         Err(StateError::Locked { holder, .. }) => {
@@ -275,10 +274,10 @@ pub fn down_without_agent(flag: Option<&Path>) -> Result<u8, Error> {
         }
         Err(error) => return Err(error.into()),
     };
-    apply_down(&config, state, config.failover.failover_timeout)?;
+    apply_down(&config, state, config.failover.timeout)?;
     println!(
         "{}: this node is down; `handoff run` raises it once its proxy is healthy",
-        config.failover.backend().name()
+        config.backend.name()
     );
     Ok(crate::exit::OK)
 }
@@ -344,8 +343,7 @@ fn lock_after(agent: i32, dir: &Path) -> Result<Option<StateDir>, Error> {
 
 /// `handoff sentinel`: waits for the agent on stdin; see the module docs.
 pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
-    let loaded = config::load(&Location::find(flag))?;
-    let config = loaded.config;
+    let config = config::load(&Location::find(flag))?;
     logging::init(&config.log);
     let agent = nix::unistd::getppid().as_raw();
     let mut proxy = None;

@@ -18,12 +18,12 @@ use tokio::{
 };
 
 use crate::{
-    config::{Argv, Probe, ProcessGroup},
+    config::{Argv, Check, HealthCheck, Probe, ProcessGroup},
     consul::{Consul, PeerOutcome, Report},
     control::{Ask, ToAgent},
     exit,
     failover::{BackendHandle, BackendReport, Failover, spawn_worker},
-    health::{self, Check, Gate, HealthView, Verdict},
+    health::{self, HealthView, Verdict},
     host,
     machine::{Action, Event, Machine, Note, Phase, Step, Timer},
     maintenance::Maintenance,
@@ -51,7 +51,7 @@ pub struct Supervisor {
     /// Signals from the reader thread.
     pub signals: mpsc::Receiver<Received>,
     /// The health checks, when `[proxy.health]` is configured.
-    pub health: Option<Gate>,
+    pub health: Option<HealthCheck>,
     /// `[failover] probe`, run when the machine asks for it.
     pub probe: Option<Probe>,
     /// A maintenance record found at start.

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     Error, agent,
     check::{self, KillBudget},
-    config::{self, BackendKind, Location},
+    config::{self, Backend, Location},
     exit, sentinel, signals,
 };
 
@@ -148,8 +148,8 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
 
 fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Result<u8, Error> {
     let location = Location::find(flag);
-    let loaded = config::load(&location)?;
-    if loaded.path.is_none() {
+    let config = config::load(&location)?;
+    if config.path.is_none() {
         println!(
             "no config file at {}; `handoff run -- PROXY` uses the defaults",
             location.path().display()
@@ -157,18 +157,16 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     }
     // The Consul settings as `run` will read them: a bad CONSUL_HTTP_ADDR,
     // a missing token or TLS file fails here too (ExecStartPre, rc_pre).
-    agent::consul_client(&loaded.config)?;
+    agent::consul_client(&config)?;
     let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
-    for warning in check::warnings(&loaded.config, budget, nomad.is_some()) {
+    for warning in check::warnings(&config, budget, nomad.is_some()) {
         eprintln!("warning: {warning}");
     }
-    if let Some(k) = &loaded.config.failover.keepalived
-        && loaded.config.failover.backend() == BackendKind::Keepalived
-    {
-        println!("{}", check::keepalived_snippet(k.get_ref()));
+    if let Backend::Keepalived(k) = &config.backend {
+        println!("{}", check::keepalived_snippet(k));
     }
-    println!("{}", check::budget_line(&loaded.config));
+    println!("{}", check::budget_line(&config));
     println!("configuration OK");
     Ok(exit::OK)
 }

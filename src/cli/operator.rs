@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     Error,
-    config::{self, Config, Location},
+    config::{self, Location, Resolved},
     control::{
         client::{self, ClientError},
         direct::{self, Demoted},
@@ -37,11 +37,11 @@ const ASK_LIMIT: Duration = Duration::from_secs(10);
 /// How often the status is polled while waiting.
 const POLL: Duration = Duration::from_millis(50);
 
-fn load(flag: Option<&Path>) -> Result<Config, Error> {
-    Ok(config::load(&Location::find(flag))?.config)
+fn load(flag: Option<&Path>) -> Result<Resolved, Error> {
+    Ok(config::load(&Location::find(flag))?)
 }
 
-fn ask(config: &Config, command: Command) -> Result<Status, ClientError> {
+fn ask(config: &Resolved, command: Command) -> Result<Status, ClientError> {
     client::request(&config.control.socket, command, ASK_LIMIT)
 }
 
@@ -81,7 +81,7 @@ pub fn demote(
     timeout: Option<Duration>,
 ) -> Result<u8, Error> {
     let config = load(flag)?;
-    let limit = timeout.unwrap_or(config.failover.failover_timeout);
+    let limit = timeout.unwrap_or(config.failover.timeout);
     let command = Command::Demote {
         reason: reason.map(str::to_owned),
     };
@@ -158,7 +158,7 @@ enum Waited {
 /// `limit` passed. Between polls, `pause` waits and says whether a stop
 /// signal arrived meanwhile.
 fn wait_until(
-    config: &Config,
+    config: &Resolved,
     mut status: Status,
     limit: Duration,
     done: impl Fn(&Status) -> bool,
@@ -208,7 +208,7 @@ fn level_name(status: &Status) -> String {
 
 /// `demote` with no agent: under the state dir's lock, on the backend.
 fn demote_directly(
-    config: &Config,
+    config: &Resolved,
     reason: Option<&str>,
     wait: Option<Duration>,
 ) -> Result<u8, Error> {
@@ -219,7 +219,7 @@ fn demote_directly(
     let outcome = runtime.block_on(direct::demote(
         config, reason, uid, wait, children, &mut rx, boot,
     ))?;
-    let backend = config.failover.backend().name();
+    let backend = config.backend.name();
     let kept = |level: Level| {
         if level == Level::Down {
             " (it stays down: no proxy runs)"
@@ -283,7 +283,7 @@ pub fn promote(flag: Option<&Path>) -> Result<u8, Error> {
     // down: wait for it as for the backend, within failover_timeout, and
     // say so with exit 1 if it did not come, rather than report a success
     // the node does not have.
-    let limit = config.failover.failover_timeout;
+    let limit = config.failover.timeout;
     let up = |s: &Status| s.level == Some(Level::Up) && s.level_applied;
     // Signals are not blocked for promote: ^C simply ends it.
     let mut pause = || {

@@ -2,16 +2,21 @@
 //!
 //! Owns: parsing TOML into typed sections (`deny_unknown_fields` everywhere,
 //! because a typo must not silently disable a safety), the defaults and
-//! presets, and checks across keys. Every error names `file:line:col`.
+//! presets, checks across keys, and the resolved value the rest of handoff
+//! takes. Every error names `file:line:col`.
 //! Does not own: host checks and budget warnings (`crate::check`).
 //!
-//! Two phases, as in ripgrep: serde parses and checks each value where it
-//! stands (so errors carry that value's span); `validate` then checks keys
-//! against each other and reports every problem at once.
+//! Two stages, as in ripgrep (`LowArgs -> HiArgs`). First the file's shape:
+//! serde parses and checks each value where it stands (so errors carry that
+//! value's span), and `validate` checks keys against each other and reports
+//! every problem at once. Then `resolved` turns the valid sections into a
+//! [`Resolved`]: defaults and presets applied once, the backend an enum with
+//! its section. Only this module sees the raw sections and their spans.
 
 mod endpoint;
 mod error;
 mod preset;
+mod resolved;
 mod signal;
 mod validate;
 mod values;
@@ -30,6 +35,10 @@ use toml::Spanned;
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConfigErrors};
 pub use preset::Preset;
+pub use resolved::{
+    Backend, CONSUL_EXIT_LIMIT, Check, Consul, Control, DOWN_GRACE, Failover, HealthCheck,
+    HealthGate, Proxy, Resolved, STARTUP_GATE, StopBudget,
+};
 pub use signal::{Reload, SignalName};
 pub use values::{
     Argv, DemoteBy, ExitCodeMap, HostPort, HttpUrl, Listen, LogLevel, Probe,
@@ -102,13 +111,13 @@ impl Default for ProxyConfig {
 
 impl ProxyConfig {
     /// The graceful stop signal: explicit, else the preset's.
-    pub fn stop_signal(&self) -> Signal {
+    fn stop_signal(&self) -> Signal {
         self.stop_signal
             .map_or_else(|| self.preset.stop_signal(), |s| s.0)
     }
 
     /// What SIGHUP becomes: explicit, else the preset's.
-    pub fn reload(&self) -> Reload {
+    fn reload(&self) -> Reload {
         self.reload_signal.unwrap_or_else(|| self.preset.reload())
     }
 }
@@ -209,7 +218,7 @@ impl Default for FailoverConfig {
 
 impl FailoverConfig {
     /// The configured backend.
-    pub fn backend(&self) -> BackendKind {
+    fn backend(&self) -> BackendKind {
         self.backend
             .as_ref()
             .map_or(BackendKind::None, |b| *b.get_ref())
@@ -480,31 +489,16 @@ impl Location {
     }
 }
 
-/// A loaded config and the file it came from (None: defaults, no file).
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The parsed, validated config.
-    pub config: Config,
-    /// The file read, if any.
-    pub path: Option<PathBuf>,
-}
-
-/// Reads, parses and validates the config at `location`.
-pub fn load(location: &Location) -> Result<Loaded, ConfigErrors> {
+/// Reads, parses, validates and resolves the config at `location`.
+pub fn load(location: &Location) -> Result<Resolved, ConfigErrors> {
     let path = location.path();
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Loaded {
-            config: parse(path, &text)?,
-            path: Some(path.to_path_buf()),
-        }),
+        Ok(text) => parse(path, &text),
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 && matches!(location, Location::Default(_)) =>
         {
-            Ok(Loaded {
-                config: Config::default(),
-                path: None,
-            })
+            Ok(resolved::resolve(Config::default(), None))
         }
         Err(e) => Err(ConfigErrors(vec![ConfigError::whole_file(
             path,
@@ -513,8 +507,14 @@ pub fn load(location: &Location) -> Result<Loaded, ConfigErrors> {
     }
 }
 
-/// Parses and validates config text; `path` is used in messages only.
-pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+/// Parses, validates and resolves config text read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Resolved, ConfigErrors> {
+    let config = read(path, text)?;
+    Ok(resolved::resolve(config, Some(path.to_path_buf())))
+}
+
+/// The first stage: parses and validates; `path` is used in messages only.
+fn read(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let config: Config = toml::from_str(text).map_err(|e| {
         let message = e.message().trim_end().to_owned();
         ConfigErrors(vec![ConfigError::at(path, text, e.span(), message)])

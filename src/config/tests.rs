@@ -8,11 +8,11 @@ use nix::sys::signal::Signal;
 use super::*;
 
 fn parse_ok(text: &str) -> Config {
-    parse(Path::new("handoff.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+    read(Path::new("handoff.toml"), text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn parse_err(text: &str) -> String {
-    parse(Path::new("handoff.toml"), text)
+    read(Path::new("handoff.toml"), text)
         .expect_err("should be rejected")
         .to_string()
 }
@@ -453,4 +453,124 @@ mod random {
             located(&text);
         }
     }
+}
+
+// The second stage: what the rest of handoff takes.
+
+fn resolved(text: &str) -> Resolved {
+    parse(Path::new("handoff.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn resolved_defaults_are_applied_once() {
+    let r = resolved("");
+    assert!(matches!(r.backend, Backend::None));
+    assert_eq!(r.backend.handover(), Handover::Fast);
+    assert!(matches!(r.proxy.gate, HealthGate::RunningFor(d) if d == STARTUP_GATE));
+    assert_eq!(r.proxy.stop_signal, Signal::SIGTERM);
+    assert_eq!(r.failover.timeout, Duration::from_secs(10));
+    assert_eq!(
+        r.budget,
+        StopBudget {
+            failover_timeout: Duration::from_secs(10),
+            settle: Duration::ZERO,
+            stop_timeout: Duration::from_secs(10),
+            exit: DOWN_GRACE,
+        }
+    );
+    assert_eq!(r.budget.total(), Duration::from_secs(21));
+    assert!(r.consul.is_none());
+    assert_eq!(
+        r.http,
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9480)))
+    );
+    assert_eq!(r.path.as_deref(), Some(Path::new("handoff.toml")));
+    assert!(resolved("[http]\nlisten = \"\"\n").http.is_none());
+}
+
+#[test]
+fn each_backend_carries_its_own_section() {
+    // (config, backend, handover, vips)
+    let table: [(&str, BackendKind, Handover, &[&str]); 4] = [
+        (
+            "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nvip = [\"192.0.2.10\", \"2001:db8::10\"]\n",
+            BackendKind::Keepalived,
+            Handover::Graceful,
+            &["192.0.2.10", "2001:db8::10"],
+        ),
+        (
+            "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nvip = [\"192.0.2.10\"]\nhandover = \"fast\"\n",
+            BackendKind::Keepalived,
+            Handover::Fast,
+            &["192.0.2.10"],
+        ),
+        (
+            "[failover]\nbackend = \"carp\"\n[failover.carp]\ngroup = \"web\"\n",
+            BackendKind::Carp,
+            Handover::Fast,
+            &[],
+        ),
+        (
+            "[failover]\nbackend = \"command\"\n[failover.command]\ndemote = [\"d\"]\npromote = [\"p\"]\nstate = [\"s\"]\n",
+            BackendKind::Command,
+            Handover::Fast,
+            &[],
+        ),
+    ];
+    for (text, kind, handover, vips) in table {
+        let r = resolved(text);
+        assert_eq!(r.backend.kind(), kind, "{text}");
+        assert_eq!(r.backend.handover(), handover, "{text}");
+        let got: Vec<String> = r.backend.vips().iter().map(ToString::to_string).collect();
+        assert_eq!(got, vips, "{text}");
+        // Consul advertises the backend's VIPs.
+        let r = resolved(&format!("{text}[consul]\n"));
+        let consul = r.consul.expect("[consul] set");
+        let got: Vec<String> = consul.vips.iter().map(ToString::to_string).collect();
+        assert_eq!(got, vips, "{text}");
+        assert_eq!(r.budget.exit, DOWN_GRACE + CONSUL_EXIT_LIMIT, "{text}");
+    }
+    let Backend::Carp(carp) = resolved(table[2].0).backend else {
+        panic!("carp expected")
+    };
+    assert_eq!(carp.group, "web");
+    let Backend::Command(command) = resolved(table[3].0).backend else {
+        panic!("command expected")
+    };
+    assert_eq!(command.state.to_string(), "s");
+}
+
+#[test]
+fn resolved_proxy_health_and_consul_take_the_file_s_values() {
+    let r = resolved(
+        "[proxy]\npreset = \"nginx\"\nreload_signal = \"drop\"\n\
+         [proxy.health]\ntcp = \"127.0.0.1:80\"\nrise = 3\n\
+         [failover]\nsettle = \"2s\"\nprobe = \"tcp://192.0.2.10:443\"\n\
+         [consul]\naddress = \"unix:///run/consul.sock\"\nconfirm_peer = true\n\
+         [control]\ngroup = \"root\"\n",
+    );
+    assert_eq!(r.proxy.stop_signal, Signal::SIGQUIT);
+    assert_eq!(r.proxy.reload, Reload::Drop);
+    let Some(check) = r.proxy.gate.checks() else {
+        panic!("health checks expected: {:?}", r.proxy.gate)
+    };
+    assert!(matches!(&check.check, Check::Tcp(a) if a.0 == "127.0.0.1:80"));
+    assert_eq!(check.rise.get(), 3);
+    assert!(r.failover.probe.is_some());
+    assert_eq!(r.budget.settle, Duration::from_secs(2));
+    let consul = r.consul.expect("[consul] set");
+    assert_eq!(consul.address.as_deref(), Some("unix:///run/consul.sock"));
+    assert!(consul.confirm_peer);
+    assert_eq!(r.control.group.as_deref(), Some("root"));
+}
+
+#[test]
+fn a_backend_without_its_section_never_reaches_the_resolved_stage() {
+    let e = parse(
+        Path::new("handoff.toml"),
+        "[failover]\nbackend = \"command\"\n",
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(e.contains("needs a [failover.command] section"), "{e}");
 }

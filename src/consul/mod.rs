@@ -38,8 +38,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// peer confirmation. Consul is the local agent; it answers in milliseconds.
 /// With [`EXIT_LIMIT`] it keeps a hanging Consul's cost to a stop under 1 s.
 pub const ON_PATH_TIMEOUT: Duration = Duration::from_millis(400);
-/// Deadline of the deregistration at exit.
-pub const EXIT_LIMIT: Duration = Duration::from_millis(300);
+/// Deadline of the deregistration at exit; defined with the stop budget
+/// that counts it.
+pub use crate::config::CONSUL_EXIT_LIMIT as EXIT_LIMIT;
 /// How long a blocking query may wait for a change.
 const WATCH_WAIT: Duration = Duration::from_secs(20);
 /// First retry delay while Consul fails.

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::config::ConsulConfig;
+use crate::config::Consul;
 pub use crate::config::Endpoint;
 
 /// The agent's address when neither the config nor `CONSUL_HTTP_ADDR` says.
@@ -94,8 +94,8 @@ pub struct Settings {
     pub deregister_after: Option<Duration>,
     /// This node's name, for the registration's Meta.
     pub node: String,
-    /// The floating addresses, comma-separated, for the Meta (set by the
-    /// caller from the backend's config; empty when it names none).
+    /// The floating addresses, comma-separated, for the Meta (the resolved
+    /// config's, from the backend's section; empty when it names none).
     pub vip: String,
 }
 
@@ -103,7 +103,7 @@ impl Settings {
     /// Resolves `[consul]` over the environment (`env` looks a variable up).
     /// The config's keys win; the token file is read here.
     pub fn resolve(
-        config: &ConsulConfig,
+        config: &Consul,
         env: impl Fn(&str) -> Option<String>,
         node: &str,
     ) -> Result<Settings, SettingsError> {
@@ -115,7 +115,7 @@ impl Settings {
             None => false,
         };
         let endpoint = match (&config.address, env("CONSUL_HTTP_ADDR")) {
-            (Some(address), _) => Endpoint::parse(address.get_ref(), https_default)
+            (Some(address), _) => Endpoint::parse(address, https_default)
                 .map_err(|m| SettingsError::new("[consul] address", m))?,
             (None, Some(address)) => Endpoint::parse(&address, https_default)
                 .map_err(|m| SettingsError::new("CONSUL_HTTP_ADDR", m))?,
@@ -174,7 +174,12 @@ impl Settings {
             confirm_peer: config.confirm_peer,
             deregister_after: config.deregister_critical_after,
             node: node.to_owned(),
-            vip: String::new(),
+            vip: config
+                .vips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         })
     }
 
@@ -186,7 +191,7 @@ impl Settings {
 
 /// The client certificate and key: both or neither.
 fn client_pair(
-    config: &ConsulConfig,
+    config: &Consul,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(PathBuf, PathBuf)>, SettingsError> {
     let (cert, key, place) = if config.cert_file.is_some() || config.key_file.is_some() {
@@ -236,7 +241,7 @@ mod tests {
 
     use super::*;
 
-    fn resolve(config: &ConsulConfig, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    fn resolve(config: &Consul, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -287,7 +292,7 @@ mod tests {
         std::fs::write(&file, "from-file\n").unwrap();
         let env_file = file.to_str().unwrap();
         let s = resolve(
-            &ConsulConfig::default(),
+            &Consul::default(),
             &[
                 ("CONSUL_HTTP_ADDR", "https://c:8501"),
                 ("CONSUL_HTTP_TOKEN_FILE", env_file),
@@ -303,10 +308,10 @@ mod tests {
         assert_eq!(s.tls.server_name.as_deref(), Some("server.dc1.consul"));
         assert_eq!(s.service_id, "edge-edge1");
 
-        let config = ConsulConfig {
-            address: Some(toml::Spanned::new(0..0, "http://10.0.0.1:8500".into())),
+        let config = Consul {
+            address: Some("http://10.0.0.1:8500".into()),
             ssl_verify: Some(true),
-            ..ConsulConfig::default()
+            ..Consul::default()
         };
         let s = resolve(
             &config,
@@ -323,10 +328,10 @@ mod tests {
 
     #[test]
     fn errors_name_their_place_and_never_the_token() {
-        let e = resolve(&ConsulConfig::default(), &[("CONSUL_HTTP_ADDR", "ftp://x")]).unwrap_err();
+        let e = resolve(&Consul::default(), &[("CONSUL_HTTP_ADDR", "ftp://x")]).unwrap_err();
         assert_eq!(e.place, "CONSUL_HTTP_ADDR");
         let e = resolve(
-            &ConsulConfig::default(),
+            &Consul::default(),
             &[("CONSUL_HTTP_TOKEN_FILE", "/nonexistent/token")],
         )
         .unwrap_err();
@@ -335,13 +340,9 @@ mod tests {
                 .starts_with("CONSUL_HTTP_TOKEN_FILE /nonexistent/token: cannot read"),
             "{e}"
         );
-        let e = resolve(
-            &ConsulConfig::default(),
-            &[("CONSUL_CLIENT_CERT", "/c.pem")],
-        )
-        .unwrap_err();
+        let e = resolve(&Consul::default(), &[("CONSUL_CLIENT_CERT", "/c.pem")]).unwrap_err();
         assert!(e.to_string().contains("both or neither"), "{e}");
-        let s = resolve(&ConsulConfig::default(), &[("CONSUL_HTTP_TOKEN", "s3cret")]).unwrap();
+        let s = resolve(&Consul::default(), &[("CONSUL_HTTP_TOKEN", "s3cret")]).unwrap();
         assert!(!format!("{s:?}").contains("s3cret"));
     }
 }

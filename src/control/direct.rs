@@ -18,7 +18,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     Error,
-    config::{BackendKind, Config},
+    config::{Backend, Resolved},
     failover::{AnyBackend, Failover, Level, Role, carp::boot},
     host::unix_now,
     maintenance::Maintenance,
@@ -45,7 +45,7 @@ pub enum Demoted {
 
 /// Opens the state dir; a lock held by someone else while nobody answers
 /// on the socket means a starting or hung agent, and nothing may be done.
-fn open_state(config: &Config) -> Result<Arc<StateDir>, Error> {
+fn open_state(config: &Resolved) -> Result<Arc<StateDir>, Error> {
     match StateDir::open(&config.control.state_dir) {
         Ok(state) => Ok(Arc::new(state)),
         Err(StateError::Locked { dir, holder }) => Err(Error::Unavailable(format!(
@@ -60,7 +60,7 @@ fn open_state(config: &Config) -> Result<Arc<StateDir>, Error> {
 
 /// `handoff demote` without an agent. `signals` ends the wait early.
 pub async fn demote(
-    config: &Config,
+    config: &Resolved,
     reason: Option<&str>,
     uid: u32,
     wait: Option<Duration>,
@@ -70,7 +70,7 @@ pub async fn demote(
 ) -> Result<Demoted, Error> {
     let state = open_state(config)?;
     let record = Maintenance::set(&state, reason, uid, unix_now()).map_err(Error::Record)?;
-    let mut backend = AnyBackend::open(&config.failover, children, state, boot).await?;
+    let mut backend = AnyBackend::open(&config.backend, children, state, boot).await?;
     let left_down =
         matches!(&backend, AnyBackend::Keepalived(k) if k.level_on_disk() == Some(Level::Down));
     let level = if left_down {
@@ -103,7 +103,7 @@ pub async fn demote(
 }
 
 /// `handoff promote` without an agent; returns the record it removed.
-pub fn promote(config: &Config) -> Result<Option<Maintenance>, Error> {
+pub fn promote(config: &Resolved) -> Result<Option<Maintenance>, Error> {
     let state = open_state(config)?;
     Maintenance::clear(&state).map_err(Error::Record)
 }
@@ -111,16 +111,10 @@ pub fn promote(config: &Config) -> Result<Option<Maintenance>, Error> {
 /// This boot's id, for the CARP ledger (other backends keep none: empty):
 /// the content of `[failover.carp] boot_marker`, created on first use after
 /// a boot (`crate::failover::carp::boot`).
-pub fn boot_id(config: &Config) -> Result<String, Error> {
-    if config.failover.backend() != BackendKind::Carp {
+pub fn boot_id(config: &Resolved) -> Result<String, Error> {
+    let Backend::Carp(carp) = &config.backend else {
         return Ok(String::new());
-    }
-    let carp = config
-        .failover
-        .carp
-        .as_ref()
-        .map(|c| c.get_ref().clone())
-        .unwrap_or_default();
+    };
     boot::id(&carp.boot_marker).map_err(|source| Error::Os {
         what: "reading this boot's id",
         source,

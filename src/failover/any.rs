@@ -10,11 +10,7 @@ use super::{
     CommandBackend, Failover, FailoverError, Level, NoneBackend, Role, Watch, carp::CarpBackend,
     keepalived::KeepalivedBackend,
 };
-use crate::{
-    config::{BackendKind, FailoverConfig},
-    process::Children,
-    state::StateDir,
-};
+use crate::{config::Backend, process::Children, state::StateDir};
 
 /// The backend named by `[failover] backend`.
 #[derive(Debug)]
@@ -34,37 +30,26 @@ impl AnyBackend {
     /// first (a damaged ledger or an unreadable counter is an error here,
     /// before anything is spawned); `boot` is this boot's id (`carp::boot::id`).
     pub async fn open(
-        failover: &FailoverConfig,
+        backend: &Backend,
         children: Children,
         state: Arc<StateDir>,
         boot: String,
     ) -> Result<AnyBackend, FailoverError> {
-        Ok(match (failover.backend(), &failover.command) {
-            (BackendKind::Command, Some(command)) => {
-                let command = command.get_ref();
+        Ok(match backend {
+            Backend::None => AnyBackend::None(NoneBackend),
+            Backend::Command(command) => {
                 for argv in [&command.demote, &command.promote, &command.state] {
                     runnable(Path::new(argv.program()))?;
                 }
                 AnyBackend::Command(CommandBackend::new(command.clone(), children))
             }
-            (BackendKind::Keepalived, _) => {
-                let config = failover
-                    .keepalived
-                    .as_ref()
-                    .map(|k| k.get_ref().clone())
-                    .unwrap_or_default();
-                AnyBackend::Keepalived(KeepalivedBackend::new(config))
+            Backend::Keepalived(keepalived) => {
+                AnyBackend::Keepalived(KeepalivedBackend::new(keepalived.clone()))
             }
-            (BackendKind::Carp, _) => {
-                let config = failover
-                    .carp
-                    .as_ref()
-                    .map(|c| c.get_ref().clone())
-                    .unwrap_or_default();
-                runnable(&config.ifconfig)?;
-                AnyBackend::Carp(CarpBackend::open(config, children, state, boot).await?)
+            Backend::Carp(carp) => {
+                runnable(&carp.ifconfig)?;
+                AnyBackend::Carp(CarpBackend::open(carp.clone(), children, state, boot).await?)
             }
-            _ => AnyBackend::None(NoneBackend),
         })
     }
 }

@@ -19,9 +19,9 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest restart delay; also how long a proxy must stay up to reset it.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// After the proxy's exit on the stop path, how long to wait for a `down`
-/// that was asked for but not yet confirmed (the one wait a stop can add to
-/// `failover_timeout + settle + stop_timeout`).
-pub const DOWN_GRACE: Duration = Duration::from_secs(1);
+/// that was asked for but not yet confirmed; defined with the stop budget
+/// that counts it.
+pub use crate::config::DOWN_GRACE;
 
 /// The parts of the config that decisions depend on.
 #[derive(Debug, Clone)]

@@ -1,0 +1,388 @@
+//! The config's second stage (ripgrep's `LowArgs -> HiArgs`): after
+//! validation, [`resolve`] turns the file's sections into what the rest of
+//! handoff takes, with every default and preset applied once and every
+//! choice a type.
+//!
+//! Owns: the backend as one enum that carries its own section (so a
+//! `backend = "command"` without its commands cannot be represented), the
+//! proxy's signals with the preset applied, the health gate, the stop budget
+//! and the waits it counts, and Consul's settings with the VIPs it
+//! advertises. Does not own: checking the file (`super::validate`, which
+//! runs first, so `resolve` never fails), or what the environment adds to
+//! Consul's settings (`crate::consul::Settings`).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    path::PathBuf,
+    time::Duration,
+};
+
+use nix::sys::signal::Signal;
+
+use super::{
+    Argv, BackendKind, CarpConfig, CommandConfig, Config, ConsulConfig, ExitCodeMap, Handover,
+    HealthConfig, HostPort, HttpUrl, KeepalivedConfig, LogConfig, Probe, ProcessGroup, Reload,
+    RestartPolicy,
+};
+
+/// After the proxy's exit on the stop path, how long the machine waits for
+/// a `down` that was asked for but not yet confirmed: the one wait a stop
+/// adds to `failover_timeout + settle + stop_timeout`. Defined here, beside
+/// the budget that counts it, so the two cannot disagree.
+pub const DOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Longest a clean exit spends deregistering from Consul
+/// (`crate::consul::Consul::shutdown`); counted in the budget when `[consul]`
+/// is set. It keeps a hanging Consul's cost to a stop under 1 s.
+pub const CONSUL_EXIT_LIMIT: Duration = Duration::from_millis(300);
+
+/// Without `[proxy.health]`, how long the proxy must run to count as healthy.
+pub const STARTUP_GATE: Duration = Duration::from_secs(1);
+
+/// The whole config, resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The file it came from; `None` when the default path was missing and
+    /// every default applies.
+    pub path: Option<PathBuf>,
+    /// The proxy and how it is signalled.
+    pub proxy: Proxy,
+    /// What moves the floating IP.
+    pub backend: Backend,
+    /// The stop path's waits.
+    pub failover: Failover,
+    /// The longest a planned stop can take, in its parts.
+    pub budget: StopBudget,
+    /// Consul reporting, with `[consul]`.
+    pub consul: Option<Consul>,
+    /// The control socket and the state dir.
+    pub control: Control,
+    /// `[http] listen`; `None` disables the endpoint.
+    pub http: Option<SocketAddr>,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[proxy]` with the preset applied.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// `[proxy] command`; the command line after `--` wins over it.
+    pub command: Option<Argv>,
+    /// What SIGHUP becomes.
+    pub reload: Reload,
+    /// The graceful stop signal.
+    pub stop_signal: Signal,
+    /// How long the proxy gets after `stop_signal` before SIGKILL.
+    pub stop_timeout: Duration,
+    /// Whether the proxy shares handoff's process group.
+    pub process_group: ProcessGroup,
+    /// Remaps the proxy's exit status.
+    pub exit_code_map: ExitCodeMap,
+    /// What happens when the proxy exits by itself.
+    pub restart: RestartPolicy,
+    /// What makes the proxy healthy.
+    pub gate: HealthGate,
+}
+
+/// What makes the proxy healthy, and so lets the node go up.
+#[derive(Debug, Clone)]
+pub enum HealthGate {
+    /// Without `[proxy.health]`: running this long.
+    RunningFor(Duration),
+    /// `[proxy.health]`: the checks (`crate::health`).
+    Checks(HealthCheck),
+}
+
+impl HealthGate {
+    /// The checks, if any.
+    pub fn checks(&self) -> Option<&HealthCheck> {
+        match self {
+            HealthGate::Checks(check) => Some(check),
+            HealthGate::RunningFor(_) => None,
+        }
+    }
+}
+
+/// `[proxy.health]`, with its one check.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// What to check.
+    pub check: Check,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// Passes in a row before healthy.
+    pub rise: NonZeroU32,
+    /// Failures in a row before unhealthy.
+    pub fall: NonZeroU32,
+}
+
+/// The one check of `[proxy.health]`.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// GET answers 2xx.
+    Http(HttpUrl),
+    /// A TCP connect succeeds.
+    Tcp(HostPort),
+    /// The command exits 0.
+    Exec(Argv),
+}
+
+/// `[failover] backend` with its section.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// No floating IP: nothing to move, never a wait.
+    None,
+    /// `[failover.command]`
+    Command(CommandConfig),
+    /// `[failover.keepalived]`
+    Keepalived(KeepalivedConfig),
+    /// `[failover.carp]`
+    Carp(CarpConfig),
+}
+
+impl Backend {
+    /// Which backend.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::None => BackendKind::None,
+            Backend::Command(_) => BackendKind::Command,
+            Backend::Keepalived(_) => BackendKind::Keepalived,
+            Backend::Carp(_) => BackendKind::Carp,
+        }
+    }
+
+    /// Its name in the config.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// How a planned stop hands over: keepalived's `handover`; CARP and the
+    /// commands have a single demotion, so for them it is `fast` (down at
+    /// once).
+    pub fn handover(&self) -> Handover {
+        match self {
+            Backend::Keepalived(k) => k.handover,
+            Backend::None | Backend::Command(_) | Backend::Carp(_) => Handover::Fast,
+        }
+    }
+
+    /// The floating addresses the config names (only keepalived's do).
+    pub fn vips(&self) -> &[IpAddr] {
+        match self {
+            Backend::Keepalived(k) => &k.vip,
+            Backend::None | Backend::Command(_) | Backend::Carp(_) => &[],
+        }
+    }
+}
+
+/// The stop path's waits, from `[failover]`.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    /// Longest wait for the IP to move on stop or demote.
+    pub timeout: Duration,
+    /// Extra wait after the move, before the proxy is stopped.
+    pub settle: Duration,
+    /// Proof that the peer serves the VIP, if configured.
+    pub probe: Option<Probe>,
+}
+
+/// The longest a planned stop can take (what systemd's stop timeout and
+/// Nomad's `kill_timeout` must cover): the failover wait, settle, the
+/// graceful stop, and what the exit may add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopBudget {
+    /// `failover_timeout`
+    pub failover_timeout: Duration,
+    /// `settle`
+    pub settle: Duration,
+    /// `stop_timeout`
+    pub stop_timeout: Duration,
+    /// [`DOWN_GRACE`], plus [`CONSUL_EXIT_LIMIT`] with `[consul]`.
+    pub exit: Duration,
+}
+
+impl StopBudget {
+    /// The whole budget.
+    pub fn total(&self) -> Duration {
+        self.failover_timeout + self.settle + self.stop_timeout + self.exit
+    }
+}
+
+/// `[consul]`, before the environment is read (`crate::consul::Settings`).
+#[derive(Debug, Clone)]
+pub struct Consul {
+    /// Agent address; else `CONSUL_HTTP_ADDR`.
+    pub address: Option<String>,
+    /// Token file; else `CONSUL_HTTP_TOKEN_FILE` / `CONSUL_HTTP_TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// Registered service name.
+    pub service: String,
+    /// Registered service ID; `${hostname}` is expanded.
+    pub service_id: String,
+    /// TTL of the check.
+    pub ttl: Duration,
+    /// On stop, also wait until another node reports master.
+    pub confirm_peer: bool,
+    /// Consul removes this node's instance after its check has been
+    /// critical this long.
+    pub deregister_critical_after: Option<Duration>,
+    /// CA bundle; else `CONSUL_CACERT`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate; else `CONSUL_CLIENT_CERT`.
+    pub cert_file: Option<PathBuf>,
+    /// Client key; else `CONSUL_CLIENT_KEY`.
+    pub key_file: Option<PathBuf>,
+    /// Name the agent's certificate must carry; else `CONSUL_TLS_SERVER_NAME`.
+    pub tls_server_name: Option<String>,
+    /// `false` accepts any certificate; else `CONSUL_HTTP_SSL_VERIFY`.
+    pub ssl_verify: Option<bool>,
+    /// The floating addresses advertised in the registration's Meta (the
+    /// backend's, when it names them).
+    pub vips: Vec<IpAddr>,
+}
+
+impl From<ConsulConfig> for Consul {
+    fn from(c: ConsulConfig) -> Consul {
+        Consul {
+            address: c.address.map(toml::Spanned::into_inner),
+            token_file: c.token_file,
+            service: c.service,
+            service_id: c.service_id,
+            ttl: c.ttl,
+            confirm_peer: c.confirm_peer,
+            deregister_critical_after: c.deregister_critical_after,
+            ca_file: c.ca_file,
+            cert_file: c.cert_file,
+            key_file: c.key_file,
+            tls_server_name: c.tls_server_name,
+            ssl_verify: c.ssl_verify,
+            vips: Vec::new(),
+        }
+    }
+}
+
+impl Default for Consul {
+    /// `[consul]` with every key left out.
+    fn default() -> Consul {
+        ConsulConfig::default().into()
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// The control socket.
+    pub socket: PathBuf,
+    /// A group allowed to use the socket besides root (it existed when the
+    /// config was validated).
+    pub group: Option<String>,
+    /// Where the ledger, lock and maintenance record live.
+    pub state_dir: PathBuf,
+}
+
+/// Turns a validated config into what the rest of handoff takes.
+///
+/// Only `super::parse` and `super::load` call it, after `validate` found
+/// nothing: a backend without its section is a validation error there, so
+/// the fallbacks below (a section's defaults) are never reached from a file.
+pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
+    let Config {
+        proxy,
+        failover,
+        consul,
+        control,
+        http,
+        log,
+    } = config;
+    let backend_kind = failover.backend();
+    let backend = match backend_kind {
+        BackendKind::None => Backend::None,
+        BackendKind::Command => match failover.command {
+            Some(command) => Backend::Command(command.into_inner()),
+            None => Backend::None,
+        },
+        BackendKind::Keepalived => Backend::Keepalived(
+            failover
+                .keepalived
+                .map(toml::Spanned::into_inner)
+                .unwrap_or_default(),
+        ),
+        BackendKind::Carp => Backend::Carp(
+            failover
+                .carp
+                .map(toml::Spanned::into_inner)
+                .unwrap_or_default(),
+        ),
+    };
+    let consul = consul.map(|section| Consul {
+        vips: backend.vips().to_vec(),
+        ..section.into_inner().into()
+    });
+    let exit = DOWN_GRACE
+        + if consul.is_some() {
+            CONSUL_EXIT_LIMIT
+        } else {
+            Duration::ZERO
+        };
+    let budget = StopBudget {
+        failover_timeout: failover.failover_timeout,
+        settle: failover.settle,
+        stop_timeout: proxy.stop_timeout,
+        exit,
+    };
+    let (reload, stop_signal) = (proxy.reload(), proxy.stop_signal());
+    let gate = proxy
+        .health
+        .map(toml::Spanned::into_inner)
+        .and_then(health_check)
+        .map_or(HealthGate::RunningFor(STARTUP_GATE), HealthGate::Checks);
+    Resolved {
+        path,
+        proxy: Proxy {
+            reload,
+            stop_signal,
+            command: proxy.command,
+            stop_timeout: proxy.stop_timeout,
+            process_group: proxy.process_group,
+            exit_code_map: proxy.exit_code_map,
+            restart: proxy.restart,
+            gate,
+        },
+        backend,
+        failover: Failover {
+            timeout: failover.failover_timeout,
+            settle: failover.settle,
+            probe: failover.probe,
+        },
+        budget,
+        consul,
+        control: Control {
+            socket: control.socket,
+            group: control.group.map(toml::Spanned::into_inner),
+            state_dir: control.state_dir,
+        },
+        http: http.listen.0,
+        log,
+    }
+}
+
+/// The one check of a validated `[proxy.health]` (validation demands
+/// exactly one).
+fn health_check(health: HealthConfig) -> Option<HealthCheck> {
+    let check = match (health.http, health.tcp, health.exec) {
+        (Some(url), _, _) => Check::Http(url),
+        (_, Some(addr), _) => Check::Tcp(addr),
+        (_, _, Some(argv)) => Check::Exec(argv),
+        (None, None, None) => return None,
+    };
+    Some(HealthCheck {
+        check,
+        interval: health.interval,
+        timeout: health.timeout,
+        rise: health.rise,
+        fall: health.fall,
+    })
+}
