@@ -14,16 +14,16 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::{
-    Error,
     check::{self, KillBudget},
     config::{self, Argv, Backend, Handover, HealthGate, Location, Resolved},
     consul::{Client, Consul, Report, Settings},
     control::{
-        Inbox, direct,
+        Inbox,
         server::{Access, Claim, ControlSocket},
     },
+    error::Error,
     exit,
-    failover::{AnyBackend, Failover, Level},
+    failover::{self, AnyBackend, Failover, Level},
     http, logging,
     machine::{Machine, Policy},
     maintenance::Maintenance,
@@ -71,7 +71,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     // The state dir holds the CARP ledger and the maintenance record; the
     // boot id (the CARP ledger's boot marker) is read with it.
     let state = Arc::new(StateDir::open(&config.control.state_dir)?);
-    let boot = direct::boot_id(config)?;
+    let boot = failover::boot_id(&config.backend)?;
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }

@@ -63,6 +63,15 @@ pub enum Error {
     },
 }
 
+impl From<crate::signals::SetupError> for Error {
+    fn from(e: crate::signals::SetupError) -> Error {
+        Error::Os {
+            what: e.what,
+            source: e.source,
+        }
+    }
+}
+
 impl Error {
     /// The exit status for this error; the only place that decides it.
     pub fn exit_code(&self) -> u8 {

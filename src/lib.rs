@@ -66,5 +66,3 @@ pub mod signals;
 pub mod state;
 pub mod status;
 pub mod supervisor;
-
-pub use error::Error;

@@ -43,10 +43,9 @@ use tokio::{
 };
 
 use crate::{
-    Error,
     config::{self, Location, Resolved},
-    control::direct,
-    failover::AnyBackend,
+    error::Error,
+    failover::{self, AnyBackend},
     logging,
     process::{Children, Group, ProcessEnd},
     signals,
@@ -247,7 +246,7 @@ async fn finish(mut process: Process, clean: bool) {
 /// `handoff down` does at boot.
 fn apply_down(config: &Resolved, state: StateDir, limit: Duration) -> Result<(), Error> {
     let children = Children::default();
-    let boot = direct::boot_id(config)?;
+    let boot = failover::boot_id(&config.backend)?;
     let (runtime, _signals) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
         let mut backend =

@@ -110,7 +110,7 @@ pub fn start(
             loop {
                 let received = match reader.next_signal() {
                     Ok(received) => received,
-                    Err(error) => reader_failed(&error),
+                    Err(error) => platform::reader_failed(&error),
                 };
                 if received.signal == Signal::SIGCHLD {
                     children.reap();
@@ -122,13 +122,14 @@ pub fn start(
     Ok(())
 }
 
-/// The signal reader cannot go on (signalfd or sigwait failed, which
-/// should never happen): an agent deaf to SIGTERM and SIGCHLD cannot stop
-/// safely, so it ends at once, and the dead-man's switch takes the node down
-/// (`crate::sentinel`) rather than the node staying up behind a dead task.
-pub fn reader_failed(error: &std::io::Error) -> ! {
-    tracing::error!(%error, "cannot read signals: aborting");
-    std::process::abort()
+/// The runtime or the signal reader could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct SetupError {
+    /// What was being started.
+    pub what: &'static str,
+    /// The underlying error.
+    pub source: std::io::Error,
 }
 
 /// A current-thread runtime, and the signal reader (which also reaps
@@ -136,16 +137,16 @@ pub fn reader_failed(error: &std::io::Error) -> ! {
 /// `demote` and the sentinel all start with.
 pub fn runtime_and_reader(
     children: &Children,
-) -> Result<(tokio::runtime::Runtime, mpsc::Receiver<Received>), crate::Error> {
+) -> Result<(tokio::runtime::Runtime, mpsc::Receiver<Received>), SetupError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| crate::Error::Os {
+        .map_err(|source| SetupError {
             what: "starting the runtime",
             source,
         })?;
     let (tx, rx) = mpsc::channel(64);
-    start(children.clone(), tx, &runtime).map_err(|source| crate::Error::Os {
+    start(children.clone(), tx, &runtime).map_err(|source| SetupError {
         what: "reading signals",
         source,
     })?;

@@ -5,6 +5,7 @@
 //! `crate::agent` assembles (the start sequence) and `crate::supervisor`
 //! runs.
 
+mod direct;
 mod operator;
 
 use std::{path::PathBuf, time::Duration};
@@ -12,9 +13,10 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    Error, agent,
+    agent,
     check::{self, KillBudget},
     config::{self, Backend, Location},
+    error::Error,
     exit, sentinel, signals,
 };
 

@@ -2,7 +2,7 @@
 //!
 //! Owns what they print and when they return. They ask the running agent
 //! through the control socket; when no agent runs, `demote` and `promote`
-//! act on the backend themselves (`crate::control::direct`) and say so.
+//! act on the backend themselves (`super::direct`) and say so.
 //! `demote` waits by polling the agent's status until the backend, after
 //! the standby level was applied, reports this node without the IP (and
 //! the peer confirmed, where `probe` or `confirm_peer` ask for it); a stop
@@ -14,16 +14,16 @@ use std::{path::Path, time::Duration};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
+use super::direct::{self, Demoted};
 use crate::{
-    Error,
     config::{self, Location, Resolved},
     control::{
         client::{self, ClientError},
-        direct::{self, Demoted},
         protocol::Command,
     },
+    error::Error,
     exit,
-    failover::Level,
+    failover::{self, Level},
     machine::Phase,
     maintenance::Maintenance,
     platform::Received,
@@ -212,7 +212,7 @@ fn demote_directly(
     reason: Option<&str>,
     wait: Option<Duration>,
 ) -> Result<u8, Error> {
-    let boot = direct::boot_id(config)?;
+    let boot = failover::boot_id(&config.backend)?;
     let children = Children::default();
     let (runtime, mut rx) = crate::signals::runtime_and_reader(&children)?;
     let uid = nix::unistd::Uid::current().as_raw();

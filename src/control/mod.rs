@@ -2,12 +2,12 @@
 //! running agent, and how the agent's other servers (HTTP) ask its loop.
 //!
 //! Owns: the socket's lifecycle and access checks ([`server`]), the client
-//! side ([`client`]), acting on the backend when no agent runs ([`direct`]),
-//! and [`ToAgent`], the one way into the dispatcher's loop from outside.
-//! [`protocol`] is shared by both sides of the socket.
+//! side ([`client`]), and [`ToAgent`], the one way into the dispatcher's
+//! loop from outside. [`protocol`] is shared by both sides of the socket.
+//! Acting on the backend when no agent answers is the CLI's
+//! (`crate::cli`'s `direct`).
 
 pub mod client;
-pub mod direct;
 pub mod protocol;
 pub mod server;
 

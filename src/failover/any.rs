@@ -7,7 +7,8 @@ use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 
 use super::{
-    CommandBackend, Failover, FailoverError, Level, NoneBackend, Role, Watch, carp::CarpBackend,
+    CommandBackend, Failover, FailoverError, Level, NoneBackend, Role, Watch,
+    carp::{CarpBackend, boot},
     keepalived::KeepalivedBackend,
 };
 use crate::{config::Backend, process::Children, state::StateDir};
@@ -51,6 +52,17 @@ impl AnyBackend {
                 AnyBackend::Carp(CarpBackend::open(carp.clone(), children, state, boot).await?)
             }
         })
+    }
+}
+
+/// This boot's id, for the CARP ledger (other backends keep none: empty):
+/// the content of `[failover.carp] boot_marker`, created on first use after
+/// a boot (`super::carp::boot`). Read before the backend is opened, with
+/// the state dir, by every process that opens it.
+pub fn boot_id(backend: &Backend) -> Result<String, FailoverError> {
+    match backend {
+        Backend::Carp(carp) => boot::id(&carp.boot_marker).map_err(FailoverError::BootId),
+        Backend::None | Backend::Command(_) | Backend::Keepalived(_) => Ok(String::new()),
     }
 }
 

@@ -18,7 +18,7 @@ mod worker;
 
 use std::{fmt, future::Future, time::Duration};
 
-pub use any::AnyBackend;
+pub use any::{AnyBackend, boot_id};
 pub use command::CommandBackend;
 pub use none::NoneBackend;
 pub use worker::{BackendHandle, BackendReport, spawn_worker};
@@ -170,6 +170,10 @@ pub enum FailoverError {
     /// A local operation failed (listing addresses, writing the track file).
     #[error("{0}")]
     Local(String),
+    /// This boot's id (the CARP ledger's boot marker) cannot be read or
+    /// created.
+    #[error("reading this boot's id: {0}")]
+    BootId(std::io::Error),
     /// The kernel refused a change of a CARP group's demote counter.
     #[error(
         "the kernel refused to change group {group}'s demote counter ({counter}) by {change:+}: it must stay within 0..255"

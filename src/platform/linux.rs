@@ -114,7 +114,7 @@ pub fn read_on_loop(
                         return; // the loop has exited
                     }
                 }
-                Err(error) => crate::signals::reader_failed(&error),
+                Err(error) => super::reader_failed(&error),
             }
         }
     });

@@ -28,3 +28,14 @@ pub struct Received {
     /// Who sent it, when the OS says (Linux `signalfd`: `ssi_pid`).
     pub sender: Option<i32>,
 }
+
+/// A signal reader cannot go on (signalfd or sigwait failed, which should
+/// never happen): an agent deaf to SIGTERM and SIGCHLD cannot stop safely,
+/// so it ends at once, and the dead-man's switch takes the node down
+/// (`crate::sentinel`) rather than the node staying up behind a dead task.
+/// Both readers call it: the OS module's on the loop, `crate::signals`'s
+/// thread.
+pub fn reader_failed(error: &std::io::Error) -> ! {
+    tracing::error!(%error, "cannot read signals: aborting");
+    std::process::abort()
+}

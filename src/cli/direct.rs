@@ -17,9 +17,9 @@ use nix::sys::signal::Signal;
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    Error,
-    config::{Backend, Resolved},
-    failover::{AnyBackend, Failover, Level, Role, carp::boot},
+    config::Resolved,
+    error::Error,
+    failover::{AnyBackend, Failover, Level, Role},
     host::unix_now,
     maintenance::Maintenance,
     platform::Received,
@@ -106,17 +106,4 @@ pub async fn demote(
 pub fn promote(config: &Resolved) -> Result<Option<Maintenance>, Error> {
     let state = open_state(config)?;
     Maintenance::clear(&state).map_err(Error::Record)
-}
-
-/// This boot's id, for the CARP ledger (other backends keep none: empty):
-/// the content of `[failover.carp] boot_marker`, created on first use after
-/// a boot (`crate::failover::carp::boot`).
-pub fn boot_id(config: &Resolved) -> Result<String, Error> {
-    let Backend::Carp(carp) = &config.backend else {
-        return Ok(String::new());
-    };
-    boot::id(&carp.boot_marker).map_err(|source| Error::Os {
-        what: "reading this boot's id",
-        source,
-    })
 }
