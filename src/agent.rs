@@ -87,9 +87,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         backend
             .down_until(config.failover.timeout)
             .await
-            .map_err(|error| Error::Demotion(format!(
-                "could not take this node down at start ({error}); it may hold the floating IP, and no proxy was started"
-            )))?;
+            .map_err(Error::Demotion)?;
         tracing::info!(backend = backend.name(), "down at start");
         // The dead-man's switch, before the node can go up: from here on a
         // death of this process of any kind still takes the node down.
@@ -141,7 +139,7 @@ async fn supervise(
         let group = control_group(config)?;
         let control = claim.bind(group.as_ref().map(|g| g.1))?;
         // A node an operator put into maintenance stays at standby across restarts.
-        let maintenance = Maintenance::load(state.path()).map_err(Error::Record)?;
+        let maintenance = Maintenance::load(state.path())?;
         let consul = consul_client(config)?;
         let policy = policy(config);
         tracing::info!(
@@ -157,9 +155,9 @@ async fn supervise(
         let inbox = Inbox(inbox_tx);
         let metrics = Arc::new(Metrics::new());
         if let Some(addr) = config.http {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                Error::Serve(format!("cannot listen on {addr} ([http] listen): {e}"))
-            })?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, source })?;
             let local = listener.local_addr().map_or(addr, |a| a);
             tracing::info!(listen = %local, "http listening");
             tokio::spawn(http::serve(listener, inbox.clone(), metrics.clone()));
@@ -231,12 +229,11 @@ fn control_group(config: &Resolved) -> Result<Option<(String, nix::unistd::Gid)>
     };
     match nix::unistd::Group::from_name(name) {
         Ok(Some(group)) => Ok(Some((group.name, group.gid))),
-        Ok(None) => Err(Error::Serve(format!(
-            "[control] group `{name}` does not exist"
-        ))),
-        Err(e) => Err(Error::Serve(format!(
-            "cannot look up [control] group `{name}`: {e}"
-        ))),
+        Ok(None) => Err(Error::NoGroup(name.clone())),
+        Err(source) => Err(Error::GroupLookup {
+            name: name.clone(),
+            source,
+        }),
     }
 }
 

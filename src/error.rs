@@ -22,8 +22,8 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// A record in the state directory cannot be read.
-    #[error("{0}")]
-    Record(String),
+    #[error(transparent)]
+    Record(#[from] crate::maintenance::RecordError),
     /// The control socket cannot be bound (or another agent owns it).
     #[error(transparent)]
     Socket(#[from] crate::control::server::ControlError),
@@ -33,9 +33,28 @@ pub enum Error {
     /// A Consul setting (address, token, TLS file) cannot be used.
     #[error("consul: {0}")]
     Consul(#[from] crate::consul::SettingsError),
-    /// A server (HTTP, control group) cannot be set up.
-    #[error("{0}")]
-    Serve(String),
+    /// `[http] listen` cannot be bound.
+    #[error("cannot listen on {addr} ([http] listen): {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `[control] group` is not there (any more: validation saw it).
+    #[error("[control] group `{0}` does not exist")]
+    NoGroup(String),
+    /// `[control] group` cannot be looked up.
+    #[error("cannot look up [control] group `{name}`: {source}")]
+    GroupLookup {
+        /// The group.
+        name: String,
+        /// Why.
+        source: nix::Error,
+    },
+    /// The status cannot be encoded as JSON.
+    #[error("encoding the status: {0}")]
+    Encode(#[from] serde_json::Error),
     /// `demote` waited `failover_timeout` (or `--timeout`) and this node
     /// still holds the IP (the demotion stays in place), or `promote` waited
     /// and the node is not up (an unhealthy proxy keeps it down).
@@ -43,8 +62,10 @@ pub enum Error {
     TimedOut(String),
     /// `down` could not be applied at start: nothing was started, and the
     /// node may still hold the floating IP.
-    #[error("{0}")]
-    Demotion(String),
+    #[error(
+        "could not take this node down at start ({0}); it may hold the floating IP, and no proxy was started"
+    )]
+    Demotion(FailoverError),
     /// A stop signal (^C) ended `demote`'s wait; the demotion stays.
     #[error("{message}")]
     Interrupted {
@@ -87,7 +108,10 @@ impl Error {
             | Error::Record(_)
             | Error::Socket(_)
             | Error::Control(_)
-            | Error::Serve(_)
+            | Error::Listen { .. }
+            | Error::NoGroup(_)
+            | Error::GroupLookup { .. }
+            | Error::Encode(_)
             | Error::TimedOut(_)
             | Error::Os { .. } => exit::FAILURE,
             Error::Interrupted { signal, .. } => exit::interrupted(*signal),

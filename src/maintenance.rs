@@ -6,7 +6,7 @@
 //! demote` and `promote` write and remove it, through the agent's control
 //! socket or, with no agent, directly under the state dir's lock.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,32 @@ use crate::state::{StateDir, StateError};
 pub const FILE: &str = "maintenance.toml";
 /// The reason of a `handoff demote` without `--reason`.
 const NO_REASON: &str = "no reason given";
+
+/// The record cannot be read, or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The file is there but is not a record; never taken as "no
+    /// maintenance" (that would promote a node an operator took out of
+    /// service).
+    #[error("{}: {FILE} is damaged: {message}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing or removing it failed.
+    #[error(transparent)]
+    Write(#[from] StateError),
+}
 
 /// Who put the node into maintenance, when, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,10 +56,12 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// Parses a record; a damaged one is an error, never "no maintenance"
-    /// (that would promote a node an operator took out of service).
-    pub fn parse(text: &str) -> Result<Maintenance, String> {
-        toml::from_str(text).map_err(|e| format!("{FILE} is damaged: {}", e.message().trim_end()))
+    /// Parses the record read from `path`.
+    fn parse(path: &Path, text: &str) -> Result<Maintenance, RecordError> {
+        toml::from_str(text).map_err(|e| RecordError::Damaged {
+            path: path.to_path_buf(),
+            message: e.message().trim_end().to_owned(),
+        })
     }
 
     /// The file's content.
@@ -53,7 +81,7 @@ impl Maintenance {
         reason: Option<&str>,
         uid: u32,
         now: u64,
-    ) -> Result<Maintenance, String> {
+    ) -> Result<Maintenance, RecordError> {
         let record = match Maintenance::load(state.path())? {
             Some(old) => Maintenance {
                 reason: reason.map_or(old.reason, str::to_owned),
@@ -65,28 +93,24 @@ impl Maintenance {
                 since: now,
             },
         };
-        state
-            .write(FILE, &record.render())
-            .map_err(|e: StateError| e.to_string())?;
+        state.write(FILE, &record.render())?;
         Ok(record)
     }
 
     /// Ends maintenance; returns the record that was in place, if any.
-    pub fn clear(state: &StateDir) -> Result<Option<Maintenance>, String> {
+    pub fn clear(state: &StateDir) -> Result<Option<Maintenance>, RecordError> {
         let old = Maintenance::load(state.path())?;
-        state.remove(FILE).map_err(|e| e.to_string())?;
+        state.remove(FILE)?;
         Ok(old)
     }
 
     /// Reads the record in `state_dir`; a missing directory or file means none.
-    pub fn load(state_dir: &Path) -> Result<Option<Maintenance>, String> {
+    pub fn load(state_dir: &Path) -> Result<Option<Maintenance>, RecordError> {
         let path = state_dir.join(FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Maintenance::parse(&text)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => Maintenance::parse(&path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(RecordError::Unreadable { path, source }),
         }
     }
 }
@@ -102,10 +126,12 @@ mod tests {
             uid: 0,
             since: 1_795_000_000,
         };
-        assert_eq!(Maintenance::parse(&m.render()).unwrap(), m);
+        let path = Path::new(FILE);
+        assert_eq!(Maintenance::parse(path, &m.render()).unwrap(), m);
         assert!(
-            Maintenance::parse("reason = 1")
+            Maintenance::parse(path, "reason = 1")
                 .unwrap_err()
+                .to_string()
                 .contains("damaged")
         );
         let dir = tempfile::tempdir().unwrap();
@@ -117,7 +143,8 @@ mod tests {
         assert!(
             Maintenance::load(dir.path())
                 .unwrap_err()
-                .contains("maintenance.toml")
+                .to_string()
+                .contains("/maintenance.toml: maintenance.toml is damaged: ")
         );
     }
 

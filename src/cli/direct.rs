@@ -69,7 +69,7 @@ pub async fn demote(
     boot: String,
 ) -> Result<Demoted, Error> {
     let state = open_state(config)?;
-    let record = Maintenance::set(&state, reason, uid, unix_now()).map_err(Error::Record)?;
+    let record = Maintenance::set(&state, reason, uid, unix_now())?;
     let mut backend = AnyBackend::open(&config.backend, children, state, boot).await?;
     let left_down =
         matches!(&backend, AnyBackend::Keepalived(k) if k.level_on_disk() == Some(Level::Down));
@@ -105,5 +105,5 @@ pub async fn demote(
 /// `handoff promote` without an agent; returns the record it removed.
 pub fn promote(config: &Resolved) -> Result<Option<Maintenance>, Error> {
     let state = open_state(config)?;
-    Maintenance::clear(&state).map_err(Error::Record)
+    Ok(Maintenance::clear(&state)?)
 }

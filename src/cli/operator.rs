@@ -51,8 +51,7 @@ pub fn status(flag: Option<&Path>, json: bool) -> Result<u8, Error> {
     match ask(&config, Command::Status) {
         Ok(status) => {
             if json {
-                let text = serde_json::to_string_pretty(&status)
-                    .map_err(|e| Error::Serve(format!("encoding the status: {e}")))?;
+                let text = serde_json::to_string_pretty(&status)?;
                 println!("{text}");
             } else {
                 print!("{}", status.render());

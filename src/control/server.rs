@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     host::unix_now,
-    maintenance::Maintenance,
+    maintenance::{Maintenance, RecordError},
     state::{Holder, LockFailure, StateDir, holder_suffix, take_lock},
 };
 
@@ -398,15 +398,13 @@ impl Context {
     async fn change_maintenance(
         &self,
         verb: &str,
-        change: impl FnOnce(&StateDir) -> Result<Option<Maintenance>, String> + Send + 'static,
+        change: impl FnOnce(&StateDir) -> Result<Option<Maintenance>, RecordError> + Send + 'static,
     ) -> Response {
         let _one_at_a_time = self.writes.lock().await;
         let state = self.state.clone();
-        let changed = tokio::task::spawn_blocking(move || change(&state))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-        match changed {
-            Ok(record) => self.ask(Ask::Maintenance(record)).await,
+        match tokio::task::spawn_blocking(move || change(&state)).await {
+            Ok(Ok(record)) => self.ask(Ask::Maintenance(record)).await,
+            Ok(Err(why)) => Response::error(format!("cannot {verb} maintenance: {why}")),
             Err(why) => Response::error(format!("cannot {verb} maintenance: {why}")),
         }
     }
