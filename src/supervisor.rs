@@ -567,7 +567,7 @@ impl Dispatcher {
             agent: Agent {
                 pid: std::process::id(),
                 uptime_seconds: self.seen.started.elapsed().as_secs(),
-                phase: view.phase.name().to_owned(),
+                phase: view.phase.name(),
             },
             level: view.level,
             level_applied: view.applied,

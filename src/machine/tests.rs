@@ -1654,8 +1654,20 @@ fn phase_names_are_the_status_schemas() {
         (Phase::Done, "exiting"),
     ];
     for (phase, name) in table {
-        assert_eq!(phase.name(), name, "{phase:?}");
+        let json = serde_json::to_string(&phase.name()).expect("a PhaseName serialises");
+        assert_eq!(json, format!("\"{name}\""), "{phase:?}: status JSON");
+        assert_eq!(
+            phase.name().to_string(),
+            name,
+            "{phase:?}: as people read it"
+        );
+        let back: PhaseName = serde_json::from_str(&json).expect("and reads back");
+        assert_eq!(back, phase.name(), "{phase:?}: read back");
     }
+    assert!(
+        serde_json::from_str::<PhaseName>("\"running\"").is_err(),
+        "only the schema's names"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{ExitCodeMap, Reload, RestartPolicy},
@@ -318,20 +319,66 @@ pub enum Phase {
 
 impl Phase {
     /// The phase as `status` names it (docs/status.md); `handoff promote`
-    /// compares with it, so the strings are part of the status schema.
-    pub fn name(self) -> &'static str {
+    /// compares with it, so the names are part of the status schema.
+    pub fn name(self) -> PhaseName {
         match self {
-            Phase::Starting => "starting",
-            Phase::Spawning => "spawning",
-            Phase::Running { healthy: false } => "running:unhealthy",
-            Phase::Running { healthy: true } => "running:healthy",
-            Phase::Restarting => "restarting",
-            Phase::Stopping(Step::Failover { .. }) => "stopping:failover",
-            Phase::Stopping(Step::Settle) => "stopping:settle",
-            Phase::Stopping(Step::Draining) => "stopping:draining",
-            Phase::Stopping(Step::Killed) => "stopping:killed",
-            Phase::Exiting { .. } | Phase::Done => "exiting",
+            Phase::Starting => PhaseName::Starting,
+            Phase::Spawning => PhaseName::Spawning,
+            Phase::Running { healthy: false } => PhaseName::RunningUnhealthy,
+            Phase::Running { healthy: true } => PhaseName::RunningHealthy,
+            Phase::Restarting => PhaseName::Restarting,
+            Phase::Stopping(Step::Failover { .. }) => PhaseName::StoppingFailover,
+            Phase::Stopping(Step::Settle) => PhaseName::StoppingSettle,
+            Phase::Stopping(Step::Draining) => PhaseName::StoppingDraining,
+            Phase::Stopping(Step::Killed) => PhaseName::StoppingKilled,
+            Phase::Exiting { .. } | Phase::Done => PhaseName::Exiting,
         }
+    }
+}
+
+/// A [`Phase`] as `status` shows it (`agent.phase`, docs/status.md): its
+/// data left out, `Exiting` and `Done` one. The renames are the schema's
+/// strings, and the only place they are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PhaseName {
+    /// `down` is being reconciled before the first spawn.
+    #[serde(rename = "starting")]
+    Starting,
+    /// The proxy is being started.
+    #[serde(rename = "spawning")]
+    Spawning,
+    /// Not yet, or no longer, through the health gate.
+    #[serde(rename = "running:unhealthy")]
+    RunningUnhealthy,
+    /// Through the health gate.
+    #[serde(rename = "running:healthy")]
+    RunningHealthy,
+    /// The restart backoff after a crash.
+    #[serde(rename = "restarting")]
+    Restarting,
+    /// Waiting for the floating IP to move.
+    #[serde(rename = "stopping:failover")]
+    StoppingFailover,
+    /// Waiting `settle`.
+    #[serde(rename = "stopping:settle")]
+    StoppingSettle,
+    /// The stop signal was sent.
+    #[serde(rename = "stopping:draining")]
+    StoppingDraining,
+    /// SIGKILL was sent.
+    #[serde(rename = "stopping:killed")]
+    StoppingKilled,
+    /// The proxy is gone; exiting once `down` is applied.
+    #[serde(rename = "exiting")]
+    Exiting,
+}
+
+impl std::fmt::Display for PhaseName {
+    /// The schema's string: serde writes a unit variant's (renamed) name
+    /// straight into a `Formatter` (serde's `impl Serializer for &mut
+    /// fmt::Formatter`), so people read what the JSON says.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.serialize(f)
     }
 }
 
