@@ -230,6 +230,16 @@ impl Machine {
             self.on_stop_signal(out);
         } else if signal == Signal::SIGHUP {
             match self.policy.reload {
+                // systemd hears of the reload around it.
+                Reload::Send(send) if self.proxy_alive => out.extend([
+                    Action::Notify(Notice::Reloading),
+                    Action::Forward {
+                        received: signal,
+                        send,
+                    },
+                    Action::Notify(Notice::Reloaded),
+                ]),
+                // No proxy: dropped, and systemd hears nothing.
                 Reload::Send(send) => self.forward(signal, send, out),
                 Reload::Drop => out.push(Action::Dropped {
                     signal,
@@ -294,6 +304,8 @@ impl Machine {
         }
         self.phase = Phase::Running { healthy };
         let level = if healthy {
+            // Readiness is the proxy's health, each time it is regained.
+            out.push(Action::Notify(Notice::Ready));
             self.healthy_level()
         } else {
             Level::Down
@@ -341,6 +353,7 @@ impl Machine {
                 if self.should_restart(end) {
                     self.restarts = self.restarts.saturating_add(1);
                     out.push(Action::Note(Note::Restarting));
+                    out.push(Action::CountRestart);
                     out.push(Action::Arm(Timer::Restart, self.backoff));
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                     self.phase = Phase::Restarting;

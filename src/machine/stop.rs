@@ -5,7 +5,7 @@
 //! and what a second and third stop signal do ([`Machine::escalate`]). The
 //! start sequence is `crate::agent`'s.
 
-use super::{Action, Confirm, Confirmation, Machine, Note, Phase, Step, Timer};
+use super::{Action, Confirm, Confirmation, Machine, Note, Notice, Phase, Step, Stopwatch, Timer};
 use crate::{exit, failover::Level, failover::Watch};
 
 impl Machine {
@@ -40,12 +40,15 @@ impl Machine {
         }
     }
 
-    /// Stop step 1: go down and start the failover wait.
+    /// Stop step 1: go down and start the failover wait (systemd hears
+    /// STOPPING=1, and the stopwatch for `handoff_failover_seconds` starts).
     pub(super) fn begin_stop(&mut self, out: &mut Vec<Action>) {
         // Known not to hold the IP only if the backend said so after our
         // newest level was in place; anything older may be out of date.
         let held = !(self.role.released() && self.role_seq >= self.seq);
+        out.push(Action::Notify(Notice::Stopping));
         self.phase = Phase::Stopping(Step::Failover { held });
+        out.push(Action::Stopwatch(Stopwatch::Start));
         if self.demote_watch {
             // The stop's own watch (Fast, then Idle after the move) takes over.
             self.demote_watch = false;
@@ -121,12 +124,12 @@ impl Machine {
             // Graceful handover: the peer holds the VIP now; bow out (FAULT)
             // so this node cannot win it back while its proxy stops.
             if held {
-                out.push(Action::Note(Note::MoveConfirmed));
+                out.push(Action::Stopwatch(Stopwatch::Moved));
             }
             self.request(Level::Down, out);
         } else if self.down_applied() {
             if held && self.policy.stop_level == Level::Down {
-                out.push(Action::Note(Note::MoveConfirmed));
+                out.push(Action::Stopwatch(Stopwatch::Moved));
             }
             self.after_failover(out);
         }
