@@ -1924,3 +1924,51 @@ fn only_an_unconfirmed_down_is_logged_as_an_error() {
         assert_eq!(note.severity(), Severity::Info, "{note:?}");
     }
 }
+
+/// The stop counts every stop signal, those held before the spawn
+/// included, and only while it is under way: the second skips the waits,
+/// the third kills, wherever the stop is when they come.
+#[test]
+fn stop_signals_count_from_the_first_held_one() {
+    let notes = |got: &[Action]| -> Vec<Note> {
+        got.iter()
+            .filter_map(|a| match a {
+                Action::Note(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    // Held before the spawn, then delivered at once with the right count.
+    for (held, note, phase) in [
+        (1, None, Phase::Stopping(Step::Failover { held: true })),
+        (2, Some(Note::WaitSkipped), Phase::Stopping(Step::Draining)),
+        (3, Some(Note::KillRequested), Phase::Stopping(Step::Killed)),
+    ] {
+        let mut m = after(
+            policy(),
+            &with(&vec![Event::Signal(SIGTERM); held], &[DOWN1]),
+        );
+        let got = m.handle(Event::Spawned);
+        assert_eq!(notes(&got).last().copied(), note, "{held} held: {got:?}");
+        assert_eq!(m.phase(), phase, "{held} held");
+    }
+    // Draining after failover_timeout: the second only notes, the third kills.
+    let mut m = after(
+        policy(),
+        &with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
+    );
+    assert_eq!(
+        m.handle(Event::Signal(SIGTERM)),
+        vec![Action::Note(Note::AlreadyStopping)]
+    );
+    assert_eq!(m.phase(), Phase::Stopping(Step::Draining));
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert_eq!(notes(&got), [Note::KillRequested], "{got:?}");
+    assert_eq!(m.phase(), Phase::Stopping(Step::Killed));
+    // A spawn that fails with a stop held exits with the spawn's status.
+    let mut m = after(policy(), &[Event::Signal(SIGTERM), DOWN1]);
+    assert_eq!(
+        m.handle(Event::SpawnFailed { code: 127 }),
+        vec![Action::Exit(127)]
+    );
+}
