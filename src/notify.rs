@@ -3,9 +3,12 @@
 //! the stop, and EXTEND_TIMEOUT_USEC for the stop budget while handoff waits
 //! for the failover, so `TimeoutStopSec` does not cut the handover short.
 //!
-//! Only when `$NOTIFY_SOCKET` is set for handoff itself; the proxy never
-//! sees it (`crate::process` removes it from the proxy's environment).
-//! Sending is best effort: a failure is logged once, never fatal.
+//! When each is due is the machine's decision (`crate::machine::Notice`);
+//! this module keeps to the protocol: READY=1 is sent once, RELOADING=1
+//! only after it. Only when `$NOTIFY_SOCKET` is set for handoff itself; the
+//! proxy never sees it (`crate::process` removes it from the proxy's
+//! environment). Sending is best effort: a failure is logged once, never
+//! fatal.
 
 use std::{ffi::OsString, time::Duration};
 

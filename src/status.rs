@@ -15,6 +15,7 @@ use crate::{
     consul::ConsulStatus,
     failover::{Level, Role},
     health::HealthView,
+    machine::PhaseName,
     maintenance::Maintenance,
 };
 
@@ -61,10 +62,9 @@ pub struct Agent {
     pub pid: u32,
     /// Seconds since it started.
     pub uptime_seconds: u64,
-    /// Lifecycle phase: starting, spawning, running, restarting,
-    /// stopping:failover, stopping:settle, stopping:draining,
-    /// stopping:killed, exiting.
-    pub phase: String,
+    /// Lifecycle phase, as its name: "starting", "spawning",
+    /// "running:healthy", "stopping:failover", ... (see [`PhaseName`]).
+    pub phase: PhaseName,
 }
 
 /// The supervised proxy.

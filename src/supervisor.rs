@@ -1,12 +1,15 @@
 //! The dispatcher: one loop that turns happenings into [`Event`]s, asks the
 //! [`Machine`] what to do, and carries the [`Action`]s out in order.
 //!
-//! Owns: the [`Proxy`] (its only owner) and its health checker, the timers,
-//! the status snapshot and metrics, and the log lines for signals, forwards,
-//! phases and decisions. Every action is quick and never waits on the
-//! backend (the worker does), so a signal is handled promptly whatever the
-//! backend is doing. The control socket and HTTP servers reach the loop only
-//! through its inbox (`crate::control::ToAgent`), answered between events.
+//! Owns: the [`Proxy`] (its only owner) and its health checker, the timers
+//! and the clock (the failover stopwatch), the status snapshot, the metrics
+//! and systemd notices, and the log lines for signals, forwards, phases and
+//! decisions. When to notify, count or measure is the machine's decision,
+//! like everything else; this module only carries it out. Every action is
+//! quick and never waits on the backend (the worker does), so a signal is
+//! handled promptly whatever the backend is doing. The control socket and
+//! HTTP servers reach the loop only through its inbox
+//! (`crate::control::ToAgent`), answered between events.
 
 use std::{collections::BTreeMap, collections::VecDeque, sync::Arc, time::Duration};
 
@@ -25,7 +28,7 @@ use crate::{
     failover::{BackendHandle, BackendReport, Failover, spawn_worker},
     health::{self, HealthView, Verdict},
     host,
-    machine::{Action, Event, Machine, Note, Phase, Step, Timer},
+    machine::{Action, Event, Machine, Note, Notice, Severity, Stopwatch, Timer},
     maintenance::Maintenance,
     metrics::Metrics,
     notify::Notifier,
@@ -227,18 +230,6 @@ impl Dispatcher {
             let after = self.parts.machine.phase();
             if before != after {
                 tracing::info!(from = ?before, to = ?after, "phase");
-                if matches!(after, Phase::Stopping(Step::Failover { .. })) {
-                    self.failover_started = Some(Instant::now());
-                }
-                // READY=1 once the proxy passed its health gate, never for a
-                // level alone (a stop's standby is not readiness).
-                if after == (Phase::Running { healthy: true }) {
-                    self.notifier.ready();
-                    panic_for_tests();
-                }
-                if matches!(after, Phase::Stopping(_)) && !matches!(before, Phase::Stopping(_)) {
-                    self.notifier.stopping(self.parts.stop_budget);
-                }
             }
             if let Some(code) = self.execute(actions).await {
                 return code;
@@ -391,14 +382,7 @@ impl Dispatcher {
                     self.pending.push_back(outcome);
                 }
                 Action::Forward { received, send } => {
-                    let reload = received == Signal::SIGHUP;
-                    if reload {
-                        self.notifier.reloading();
-                    }
                     self.send(send, Some(received), "forwarded signal");
-                    if reload {
-                        self.notifier.reload_passed();
-                    }
                 }
                 Action::Dropped { signal, reason } => {
                     tracing::info!(signal = signal.as_str(), ?reason, "signal dropped");
@@ -413,25 +397,28 @@ impl Dispatcher {
                     self.timers.0.remove(&timer);
                 }
                 Action::Watch(watch) => self.backend.watch(watch),
-                Action::Note(note) => {
-                    // A confirmed move also says how long it took.
-                    let moved_after = (note == Note::MoveConfirmed)
-                        .then(|| self.failover_started.map(|t| t.elapsed()))
-                        .flatten();
-                    if let Some(took) = moved_after {
+                Action::Note(note) => log_note(note, None),
+                Action::Notify(notice) => match notice {
+                    Notice::Ready => {
+                        self.notifier.ready();
+                        panic_for_tests();
+                    }
+                    Notice::Reloading => self.notifier.reloading(),
+                    Notice::Reloaded => self.notifier.reload_passed(),
+                    Notice::Stopping => self.notifier.stopping(self.parts.stop_budget),
+                },
+                Action::Stopwatch(Stopwatch::Start) => {
+                    self.failover_started = Some(Instant::now());
+                }
+                Action::Stopwatch(Stopwatch::Moved) => {
+                    let took = self.failover_started.map(|t| t.elapsed());
+                    if let Some(took) = took {
                         self.parts.metrics.moved(took.as_secs_f64());
                     }
-                    if note == Note::Restarting {
-                        self.parts.metrics.restarted();
-                    }
-                    let moved_after_ms =
-                        moved_after.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-                    if note == Note::DownUnconfirmed {
-                        tracing::error!(decision = ?note, "{note}");
-                    } else {
-                        tracing::info!(decision = ?note, moved_after_ms, "{note}");
-                    }
+                    let ms = took.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                    log_note(Note::MoveConfirmed, ms);
                 }
+                Action::CountRestart => self.parts.metrics.restarted(),
                 // Starting a waiter replaces the one before it.
                 Action::Probe(start) => match (start, &self.parts.probe) {
                     (true, Some(target)) => {
@@ -567,7 +554,7 @@ impl Dispatcher {
             agent: Agent {
                 pid: std::process::id(),
                 uptime_seconds: self.seen.started.elapsed().as_secs(),
-                phase: view.phase.name().to_owned(),
+                phase: view.phase.name(),
             },
             level: view.level,
             level_applied: view.applied,
@@ -595,6 +582,14 @@ impl Dispatcher {
     }
 }
 
+/// One line for a decision; a confirmed move also says how long it took.
+fn log_note(note: Note, moved_after_ms: Option<u64>) {
+    match note.severity() {
+        Severity::Error => tracing::error!(decision = ?note, "{note}"),
+        Severity::Info => tracing::info!(decision = ?note, moved_after_ms, "{note}"),
+    }
+}
+
 async fn next_change(proxy: Option<&mut Proxy>) -> Change {
     match proxy {
         Some(proxy) => proxy.next_change().await,
@@ -603,9 +598,9 @@ async fn next_change(proxy: Option<&mut Proxy>) -> Change {
 }
 
 /// Debug builds only: with `HANDOFF_TEST_PANIC=DURATION`, a task panics that
-/// long after the proxy became healthy, so the tests can show that a panic
-/// anywhere ends the process and the dead-man's switch takes the node down
-/// (tests/carp.rs, tests/keepalived.rs, F17).
+/// long after the proxy became healthy ([`Notice::Ready`]), so the tests can
+/// show that a panic anywhere ends the process and the dead-man's switch
+/// takes the node down (tests/carp.rs, tests/keepalived.rs, F17).
 fn panic_for_tests() {
     #[cfg(debug_assertions)]
     if let Some(after) = std::env::var("HANDOFF_TEST_PANIC")

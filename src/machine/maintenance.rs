@@ -2,19 +2,19 @@
 //! the role eagerly until the IP has left (and, where configured, the probe
 //! and Consul confirm the peer took over); `promote` releases it.
 
-use super::{Action, Confirm, Confirmation, Machine, Note, Phase, Timer};
+use super::{Action, Confirm, Confirmation, Machine, Note, State, Timer};
 use crate::failover::Watch;
 
 impl Machine {
     /// `handoff demote` / `promote` (or a record found at start).
     pub(super) fn on_maintenance(&mut self, on: bool, out: &mut Vec<Action>) {
         self.maintenance = on;
-        if self.phase == (Phase::Running { healthy: true }) {
+        if self.state == (State::Running { healthy: true }) {
             self.request(self.healthy_level(), out);
         }
         let stopping = matches!(
-            self.phase,
-            Phase::Stopping(_) | Phase::Exiting { .. } | Phase::Done
+            self.state,
+            State::Stopping(..) | State::Exiting { .. } | State::Done
         );
         if !on || stopping {
             return;
@@ -65,7 +65,7 @@ impl Machine {
         self.give_up(Confirm::Probe, out);
         self.give_up(Confirm::Peer, out);
         out.push(Action::Disarm(Timer::DemoteWatch));
-        if !matches!(self.phase, Phase::Stopping(_)) {
+        if !matches!(self.state, State::Stopping(..)) {
             out.push(Action::Watch(Watch::Idle));
         }
     }

@@ -25,9 +25,10 @@
 //! The files: `vocabulary.rs` holds the types (events, actions, timers,
 //! notes, the view, the policy); `stop.rs` the stop sequence
 //! (`Machine::begin_stop`, `check_move`, `after_failover`, `send_stop`, in
-//! that order); `maintenance.rs` demote and promote; this file the rest
-//! (start, health, the proxy's exit, restarts, deadlines). `tests.rs` holds
-//! the tables over all of it.
+//! that order); `maintenance.rs` demote and promote; this file the
+//! machine's own state (the private `State`: the phase with the data that
+//! exists only in it) and the rest (start, health, the proxy's exit,
+//! restarts, deadlines). `tests.rs` holds the tables over all of it.
 
 mod maintenance;
 mod stop;
@@ -71,15 +72,83 @@ enum Confirm {
     Peer,
 }
 
+/// Where the machine is, with the data that exists only there: the stop
+/// signals held while there is no proxy to stop yet, and the count of a
+/// stop under way. Outside those phases the data cannot exist.
+///
+/// [`Phase`] is its face to the outside and stays data-free: status and
+/// Consul read it, and the dispatcher logs a change of it (by `Debug`:
+/// tests/faults.rs waits for `to=Stopping(Settle)`), so a second stop
+/// signal, which changes the count but not the phase, must not look like a
+/// change there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// [`Phase::Starting`].
+    Starting {
+        /// Stop signals held until the proxy exists, so that its exit
+        /// status is what handoff reports. Only before the first spawn:
+        /// between restarts there is no proxy to wait for, and a stop exits.
+        stops: u8,
+    },
+    /// [`Phase::Spawning`].
+    Spawning {
+        /// Stop signals held until the proxy exists (as in `Starting`).
+        stops: u8,
+    },
+    /// [`Phase::Running`].
+    Running {
+        /// The health gate has passed.
+        healthy: bool,
+    },
+    /// [`Phase::Restarting`].
+    Restarting,
+    /// [`Phase::Stopping`].
+    Stopping(
+        /// Where the stop sequence is.
+        Step,
+        /// Stop signals so far, the held ones included: the second skips
+        /// the waits, the third kills the proxy.
+        u8,
+    ),
+    /// [`Phase::Exiting`].
+    Exiting {
+        /// The exit status.
+        code: u8,
+    },
+    /// [`Phase::Done`].
+    Done,
+}
+
+impl State {
+    /// The phase, as the outside sees it.
+    fn phase(self) -> Phase {
+        match self {
+            State::Starting { .. } => Phase::Starting,
+            State::Spawning { .. } => Phase::Spawning,
+            State::Running { healthy } => Phase::Running { healthy },
+            State::Restarting => Phase::Restarting,
+            State::Stopping(step, _) => Phase::Stopping(step),
+            State::Exiting { code } => Phase::Exiting { code },
+            State::Done => Phase::Done,
+        }
+    }
+}
+
 /// The lifecycle state. Create with [`Machine::new`], then feed it
 /// [`Machine::start`] and events.
 #[derive(Debug, Clone)]
 #[allow(clippy::struct_excessive_bools)] // independent facts, not a hidden enum
 pub struct Machine {
     policy: Policy,
-    phase: Phase,
-    stop_signals: u8,
-    stop_deferred: bool,
+    state: State,
+    // The rest outlives any one phase, so it is not in `State`. The probe
+    // and Consul confirmations are not the stop's alone: `handoff demote`
+    // waits on the same two (`check_demote`, as the stop's `check_move`), a
+    // demote's given-up confirmation stays visible to `status.released`
+    // after its wait, and a stop's runs on into `Exiting` when the proxy
+    // dies during the failover wait. `suspended` matters while draining as
+    // much as while running; the level, role and restart bookkeeping span
+    // the lifecycle.
     proxy_alive: bool,
     requested: Option<Level>,
     /// The level the backend confirmed for the current request; `None`
@@ -89,9 +158,9 @@ pub struct Machine {
     role: Role,
     /// The request the backend had answered when it last saw `role`.
     role_seq: u64,
-    /// The probe of the current stop.
+    /// The probe through the VIP, of the current (or last) stop or demote.
     probe: Confirmation,
-    /// Consul's confirmation of the current stop or demote.
+    /// Consul's confirmation, of the current (or last) stop or demote.
     peer: Confirmation,
     /// Held at standby by an operator.
     maintenance: bool,
@@ -111,9 +180,7 @@ impl Machine {
     pub fn new(policy: Policy) -> Self {
         Machine {
             policy,
-            phase: Phase::Starting,
-            stop_signals: 0,
-            stop_deferred: false,
+            state: State::Starting { stops: 0 },
             proxy_alive: false,
             requested: None,
             applied: None,
@@ -134,7 +201,7 @@ impl Machine {
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.state.phase()
     }
 
     /// Proxy restarts so far.
@@ -145,7 +212,7 @@ impl Machine {
     /// What `handoff status` shows of the machine.
     pub fn view(&self) -> View {
         View {
-            phase: self.phase,
+            phase: self.phase(),
             level: self.requested,
             applied: self.requested.is_some() && self.applied == self.requested,
             role: self.role,
@@ -169,7 +236,7 @@ impl Machine {
     /// Start: reconcile to `down` before anything else; spawn once applied.
     pub fn start(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
-        self.phase = Phase::Starting;
+        self.state = State::Starting { stops: 0 };
         self.request(Level::Down, &mut out);
         out.push(Action::Watch(Watch::Idle));
         out
@@ -178,7 +245,7 @@ impl Machine {
     /// Decides what to do about `event`.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.phase == Phase::Done {
+        if self.state == State::Done {
             return out; // Exit was emitted; nothing follows it
         }
         match event {
@@ -230,6 +297,16 @@ impl Machine {
             self.on_stop_signal(out);
         } else if signal == Signal::SIGHUP {
             match self.policy.reload {
+                // systemd hears of the reload around it.
+                Reload::Send(send) if self.proxy_alive => out.extend([
+                    Action::Notify(Notice::Reloading),
+                    Action::Forward {
+                        received: signal,
+                        send,
+                    },
+                    Action::Notify(Notice::Reloaded),
+                ]),
+                // No proxy: dropped, and systemd hears nothing.
                 Reload::Send(send) => self.forward(signal, send, out),
                 Reload::Drop => out.push(Action::Dropped {
                     signal,
@@ -263,16 +340,20 @@ impl Machine {
     }
 
     fn on_spawned(&mut self, out: &mut Vec<Action>) {
+        let held = match self.state {
+            State::Spawning { stops } => stops,
+            _ => 0,
+        };
         self.proxy_alive = true;
         self.verdict = false;
         self.suspended = false;
-        self.phase = Phase::Running { healthy: false };
+        self.state = State::Running { healthy: false };
         if let Some(gate) = self.policy.startup_gate {
             out.push(Action::Arm(Timer::HealthGate, gate));
         }
         out.push(Action::Arm(Timer::BackoffReset, MAX_BACKOFF));
-        if self.stop_deferred {
-            self.begin_stop(out);
+        if held > 0 {
+            self.begin_stop(held, out);
         }
     }
 
@@ -285,15 +366,17 @@ impl Machine {
     /// The proxy counts as healthy when its gate says so and it is not
     /// stopped; the node follows.
     fn apply_health(&mut self, out: &mut Vec<Action>) {
-        let Phase::Running { healthy: was } = self.phase else {
+        let State::Running { healthy: was } = self.state else {
             return;
         };
         let healthy = self.verdict && !self.suspended;
         if healthy == was {
             return;
         }
-        self.phase = Phase::Running { healthy };
+        self.state = State::Running { healthy };
         let level = if healthy {
+            // Readiness is the proxy's health, each time it is regained.
+            out.push(Action::Notify(Notice::Ready));
             self.healthy_level()
         } else {
             Level::Down
@@ -311,7 +394,7 @@ impl Machine {
         } else {
             Note::ProxyResumed
         }));
-        if suspended && matches!(self.phase, Phase::Stopping(Step::Draining)) {
+        if suspended && matches!(self.state, State::Stopping(Step::Draining, _)) {
             // The stop signal waits in a stopped process: let it act.
             out.push(Action::ContinueProxy);
         }
@@ -332,8 +415,8 @@ impl Machine {
         self.suspended = false;
         let code = self.policy.exit_code_map.apply(exit::from_process_end(end));
         self.last_code = code;
-        match self.phase {
-            Phase::Running { .. } => {
+        match self.state {
+            State::Running { .. } => {
                 // Down first, before any restart or exit.
                 out.push(Action::Disarm(Timer::HealthGate));
                 out.push(Action::Disarm(Timer::BackoffReset));
@@ -341,17 +424,18 @@ impl Machine {
                 if self.should_restart(end) {
                     self.restarts = self.restarts.saturating_add(1);
                     out.push(Action::Note(Note::Restarting));
+                    out.push(Action::CountRestart);
                     out.push(Action::Arm(Timer::Restart, self.backoff));
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    self.phase = Phase::Restarting;
+                    self.state = State::Restarting;
                 } else {
                     self.exit_when_down(code, true, out);
                 }
             }
             // Died during the failover wait: `down` is on its way, and the
             // running Failover deadline still bounds the wait for it.
-            Phase::Stopping(Step::Failover { .. }) => self.exit_when_down(code, false, out),
-            Phase::Stopping(_) => {
+            State::Stopping(Step::Failover { .. }, _) => self.exit_when_down(code, false, out),
+            State::Stopping(..) => {
                 for timer in [Timer::Settle, Timer::StopTimeout] {
                     out.push(Action::Disarm(timer));
                 }
@@ -363,16 +447,16 @@ impl Machine {
                     // DOWN_GRACE to apply it (a track file write takes ms),
                     // so the node is not left a candidate.
                     self.request(Level::Down, out);
-                    self.phase = Phase::Exiting { code };
+                    self.state = State::Exiting { code };
                     let grace = DOWN_GRACE.min(self.policy.failover_timeout);
                     out.push(Action::Arm(Timer::Failover, grace));
                 }
             }
-            Phase::Starting
-            | Phase::Spawning
-            | Phase::Restarting
-            | Phase::Exiting { .. }
-            | Phase::Done => {}
+            State::Starting { .. }
+            | State::Spawning { .. }
+            | State::Restarting
+            | State::Exiting { .. }
+            | State::Done => {}
         }
     }
 
@@ -395,29 +479,29 @@ impl Machine {
             return;
         }
         self.applied = Some(level);
-        match self.phase {
-            Phase::Starting if self.down_applied() => {
-                self.phase = Phase::Spawning;
+        match self.state {
+            State::Starting { stops } if self.down_applied() => {
+                self.state = State::Spawning { stops };
                 out.push(Action::Spawn);
             }
-            Phase::Stopping(Step::Failover { .. }) => self.check_move(out),
-            Phase::Exiting { code } if self.down_applied() => self.exit(code, out),
+            State::Stopping(Step::Failover { .. }, _) => self.check_move(out),
+            State::Exiting { code } if self.down_applied() => self.exit(code, out),
             _ => {}
         }
     }
 
     fn on_deadline(&mut self, timer: Timer, out: &mut Vec<Action>) {
-        match (timer, self.phase) {
-            (Timer::HealthGate, Phase::Running { healthy: false }) => self.on_verdict(true, out),
+        match (timer, self.state) {
+            (Timer::HealthGate, State::Running { healthy: false }) => self.on_verdict(true, out),
             (Timer::BackoffReset, _) => self.backoff = FIRST_BACKOFF,
-            (Timer::Restart, Phase::Restarting) => {
-                self.phase = Phase::Starting;
+            (Timer::Restart, State::Restarting) => {
+                self.state = State::Starting { stops: 0 };
                 if self.down_applied() {
-                    self.phase = Phase::Spawning;
+                    self.state = State::Spawning { stops: 0 };
                     out.push(Action::Spawn);
                 }
             }
-            (Timer::Failover, Phase::Stopping(Step::Failover { .. })) => {
+            (Timer::Failover, State::Stopping(Step::Failover { .. }, _)) => {
                 if self.requested == Some(Level::Standby) {
                     // A peer with `nopreempt` never takes over on a priority drop.
                     out.push(Action::Note(Note::GracefulFallback));
@@ -427,13 +511,14 @@ impl Machine {
                 }
                 self.after_failover(out);
             }
-            (Timer::Failover, Phase::Exiting { .. }) => self.exit_down_unconfirmed(out),
-            (Timer::Failover, Phase::Starting) if self.stop_deferred => {
+            (Timer::Failover, State::Exiting { .. }) => self.exit_down_unconfirmed(out),
+            // A held stop whose `down` was never confirmed: no spawn came.
+            (Timer::Failover, State::Starting { stops }) if stops > 0 => {
                 self.exit_down_unconfirmed(out);
             }
-            (Timer::Settle, Phase::Stopping(Step::Settle)) => self.send_stop(out),
+            (Timer::Settle, State::Stopping(Step::Settle, _)) => self.send_stop(out),
             (Timer::DemoteWatch, _) => self.end_demote_watch(out),
-            (Timer::StopTimeout, Phase::Stopping(Step::Draining)) => {
+            (Timer::StopTimeout, State::Stopping(Step::Draining, _)) => {
                 out.push(Action::Note(Note::StopTimedOut));
                 self.kill(out);
             }
@@ -501,7 +586,7 @@ impl Machine {
             !self.proxy_alive,
             "INVARIANT: never exit while the proxy lives"
         );
-        self.phase = Phase::Done;
+        self.state = State::Done;
         out.push(Action::Exit(code));
     }
 

@@ -5,34 +5,44 @@
 //! and what a second and third stop signal do ([`Machine::escalate`]). The
 //! start sequence is `crate::agent`'s.
 
-use super::{Action, Confirm, Confirmation, Machine, Note, Phase, Step, Timer};
+use super::{Action, Confirm, Confirmation, Machine, Note, Notice, State, Step, Stopwatch, Timer};
 use crate::{exit, failover::Level, failover::Watch};
 
 impl Machine {
     pub(super) fn on_stop_signal(&mut self, out: &mut Vec<Action>) {
-        self.stop_signals = self.stop_signals.saturating_add(1);
-        match self.phase {
+        match self.state {
             // Before the first spawn, and while a spawn is under way, the stop
             // is held and delivered to the proxy once it exists, so its exit
             // status is what handoff reports.
-            Phase::Spawning => self.defer_stop(out),
-            Phase::Starting if self.restarts == 0 => self.defer_stop(out),
+            State::Spawning { .. } => self.defer_stop(out),
+            State::Starting { .. } if self.restarts == 0 => self.defer_stop(out),
             // Between restarts there is no proxy to stop.
-            Phase::Starting | Phase::Restarting => {
+            State::Starting { .. } | State::Restarting => {
                 out.push(Action::Disarm(Timer::Restart));
                 self.exit_when_down(self.last_code, true, out);
             }
-            Phase::Running { .. } => self.begin_stop(out),
-            Phase::Stopping(step) => self.escalate(step, out),
-            Phase::Exiting { .. } | Phase::Done => {}
+            State::Running { .. } => self.begin_stop(1, out),
+            State::Stopping(step, stops) => {
+                self.state = State::Stopping(step, stops.saturating_add(1));
+                self.escalate(out);
+            }
+            State::Exiting { .. } | State::Done => {}
         }
     }
 
+    /// Holds a stop signal until the proxy exists (`on_spawned` begins the
+    /// stop then, with the held signals counted).
     pub(super) fn defer_stop(&mut self, out: &mut Vec<Action>) {
-        if !self.stop_deferred {
-            self.stop_deferred = true;
+        let first = match &mut self.state {
+            State::Starting { stops } | State::Spawning { stops } => {
+                *stops = stops.saturating_add(1);
+                *stops == 1
+            }
+            _ => return,
+        };
+        if first {
             out.push(Action::Note(Note::StopDeferred));
-            if self.phase == Phase::Starting {
+            if matches!(self.state, State::Starting { .. }) {
                 // No spawn until `down` is confirmed; if it never is, the
                 // stop must still end.
                 out.push(Action::Arm(Timer::Failover, self.policy.failover_timeout));
@@ -40,12 +50,17 @@ impl Machine {
         }
     }
 
-    /// Stop step 1: go down and start the failover wait.
-    pub(super) fn begin_stop(&mut self, out: &mut Vec<Action>) {
+    /// Stop step 1: go down and start the failover wait (systemd hears
+    /// STOPPING=1, and the stopwatch for `handoff_failover_seconds` starts).
+    /// `stops` stop signals have arrived, those held before the spawn
+    /// included.
+    pub(super) fn begin_stop(&mut self, stops: u8, out: &mut Vec<Action>) {
         // Known not to hold the IP only if the backend said so after our
         // newest level was in place; anything older may be out of date.
         let held = !(self.role.released() && self.role_seq >= self.seq);
-        self.phase = Phase::Stopping(Step::Failover { held });
+        out.push(Action::Notify(Notice::Stopping));
+        self.state = State::Stopping(Step::Failover { held }, stops);
+        out.push(Action::Stopwatch(Stopwatch::Start));
         if self.demote_watch {
             // The stop's own watch (Fast, then Idle after the move) takes over.
             self.demote_watch = false;
@@ -71,9 +86,9 @@ impl Machine {
         }
         out.push(Action::Arm(Timer::Failover, self.policy.failover_timeout));
         out.push(Action::Watch(Watch::Fast));
-        if self.stop_signals >= 2 {
+        if stops >= 2 {
             // Signals that arrived before the spawn count too.
-            self.escalate(Step::Failover { held }, out);
+            self.escalate(out);
         } else {
             self.check_move(out);
         }
@@ -81,11 +96,14 @@ impl Machine {
 
     /// A further stop signal while stopping: the second skips the waits,
     /// the third (or later) kills the proxy.
-    pub(super) fn escalate(&mut self, step: Step, out: &mut Vec<Action>) {
-        if self.stop_signals >= 3 && step != Step::Killed {
+    pub(super) fn escalate(&mut self, out: &mut Vec<Action>) {
+        let State::Stopping(step, stops) = self.state else {
+            return;
+        };
+        if stops >= 3 && step != Step::Killed {
             out.push(Action::Note(Note::KillRequested));
             self.kill(out);
-        } else if self.stop_signals == 2 && matches!(step, Step::Failover { .. } | Step::Settle) {
+        } else if stops == 2 && matches!(step, Step::Failover { .. } | Step::Settle) {
             out.push(Action::Note(Note::WaitSkipped));
             self.send_stop(out);
         } else {
@@ -97,7 +115,7 @@ impl Machine {
     /// backend says this node no longer holds the IP. If it never held it,
     /// that is true as soon as `down` is applied.
     pub(super) fn check_move(&mut self, out: &mut Vec<Action>) {
-        let Phase::Stopping(Step::Failover { held }) = self.phase else {
+        let State::Stopping(Step::Failover { held }, _) = self.state else {
             return;
         };
         // The role must be one seen after our level was applied: an older
@@ -121,12 +139,12 @@ impl Machine {
             // Graceful handover: the peer holds the VIP now; bow out (FAULT)
             // so this node cannot win it back while its proxy stops.
             if held {
-                out.push(Action::Note(Note::MoveConfirmed));
+                out.push(Action::Stopwatch(Stopwatch::Moved));
             }
             self.request(Level::Down, out);
         } else if self.down_applied() {
             if held && self.policy.stop_level == Level::Down {
-                out.push(Action::Note(Note::MoveConfirmed));
+                out.push(Action::Stopwatch(Stopwatch::Moved));
             }
             self.after_failover(out);
         }
@@ -140,7 +158,7 @@ impl Machine {
         if self.policy.settle.is_zero() {
             self.send_stop(out);
         } else {
-            self.phase = Phase::Stopping(Step::Settle);
+            self.advance(Step::Settle);
             out.push(Action::Arm(Timer::Settle, self.policy.settle));
         }
     }
@@ -150,7 +168,7 @@ impl Machine {
         self.stop_confirmations(out);
         out.push(Action::Disarm(Timer::Failover));
         out.push(Action::Disarm(Timer::Settle));
-        self.phase = Phase::Stopping(Step::Draining);
+        self.advance(Step::Draining);
         out.push(Action::StopProxy(self.policy.stop_signal));
         if self.suspended {
             out.push(Action::ContinueProxy);
@@ -164,8 +182,17 @@ impl Machine {
         for timer in [Timer::Failover, Timer::Settle, Timer::StopTimeout] {
             out.push(Action::Disarm(timer));
         }
-        self.phase = Phase::Stopping(Step::Killed);
+        self.advance(Step::Killed);
         out.push(Action::KillProxy);
+    }
+
+    /// Moves the stop on to `step`; its count goes with it.
+    fn advance(&mut self, step: Step) {
+        let State::Stopping(_, stops) = self.state else {
+            debug_assert!(false, "INVARIANT: only a stop under way advances");
+            return;
+        };
+        self.state = State::Stopping(step, stops);
     }
 
     /// Exit once `down` is applied; with `arm_cap`, bound that wait by
@@ -175,7 +202,7 @@ impl Machine {
         if self.down_applied() {
             self.exit(code, out);
         } else {
-            self.phase = Phase::Exiting { code };
+            self.state = State::Exiting { code };
             if arm_cap {
                 out.push(Action::Arm(Timer::Failover, self.policy.failover_timeout));
             }

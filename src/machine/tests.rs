@@ -148,7 +148,9 @@ fn start_goes_down_before_anything() {
 #[test]
 #[allow(clippy::too_many_lines)]
 fn rules() {
-    use Action::{Arm, Disarm, Dropped, Exit, Forward, KillProxy, Spawn, StopProxy};
+    use Action::{
+        Arm, CountRestart, Disarm, Dropped, Exit, Forward, KillProxy, Notify, Spawn, StopProxy,
+    };
     let draining = Phase::Stopping(Step::Draining);
     let killed = Phase::Stopping(Step::Killed);
     let failover_held = Phase::Stopping(Step::Failover { held: true });
@@ -216,7 +218,7 @@ fn rules() {
             "healthy after the gate: up",
             RUNNING,
             Event::Deadline(Timer::HealthGate),
-            vec![set(Level::Up, 2)],
+            vec![Notify(Notice::Ready), set(Level::Up, 2)],
             Phase::Running { healthy: true },
         ),
         row(
@@ -235,14 +237,28 @@ fn rules() {
         ),
         // Signals.
         row(
-            "SIGHUP becomes the reload signal",
+            "SIGHUP becomes the reload signal, with systemd told around it",
             HEALTHY,
             Event::Signal(SIGHUP),
-            vec![Forward {
-                received: SIGHUP,
-                send: SIGHUP,
-            }],
+            vec![
+                Notify(Notice::Reloading),
+                Forward {
+                    received: SIGHUP,
+                    send: SIGHUP,
+                },
+                Notify(Notice::Reloaded),
+            ],
             Phase::Running { healthy: true },
+        ),
+        row(
+            "no proxy: a reload is dropped, and systemd hears nothing",
+            SPAWNING,
+            Event::Signal(SIGHUP),
+            vec![Dropped {
+                signal: SIGHUP,
+                reason: DropReason::NoProxy,
+            }],
+            Phase::Spawning,
         ),
         row(
             "pass-through is unchanged",
@@ -306,7 +322,11 @@ fn rules() {
             "the proxy continued: up again (its gate had passed)",
             &with(HEALTHY, &[Event::ProxySuspended(true)]),
             Event::ProxySuspended(false),
-            vec![note(Note::ProxyResumed), set(Level::Up, 4)],
+            vec![
+                note(Note::ProxyResumed),
+                Notify(Notice::Ready),
+                set(Level::Up, 4),
+            ],
             Phase::Running { healthy: true },
         ),
         row(
@@ -339,6 +359,8 @@ fn rules() {
             &with(HEALTHY, &[seen(Role::Master, 2)]),
             Event::Signal(SIGTERM),
             vec![
+                Notify(Notice::Stopping),
+                Action::Stopwatch(Stopwatch::Start),
                 Disarm(Timer::HealthGate),
                 Disarm(Timer::BackoffReset),
                 set(Level::Down, 3),
@@ -359,7 +381,7 @@ fn rules() {
             &with(MASTER_STOPPING, &[applied(Level::Down, 3)]),
             seen(Role::Backup, 3),
             stop_actions(vec![
-                note(Note::MoveConfirmed),
+                Action::Stopwatch(Stopwatch::Moved),
                 Disarm(Timer::Failover),
                 watch(Watch::Idle),
             ]),
@@ -489,15 +511,40 @@ fn rules() {
             Phase::Done,
         ),
     ];
-    for Row {
-        name,
-        setup,
-        event,
-        actions,
-        phase,
-    } in rows
+    let restart_rows = vec![row(
+        "crash with a restart policy: down first, the restart counted as it is decided",
+        HEALTHY,
+        Event::ProxyExited(ProcessEnd::Exited(3)),
+        vec![
+            Disarm(Timer::HealthGate),
+            Disarm(Timer::BackoffReset),
+            set(Level::Down, 3),
+            note(Note::Restarting),
+            CountRestart,
+            Arm(Timer::Restart, FIRST_BACKOFF),
+        ],
+        Phase::Restarting,
+    )];
+    let restarting = Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    };
+    let rows = rows
+        .into_iter()
+        .map(|r| (policy(), r))
+        .chain(restart_rows.into_iter().map(|r| (restarting.clone(), r)));
+    for (
+        policy,
+        Row {
+            name,
+            setup,
+            event,
+            actions,
+            phase,
+        },
+    ) in rows
     {
-        let mut m = after(policy(), &setup);
+        let mut m = after(policy, &setup);
         let got = m.handle(event);
         assert_eq!(got, actions, "{name}: actions");
         assert_eq!(m.phase(), phase, "{name}: phase");
@@ -511,10 +558,14 @@ fn presets_translate_reload_and_drop() {
     let mut m = after(p.clone(), RUNNING);
     assert_eq!(
         m.handle(Event::Signal(SIGHUP)),
-        vec![Action::Forward {
-            received: SIGHUP,
-            send: SIGUSR2
-        }]
+        vec![
+            Action::Notify(Notice::Reloading),
+            Action::Forward {
+                received: SIGHUP,
+                send: SIGUSR2
+            },
+            Action::Notify(Notice::Reloaded),
+        ]
     );
     p.reload = Reload::Drop;
     let mut m = after(p, RUNNING);
@@ -540,7 +591,7 @@ fn settle_waits_before_the_stop_signal() {
     assert_eq!(
         got,
         vec![
-            Action::Note(Note::MoveConfirmed),
+            Action::Stopwatch(Stopwatch::Moved),
             Action::Disarm(Timer::Failover),
             Action::Watch(Watch::Idle),
             Action::Arm(Timer::Settle, S(2))
@@ -571,6 +622,10 @@ fn not_master_does_not_wait_for_a_move() {
     );
     let got = m.handle(seen(Role::Backup, 3));
     assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
+    assert!(
+        !got.contains(&Action::Stopwatch(Stopwatch::Moved)),
+        "no move to measure: {got:?}"
+    );
 }
 
 /// Regression: a stop arrived right after `up` while the last role report
@@ -649,14 +704,14 @@ fn graceful_handover_goes_standby_then_down_before_stopping() {
     let got = m.handle(seen(Role::Backup, 3));
     assert_eq!(
         got,
-        vec![Action::Note(Note::MoveConfirmed), set(Level::Down, 4)],
+        vec![Action::Stopwatch(Stopwatch::Moved), set(Level::Down, 4)],
         "then FAULT, proxy still up"
     );
     assert_eq!(m.handle(applied(Level::Down, 4)), vec![]);
     let got = m.handle(seen(Role::Backup, 4));
     assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
     assert!(
-        !got.contains(&Action::Note(Note::MoveConfirmed)),
+        !got.contains(&Action::Stopwatch(Stopwatch::Moved)),
         "confirmed once: {got:?}"
     );
 }
@@ -795,7 +850,7 @@ fn with_a_probe_the_move_waits_for_the_peer_to_answer() {
         "one probe at a time"
     );
     let got = m.handle(Event::ProbeSucceeded);
-    assert_eq!(got[0], Action::Note(Note::MoveConfirmed), "{got:?}");
+    assert_eq!(got[0], Action::Stopwatch(Stopwatch::Moved), "{got:?}");
     assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
 }
 
@@ -859,7 +914,7 @@ fn with_confirm_peer_the_move_waits_for_consul_to_show_the_peer_as_master() {
         "one wait at a time"
     );
     let got = m.handle(Event::PeerConfirmed);
-    assert_eq!(got[0], Action::Note(Note::MoveConfirmed), "{got:?}");
+    assert_eq!(got[0], Action::Stopwatch(Stopwatch::Moved), "{got:?}");
     assert!(got.contains(&Action::StopProxy(SIGTERM)), "{got:?}");
     assert!(!m.view().awaiting_peer);
 }
@@ -1054,7 +1109,7 @@ fn maintenance_holds_a_healthy_node_at_standby() {
     let mut m = after(policy(), &[Event::Maintenance(true), DOWN1, Event::Spawned]);
     assert_eq!(
         m.handle(Event::Deadline(Timer::HealthGate)),
-        vec![set(Level::Standby, 2)]
+        vec![Action::Notify(Notice::Ready), set(Level::Standby, 2)]
     );
     // Cleared: up; set again: standby; an unhealthy proxy: down regardless.
     assert_eq!(m.handle(Event::Maintenance(false)), vec![set(Level::Up, 3)]);
@@ -1068,7 +1123,10 @@ fn maintenance_holds_a_healthy_node_at_standby() {
         vec![],
         "unhealthy: stays down"
     );
-    assert_eq!(m.handle(Event::Health(true)), vec![set(Level::Up, 6)]);
+    assert_eq!(
+        m.handle(Event::Health(true)),
+        vec![Action::Notify(Notice::Ready), set(Level::Up, 6)]
+    );
 }
 
 #[test]
@@ -1173,6 +1231,7 @@ fn restart_backs_off_and_resets() {
             _ => None,
         });
         delays.push(delay.expect("restart armed"));
+        assert!(got.contains(&Action::CountRestart), "{got:?}");
         m.handle(applied(Level::Down, down));
         assert_eq!(
             m.handle(Event::Deadline(Timer::Restart)),
@@ -1250,6 +1309,13 @@ struct World {
     exited: bool,
     suspended: bool,
     timers: Vec<Timer>,
+    /// Between `Notify(Reloading)` and `Notify(Reloaded)`.
+    reloading: bool,
+    /// STOPPING=1 went out.
+    stop_noticed: bool,
+    /// The failover stopwatch was started, and read.
+    stopwatch: bool,
+    moved: bool,
 }
 
 impl World {
@@ -1324,6 +1390,21 @@ impl World {
                     self.alive,
                     "{context}: signalling a proxy that is not running"
                 );
+                if let Action::Forward { received, .. } = action {
+                    assert_eq!(
+                        *received == SIGHUP,
+                        self.reloading,
+                        "{context}: a reload is forwarded inside RELOADING=1 .. READY=1, nothing else is"
+                    );
+                }
+            }
+            Action::Notify(notice) => self.noticed(*notice, context),
+            Action::Stopwatch(lap) => self.timed(*lap, context),
+            Action::CountRestart => {
+                assert!(
+                    !self.alive && !self.stop_seen,
+                    "{context}: a restart counted with a proxy alive, or after a stop"
+                );
             }
             Action::SetLevel { level, seq } => {
                 assert!(
@@ -1358,6 +1439,53 @@ impl World {
             Action::Probe(start) => self.probing = *start,
             Action::ConfirmPeer(start) => self.confirming = *start,
             Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
+        }
+    }
+
+    /// Checks a systemd notice against the invariants.
+    fn noticed(&mut self, notice: Notice, context: &str) {
+        match notice {
+            Notice::Ready => {
+                assert!(
+                    self.alive && !self.suspended && !self.stop_seen,
+                    "{context}: READY=1 without a healthy proxy"
+                );
+            }
+            Notice::Reloading => {
+                assert!(!self.reloading, "{context}: RELOADING=1 twice");
+                self.reloading = true;
+            }
+            Notice::Reloaded => {
+                assert!(self.reloading, "{context}: READY=1 after no reload");
+                self.reloading = false;
+            }
+            Notice::Stopping => {
+                assert!(
+                    self.stop_seen && !self.stop_noticed,
+                    "{context}: STOPPING=1 without a stop, or twice"
+                );
+                self.stop_noticed = true;
+            }
+        }
+    }
+
+    /// Checks the failover stopwatch against the invariants.
+    fn timed(&mut self, lap: Stopwatch, context: &str) {
+        match lap {
+            Stopwatch::Start => {
+                assert!(
+                    self.stop_noticed && !self.stopwatch,
+                    "{context}: the stopwatch starts once, with the stop"
+                );
+                self.stopwatch = true;
+            }
+            Stopwatch::Moved => {
+                assert!(
+                    self.stopwatch && !self.moved,
+                    "{context}: a move measured without a stopwatch, or twice"
+                );
+                self.moved = true;
+            }
         }
     }
 }
@@ -1654,8 +1782,20 @@ fn phase_names_are_the_status_schemas() {
         (Phase::Done, "exiting"),
     ];
     for (phase, name) in table {
-        assert_eq!(phase.name(), name, "{phase:?}");
+        let json = serde_json::to_string(&phase.name()).expect("a PhaseName serialises");
+        assert_eq!(json, format!("\"{name}\""), "{phase:?}: status JSON");
+        assert_eq!(
+            phase.name().to_string(),
+            name,
+            "{phase:?}: as people read it"
+        );
+        let back: PhaseName = serde_json::from_str(&json).expect("and reads back");
+        assert_eq!(back, phase.name(), "{phase:?}: read back");
     }
+    assert!(
+        serde_json::from_str::<PhaseName>("\"running\"").is_err(),
+        "only the schema's names"
+    );
 }
 
 #[test]
@@ -1671,4 +1811,164 @@ fn released_waits_for_the_role_after_the_newest_level_and_every_confirmation() {
     assert!(!m.released(), "the probe is still owed");
     m.handle(Event::ProbeSucceeded);
     assert!(m.released());
+}
+
+/// READY=1 follows the proxy's health: one notice each time a proxy passes
+/// its gate (systemd hears only the first), none while it stays healthy,
+/// none for a level alone, none once stopping.
+#[test]
+fn ready_is_noticed_once_per_healthy_entry() {
+    let ready = |got: Vec<Action>| {
+        got.iter()
+            .filter(|a| **a == Action::Notify(Notice::Ready))
+            .count()
+    };
+    let p = Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    };
+    let mut m = after(p, RUNNING);
+    let steps = [
+        (Event::Deadline(Timer::HealthGate), 1, "the gate passes"),
+        (UP2, 0, "up applied: a level is not readiness"),
+        (Event::Health(true), 0, "still healthy"),
+        (Event::Health(false), 0, "unhealthy"),
+        (Event::Health(true), 1, "healthy again"),
+        (Event::ProxySuspended(true), 0, "stopped (WSTOPPED)"),
+        (Event::ProxySuspended(false), 1, "continued"),
+        (Event::Maintenance(true), 0, "held at standby"),
+        (Event::ProxyExited(ProcessEnd::Exited(1)), 0, "crashed"),
+        (applied(Level::Down, 8), 0, "down"),
+    ];
+    for (event, count, name) in steps {
+        assert_eq!(ready(m.handle(event)), count, "{name}");
+    }
+    assert_eq!(
+        m.handle(Event::Deadline(Timer::Restart)),
+        vec![Action::Spawn]
+    );
+    let steps = [
+        (Event::Spawned, 0, "the next proxy"),
+        (Event::Deadline(Timer::HealthGate), 1, "passes its gate"),
+        (Event::Signal(SIGTERM), 0, "a stop"),
+        (Event::Health(true), 0, "health while stopping"),
+    ];
+    for (event, count, name) in steps {
+        assert_eq!(ready(m.handle(event)), count, "{name}");
+    }
+}
+
+/// STOPPING=1 goes out once, as the stop sequence begins, and the failover
+/// stopwatch starts with it; further stop signals add neither.
+#[test]
+fn the_stop_is_noticed_once_and_starts_the_stopwatch() {
+    let begun = [
+        Action::Notify(Notice::Stopping),
+        Action::Stopwatch(Stopwatch::Start),
+    ];
+    let neither = |got: &[Action]| !got.iter().any(|a| begun.contains(a));
+    let mut m = after(policy(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert_eq!(got[..2], begun, "{got:?}");
+    for more in ["second", "third", "fourth"] {
+        let got = m.handle(Event::Signal(SIGTERM));
+        assert!(neither(&got), "{more} stop signal: {got:?}");
+    }
+
+    // Held before the spawn: the stop begins, and is noticed, at the spawn;
+    // a second signal held with it skips the wait at once, noticed once.
+    for held in [1, 2] {
+        let mut m = after(policy(), &vec![Event::Signal(SIGTERM); held]);
+        let got = m.handle(DOWN1);
+        assert!(neither(&got), "{got:?}");
+        let got = m.handle(Event::Spawned);
+        assert_eq!(
+            got.iter().filter(|a| begun.contains(a)).count(),
+            2,
+            "{held} held: {got:?}"
+        );
+    }
+
+    // Between restarts there is no proxy and no stop sequence: handoff
+    // exits once down, as it did before STOPPING=1 was the machine's.
+    let p = Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    };
+    let mut m = after(
+        p,
+        &with(RUNNING, &[Event::ProxyExited(ProcessEnd::Exited(5))]),
+    );
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert!(neither(&got), "{got:?}");
+}
+
+#[test]
+fn only_an_unconfirmed_down_is_logged_as_an_error() {
+    assert_eq!(Note::DownUnconfirmed.severity(), Severity::Error);
+    for note in [
+        Note::StopDeferred,
+        Note::NotMaster,
+        Note::MoveConfirmed,
+        Note::MoveTimedOut,
+        Note::WaitSkipped,
+        Note::StopTimedOut,
+        Note::KillRequested,
+        Note::Restarting,
+        Note::ProxySuspended,
+        Note::ProxyResumed,
+        Note::AlreadyStopping,
+        Note::GracefulFallback,
+        Note::MaintenanceReleased,
+    ] {
+        assert_eq!(note.severity(), Severity::Info, "{note:?}");
+    }
+}
+
+/// The stop counts every stop signal, those held before the spawn
+/// included, and only while it is under way: the second skips the waits,
+/// the third kills, wherever the stop is when they come.
+#[test]
+fn stop_signals_count_from_the_first_held_one() {
+    let notes = |got: &[Action]| -> Vec<Note> {
+        got.iter()
+            .filter_map(|a| match a {
+                Action::Note(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    // Held before the spawn, then delivered at once with the right count.
+    for (held, note, phase) in [
+        (1, None, Phase::Stopping(Step::Failover { held: true })),
+        (2, Some(Note::WaitSkipped), Phase::Stopping(Step::Draining)),
+        (3, Some(Note::KillRequested), Phase::Stopping(Step::Killed)),
+    ] {
+        let mut m = after(
+            policy(),
+            &with(&vec![Event::Signal(SIGTERM); held], &[DOWN1]),
+        );
+        let got = m.handle(Event::Spawned);
+        assert_eq!(notes(&got).last().copied(), note, "{held} held: {got:?}");
+        assert_eq!(m.phase(), phase, "{held} held");
+    }
+    // Draining after failover_timeout: the second only notes, the third kills.
+    let mut m = after(
+        policy(),
+        &with(MASTER_STOPPING, &[Event::Deadline(Timer::Failover)]),
+    );
+    assert_eq!(
+        m.handle(Event::Signal(SIGTERM)),
+        vec![Action::Note(Note::AlreadyStopping)]
+    );
+    assert_eq!(m.phase(), Phase::Stopping(Step::Draining));
+    let got = m.handle(Event::Signal(SIGTERM));
+    assert_eq!(notes(&got), [Note::KillRequested], "{got:?}");
+    assert_eq!(m.phase(), Phase::Stopping(Step::Killed));
+    // A spawn that fails with a stop held exits with the spawn's status.
+    let mut m = after(policy(), &[Event::Signal(SIGTERM), DOWN1]);
+    assert_eq!(
+        m.handle(Event::SpawnFailed { code: 127 }),
+        vec![Action::Exit(127)]
+    );
 }

@@ -1,12 +1,13 @@
 //! The machine's vocabulary: what it is told ([`Event`]), what it asks for
-//! ([`Action`], [`Timer`], [`Note`]), what it shows ([`View`], [`Phase`],
-//! [`Step`]) and the config it decides by ([`Policy`]). Types only; the
-//! decisions are in the parent module and its `stop` and `maintenance`
-//! children.
+//! ([`Action`], [`Timer`], [`Note`], [`Notice`], [`Stopwatch`]), what it
+//! shows ([`View`], [`Phase`], [`PhaseName`], [`Step`]) and the config it
+//! decides by ([`Policy`]). Types only; the decisions are in the parent
+//! module and its `stop` and `maintenance` children.
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{ExitCodeMap, Reload, RestartPolicy},
@@ -176,8 +177,16 @@ pub enum Action {
     Disarm(Timer),
     /// Change how eagerly the backend's role is polled.
     Watch(Watch),
-    /// Record a decision in the log.
+    /// Record a decision in the log (at its [`Note::severity`]).
     Note(Note),
+    /// Tell systemd ([`Notice`]); a no-op outside a `Type=notify` unit.
+    Notify(Notice),
+    /// The failover stopwatch. The dispatcher keeps the clock: the machine
+    /// says when the wait begins and when the IP moved, never how long.
+    Stopwatch(Stopwatch),
+    /// Count a proxy restart (the `handoff_proxy_restarts` metric); follows
+    /// [`Note::Restarting`].
+    CountRestart,
     /// Start (`true`) or cancel (`false`) probing the VIP until it answers.
     Probe(bool),
     /// Start (`true`) or cancel (`false`) waiting for Consul to show another
@@ -185,6 +194,34 @@ pub enum Action {
     ConfirmPeer(bool),
     /// Exit handoff with this status. Never emitted while the proxy lives.
     Exit(u8),
+}
+
+/// What systemd is told (sd_notify(3); `crate::notify` sends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// READY=1: the proxy passed its health gate. Emitted each time it
+    /// does; systemd only hears the first (`Notifier::ready`), and never
+    /// for a level alone (a stop's standby is not readiness).
+    Ready,
+    /// RELOADING=1: a reload is about to be passed to the proxy.
+    Reloading,
+    /// READY=1 again: the reload was passed on. The proxy reloads in the
+    /// background and says nothing when done, so this follows at once.
+    Reloaded,
+    /// STOPPING=1, extending systemd's stop timeout to the stop's budget:
+    /// the stop sequence began (once per stop).
+    Stopping,
+}
+
+/// The failover stopwatch: how long the floating IP took to move, from the
+/// stop signal (`handoff_failover_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopwatch {
+    /// The failover wait begins.
+    Start,
+    /// The floating IP moved away: log [`Note::MoveConfirmed`] with the time
+    /// since [`Stopwatch::Start`] (`moved_after_ms`), and record that time.
+    Moved,
 }
 
 /// Why a signal was not passed on.
@@ -206,7 +243,8 @@ pub enum Note {
     StopDeferred,
     /// The node did not hold the IP: the stop does not wait for a move.
     NotMaster,
-    /// The IP moved away.
+    /// The IP moved away; logged by [`Stopwatch::Moved`], with how long
+    /// the move took.
     MoveConfirmed,
     /// `failover_timeout` passed without the move being confirmed.
     MoveTimedOut,
@@ -232,6 +270,37 @@ pub enum Note {
     GracefulFallback,
     /// In maintenance, and the backend says this node no longer holds the IP.
     MaintenanceReleased,
+}
+
+/// How loudly a [`Note`] is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// A decision in the normal course of things.
+    Info,
+    /// Someone must look: the node may still hold the floating IP.
+    Error,
+}
+
+impl Note {
+    /// How loudly the dispatcher logs this note.
+    pub fn severity(self) -> Severity {
+        match self {
+            Note::DownUnconfirmed => Severity::Error,
+            Note::StopDeferred
+            | Note::NotMaster
+            | Note::MoveConfirmed
+            | Note::MoveTimedOut
+            | Note::WaitSkipped
+            | Note::StopTimedOut
+            | Note::KillRequested
+            | Note::Restarting
+            | Note::ProxySuspended
+            | Note::ProxyResumed
+            | Note::AlreadyStopping
+            | Note::GracefulFallback
+            | Note::MaintenanceReleased => Severity::Info,
+        }
+    }
 }
 
 impl std::fmt::Display for Note {
@@ -318,20 +387,66 @@ pub enum Phase {
 
 impl Phase {
     /// The phase as `status` names it (docs/status.md); `handoff promote`
-    /// compares with it, so the strings are part of the status schema.
-    pub fn name(self) -> &'static str {
+    /// compares with it, so the names are part of the status schema.
+    pub fn name(self) -> PhaseName {
         match self {
-            Phase::Starting => "starting",
-            Phase::Spawning => "spawning",
-            Phase::Running { healthy: false } => "running:unhealthy",
-            Phase::Running { healthy: true } => "running:healthy",
-            Phase::Restarting => "restarting",
-            Phase::Stopping(Step::Failover { .. }) => "stopping:failover",
-            Phase::Stopping(Step::Settle) => "stopping:settle",
-            Phase::Stopping(Step::Draining) => "stopping:draining",
-            Phase::Stopping(Step::Killed) => "stopping:killed",
-            Phase::Exiting { .. } | Phase::Done => "exiting",
+            Phase::Starting => PhaseName::Starting,
+            Phase::Spawning => PhaseName::Spawning,
+            Phase::Running { healthy: false } => PhaseName::RunningUnhealthy,
+            Phase::Running { healthy: true } => PhaseName::RunningHealthy,
+            Phase::Restarting => PhaseName::Restarting,
+            Phase::Stopping(Step::Failover { .. }) => PhaseName::StoppingFailover,
+            Phase::Stopping(Step::Settle) => PhaseName::StoppingSettle,
+            Phase::Stopping(Step::Draining) => PhaseName::StoppingDraining,
+            Phase::Stopping(Step::Killed) => PhaseName::StoppingKilled,
+            Phase::Exiting { .. } | Phase::Done => PhaseName::Exiting,
         }
+    }
+}
+
+/// A [`Phase`] as `status` shows it (`agent.phase`, docs/status.md): its
+/// data left out, `Exiting` and `Done` one. The renames are the schema's
+/// strings, and the only place they are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PhaseName {
+    /// `down` is being reconciled before the first spawn.
+    #[serde(rename = "starting")]
+    Starting,
+    /// The proxy is being started.
+    #[serde(rename = "spawning")]
+    Spawning,
+    /// Not yet, or no longer, through the health gate.
+    #[serde(rename = "running:unhealthy")]
+    RunningUnhealthy,
+    /// Through the health gate.
+    #[serde(rename = "running:healthy")]
+    RunningHealthy,
+    /// The restart backoff after a crash.
+    #[serde(rename = "restarting")]
+    Restarting,
+    /// Waiting for the floating IP to move.
+    #[serde(rename = "stopping:failover")]
+    StoppingFailover,
+    /// Waiting `settle`.
+    #[serde(rename = "stopping:settle")]
+    StoppingSettle,
+    /// The stop signal was sent.
+    #[serde(rename = "stopping:draining")]
+    StoppingDraining,
+    /// SIGKILL was sent.
+    #[serde(rename = "stopping:killed")]
+    StoppingKilled,
+    /// The proxy is gone; exiting once `down` is applied.
+    #[serde(rename = "exiting")]
+    Exiting,
+}
+
+impl std::fmt::Display for PhaseName {
+    /// The schema's string: serde writes a unit variant's (renamed) name
+    /// straight into a `Formatter` (serde's `impl Serializer for &mut
+    /// fmt::Formatter`), so people read what the JSON says.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.serialize(f)
     }
 }
 
