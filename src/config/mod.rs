@@ -36,8 +36,8 @@ pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConfigErrors};
 pub use preset::Preset;
 pub use resolved::{
-    Backend, CONSUL_EXIT_LIMIT, Check, Consul, Control, DOWN_GRACE, Failover, HealthCheck,
-    HealthGate, Proxy, Resolved, STARTUP_GATE, StopBudget,
+    Backend, CONSUL_EXIT_LIMIT, Check, Control, DOWN_GRACE, Failover, HealthCheck, HealthGate,
+    Proxy, Resolved, STARTUP_GATE, StopBudget,
 };
 pub use signal::{Reload, SignalName};
 pub use values::{
@@ -352,7 +352,8 @@ fn default_command_timeout() -> Duration {
 #[serde(deny_unknown_fields, default)]
 pub struct ConsulConfig {
     /// Agent address; default from `CONSUL_HTTP_ADDR`.
-    pub address: Option<Spanned<String>>,
+    #[serde(deserialize_with = "values::consul_address")]
+    pub address: Option<String>,
     /// Token file; default from `CONSUL_HTTP_TOKEN_FILE` / `CONSUL_HTTP_TOKEN`.
     pub token_file: Option<PathBuf>,
     /// Registered service name.
@@ -379,6 +380,10 @@ pub struct ConsulConfig {
     pub tls_server_name: Option<String>,
     /// `false` accepts any certificate; default from `CONSUL_HTTP_SSL_VERIFY`.
     pub ssl_verify: Option<bool>,
+    /// The floating addresses advertised in the registration's Meta: not a
+    /// key of the file, but the backend's (the resolved stage fills it in).
+    #[serde(skip)]
+    pub vips: Vec<IpAddr>,
 }
 
 impl Default for ConsulConfig {
@@ -396,6 +401,7 @@ impl Default for ConsulConfig {
             key_file: None,
             tls_server_name: None,
             ssl_verify: None,
+            vips: Vec::new(),
         }
     }
 }

@@ -54,8 +54,8 @@ pub struct Resolved {
     pub failover: Failover,
     /// The longest a planned stop can take, in its parts.
     pub budget: StopBudget,
-    /// Consul reporting, with `[consul]`.
-    pub consul: Option<Consul>,
+    /// Consul reporting, with `[consul]` (its `vips` filled in).
+    pub consul: Option<ConsulConfig>,
     /// The control socket and the state dir.
     pub control: Control,
     /// `[http] listen`; `None` disables the endpoint.
@@ -211,66 +211,6 @@ impl StopBudget {
     }
 }
 
-/// `[consul]`, before the environment is read (`crate::consul::Settings`).
-#[derive(Debug, Clone)]
-pub struct Consul {
-    /// Agent address; else `CONSUL_HTTP_ADDR`.
-    pub address: Option<String>,
-    /// Token file; else `CONSUL_HTTP_TOKEN_FILE` / `CONSUL_HTTP_TOKEN`.
-    pub token_file: Option<PathBuf>,
-    /// Registered service name.
-    pub service: String,
-    /// Registered service ID; `${hostname}` is expanded.
-    pub service_id: String,
-    /// TTL of the check.
-    pub ttl: Duration,
-    /// On stop, also wait until another node reports master.
-    pub confirm_peer: bool,
-    /// Consul removes this node's instance after its check has been
-    /// critical this long.
-    pub deregister_critical_after: Option<Duration>,
-    /// CA bundle; else `CONSUL_CACERT`.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate; else `CONSUL_CLIENT_CERT`.
-    pub cert_file: Option<PathBuf>,
-    /// Client key; else `CONSUL_CLIENT_KEY`.
-    pub key_file: Option<PathBuf>,
-    /// Name the agent's certificate must carry; else `CONSUL_TLS_SERVER_NAME`.
-    pub tls_server_name: Option<String>,
-    /// `false` accepts any certificate; else `CONSUL_HTTP_SSL_VERIFY`.
-    pub ssl_verify: Option<bool>,
-    /// The floating addresses advertised in the registration's Meta (the
-    /// backend's, when it names them).
-    pub vips: Vec<IpAddr>,
-}
-
-impl From<ConsulConfig> for Consul {
-    fn from(c: ConsulConfig) -> Consul {
-        Consul {
-            address: c.address.map(toml::Spanned::into_inner),
-            token_file: c.token_file,
-            service: c.service,
-            service_id: c.service_id,
-            ttl: c.ttl,
-            confirm_peer: c.confirm_peer,
-            deregister_critical_after: c.deregister_critical_after,
-            ca_file: c.ca_file,
-            cert_file: c.cert_file,
-            key_file: c.key_file,
-            tls_server_name: c.tls_server_name,
-            ssl_verify: c.ssl_verify,
-            vips: Vec::new(),
-        }
-    }
-}
-
-impl Default for Consul {
-    /// `[consul]` with every key left out.
-    fn default() -> Consul {
-        ConsulConfig::default().into()
-    }
-}
-
 /// `[control]`
 #[derive(Debug, Clone)]
 pub struct Control {
@@ -317,9 +257,9 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
                 .unwrap_or_default(),
         ),
     };
-    let consul = consul.map(|section| Consul {
+    let consul = consul.map(|section| ConsulConfig {
         vips: backend.vips().to_vec(),
-        ..section.into_inner().into()
+        ..section.into_inner()
     });
     let exit = DOWN_GRACE
         + if consul.is_some() {

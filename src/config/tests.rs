@@ -574,3 +574,13 @@ fn a_backend_without_its_section_never_reaches_the_resolved_stage() {
     .to_string();
     assert!(e.contains("needs a [failover.command] section"), "{e}");
 }
+
+#[test]
+fn a_bad_consul_address_is_refused_where_it_stands() {
+    let e = parse_err("[consul]\nservice = \"edge\"\naddress = \"ftp://x:1\"\n");
+    assert!(
+        e.starts_with("handoff.toml:3:11: ")
+            && e.contains("scheme `ftp` is not http, https or unix"),
+        "{e}"
+    );
+}

@@ -142,11 +142,6 @@ fn control(control: &ControlConfig, problems: &mut Vec<Problem>) {
 fn consul(section: &Spanned<ConsulConfig>, problems: &mut Vec<Problem>) {
     let consul = section.get_ref();
     let span = Some(section.span());
-    if let Some(address) = &consul.address
-        && let Err(message) = super::Endpoint::parse(address.get_ref(), false)
-    {
-        problems.push((Some(address.span()), message));
-    }
     if consul.service.is_empty() || consul.service_id.is_empty() {
         problems.push((
             span.clone(),

@@ -110,6 +110,17 @@ pub fn interfaces<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
     Ok(names)
 }
 
+/// `[consul] address`: one of the forms `CONSUL_HTTP_ADDR` takes, checked
+/// here so that a bad one is refused at its place in the file (the scheme of
+/// a bare `host:port` is settled later, with `CONSUL_HTTP_SSL`).
+pub fn consul_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    super::Endpoint::parse(&text, false).map_err(de::Error::custom)?;
+    Ok(Some(text))
+}
+
 /// `probe = "tcp://host:port"` or `"http://..."`: proof that the peer serves the VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::config::Consul;
+use crate::config::ConsulConfig;
 pub use crate::config::Endpoint;
 
 /// The agent's address when neither the config nor `CONSUL_HTTP_ADDR` says.
@@ -103,7 +103,7 @@ impl Settings {
     /// Resolves `[consul]` over the environment (`env` looks a variable up).
     /// The config's keys win; the token file is read here.
     pub fn resolve(
-        config: &Consul,
+        config: &ConsulConfig,
         env: impl Fn(&str) -> Option<String>,
         node: &str,
     ) -> Result<Settings, SettingsError> {
@@ -191,7 +191,7 @@ impl Settings {
 
 /// The client certificate and key: both or neither.
 fn client_pair(
-    config: &Consul,
+    config: &ConsulConfig,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(PathBuf, PathBuf)>, SettingsError> {
     let (cert, key, place) = if config.cert_file.is_some() || config.key_file.is_some() {
@@ -241,7 +241,7 @@ mod tests {
 
     use super::*;
 
-    fn resolve(config: &Consul, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    fn resolve(config: &ConsulConfig, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -292,7 +292,7 @@ mod tests {
         std::fs::write(&file, "from-file\n").unwrap();
         let env_file = file.to_str().unwrap();
         let s = resolve(
-            &Consul::default(),
+            &ConsulConfig::default(),
             &[
                 ("CONSUL_HTTP_ADDR", "https://c:8501"),
                 ("CONSUL_HTTP_TOKEN_FILE", env_file),
@@ -308,10 +308,10 @@ mod tests {
         assert_eq!(s.tls.server_name.as_deref(), Some("server.dc1.consul"));
         assert_eq!(s.service_id, "edge-edge1");
 
-        let config = Consul {
+        let config = ConsulConfig {
             address: Some("http://10.0.0.1:8500".into()),
             ssl_verify: Some(true),
-            ..Consul::default()
+            ..ConsulConfig::default()
         };
         let s = resolve(
             &config,
@@ -328,10 +328,10 @@ mod tests {
 
     #[test]
     fn errors_name_their_place_and_never_the_token() {
-        let e = resolve(&Consul::default(), &[("CONSUL_HTTP_ADDR", "ftp://x")]).unwrap_err();
+        let e = resolve(&ConsulConfig::default(), &[("CONSUL_HTTP_ADDR", "ftp://x")]).unwrap_err();
         assert_eq!(e.place, "CONSUL_HTTP_ADDR");
         let e = resolve(
-            &Consul::default(),
+            &ConsulConfig::default(),
             &[("CONSUL_HTTP_TOKEN_FILE", "/nonexistent/token")],
         )
         .unwrap_err();
@@ -340,9 +340,13 @@ mod tests {
                 .starts_with("CONSUL_HTTP_TOKEN_FILE /nonexistent/token: cannot read"),
             "{e}"
         );
-        let e = resolve(&Consul::default(), &[("CONSUL_CLIENT_CERT", "/c.pem")]).unwrap_err();
+        let e = resolve(
+            &ConsulConfig::default(),
+            &[("CONSUL_CLIENT_CERT", "/c.pem")],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("both or neither"), "{e}");
-        let s = resolve(&Consul::default(), &[("CONSUL_HTTP_TOKEN", "s3cret")]).unwrap();
+        let s = resolve(&ConsulConfig::default(), &[("CONSUL_HTTP_TOKEN", "s3cret")]).unwrap();
         assert!(!format!("{s:?}").contains("s3cret"));
     }
 }
