@@ -39,7 +39,8 @@ job "edge-proxy" {
       }
       # handoff's HTTP endpoint, on 127.0.0.1 only ([http] listen below):
       # /status and /metrics are not for the network, and the check below
-      # runs on this node.
+      # runs on this node. Scrape /metrics through something on the node (a
+      # Prometheus agent, or a traefik route with its own access control).
       port "handoff" {
         static = 9480
       }
