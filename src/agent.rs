@@ -30,6 +30,7 @@ use crate::{
     metrics::Metrics,
     platform,
     process::Children,
+    redact,
     sentinel::{ProxyLink, Sentinel},
     signals,
     state::StateDir,
@@ -145,7 +146,7 @@ async fn supervise(
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             backend = config.backend.name(),
-            command = %argv,
+            command = %redact::argv(&argv, config.http.show_argv),
             stop_signal = policy.stop_signal.as_str(),
             reload = ?policy.reload,
             control = %control.path().display(),
@@ -154,19 +155,26 @@ async fn supervise(
         let (inbox_tx, inbox_rx) = mpsc::channel(16);
         let inbox = Inbox(inbox_tx);
         let metrics = Arc::new(Metrics::new());
-        if let Some(addr) = config.http {
+        if let Some(addr) = config.http.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| Error::Listen { addr, source })?;
             let local = listener.local_addr().map_or(addr, |a| a);
             tracing::info!(listen = %local, "http listening");
-            tokio::spawn(http::serve(listener, inbox.clone(), metrics.clone()));
+            let serve = http::serve(
+                listener,
+                inbox.clone(),
+                metrics.clone(),
+                config.http.show_argv,
+            );
+            tokio::spawn(serve);
         }
         // The supervisor runs on this (main) thread: it forks the proxy, and
         // Linux's PDEATHSIG fires when the forking *thread* exits.
         let mut supervisor = Supervisor {
             machine: Machine::new(policy),
             argv,
+            show_argv: config.http.show_argv,
             group: config.proxy.process_group,
             children,
             signals: signal_rx,

@@ -37,7 +37,8 @@
 //! * [`agent`]: the start sequence, `handoff run` assembled in the order
 //!   the lifecycle requires (locks, `down` confirmed, the [`sentinel`], then
 //!   the rest); [`sentinel`]: the dead-man's switch.
-//! * [`config`], [`check`], [`cli`], [`exit`], [`error`]: the interface.
+//! * [`config`], [`check`], [`cli`], [`exit`], [`error`]: the interface;
+//!   [`http`] and [`redact`]: what the network may ask and see.
 //! * [`platform`]: everything that differs between Linux and OpenBSD.
 
 pub mod agent;
@@ -61,6 +62,7 @@ pub mod platform;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod redact;
 pub mod sentinel;
 pub mod signals;
 pub mod state;

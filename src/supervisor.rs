@@ -36,6 +36,7 @@ use crate::{
     probe,
     process::Children,
     proxy::{Change, Proxy},
+    redact,
     sentinel::{ProxyLink, ProxyRef},
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
@@ -47,6 +48,9 @@ pub struct Supervisor {
     pub machine: Machine,
     /// The proxy's command line.
     pub argv: Argv,
+    /// `[http] show_argv`: "proxy started" logs the whole command line
+    /// (else through `crate::redact::argv`).
+    pub show_argv: bool,
     /// Its process group mode.
     pub group: ProcessGroup,
     /// The child registry shared with the reaper.
@@ -469,7 +473,8 @@ impl Dispatcher {
     fn spawn(&mut self) -> Event {
         match Proxy::spawn(&self.parts.children, &self.parts.argv, self.parts.group) {
             Ok(spawned) => {
-                tracing::info!(pid = spawned.pid().as_raw(), command = %self.parts.argv, "proxy started");
+                let command = redact::argv(&self.parts.argv, self.parts.show_argv);
+                tracing::info!(pid = spawned.pid().as_raw(), %command, "proxy started");
                 if let Some(link) = &self.parts.sentinel {
                     link.started(ProxyRef {
                         pid: spawned.pid().as_raw(),

@@ -429,7 +429,38 @@ fn nomad_template(job: &str, destination: &str) -> String {
     let end = body[start..].find("\nEOT\n").unwrap();
     body[start..start + end]
         .replace("{{ env \"node.unique.name\" }}", "edge1")
-        .replace("{{ env \"NOMAD_ADDR_handoff\" }}", "127.0.0.1:9480")
+        .replace("{{ env \"NOMAD_ADDR_handoff\" }}", "192.0.2.1:9480")
+        .replace("{{ env \"NOMAD_PORT_handoff\" }}", "9480")
+}
+
+/// Issue 14, item 2: the job bound handoff's HTTP endpoint to the node's
+/// routable address (`NOMAD_ADDR_handoff`), so `/status` and `/metrics` were
+/// open to the network; its check needs only `/healthz` from this node.
+#[test]
+fn the_nomad_job_keeps_handoffs_http_endpoint_on_loopback() {
+    let job = read("config/nomad/edge-proxy.nomad.hcl");
+    let config: toml::Table = nomad_template(&job, "local/handoff.toml").parse().unwrap();
+    let listen: std::net::SocketAddr = config["http"]["listen"].as_str().unwrap().parse().unwrap();
+    assert!(listen.ip().is_loopback(), "[http] listen = {listen}");
+    // The check reaches it there: Consul's agent on this node runs it, at the
+    // service's address (Nomad's check block: with the service's address set
+    // and no address_mode on the check, the check uses that address).
+    let service = job
+        .split("service {")
+        .nth(1)
+        .and_then(|s| s.split("\n    }\n").next())
+        .expect("a service block");
+    // `key = "value"` lines of the block, however `nomad fmt` aligns them.
+    let value = |key: &str| {
+        service.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+        })
+    };
+    assert_eq!(value("name").as_deref(), Some("edge-handoff"), "{service}");
+    assert_eq!(value("address"), Some(listen.ip().to_string()), "{service}");
+    assert_eq!(value("address_mode"), None, "{service}");
+    assert_eq!(value("path").as_deref(), Some("/healthz"), "{service}");
 }
 
 #[test]

@@ -37,6 +37,10 @@ job "edge-proxy" {
       port "https" {
         static = 443
       }
+      # handoff's HTTP endpoint, on 127.0.0.1 only ([http] listen below):
+      # /status and /metrics are not for the network, and the check below
+      # runs on this node. Scrape /metrics through something on the node (a
+      # Prometheus agent, or a traefik route with its own access control).
       port "handoff" {
         static = 9480
       }
@@ -48,6 +52,10 @@ job "edge-proxy" {
     service {
       name = "edge-handoff"
       port = "handoff"
+      # The check runs at the service's address (Nomad >= 1.3: the check
+      # takes it when it sets no address_mode of its own), and the Consul
+      # agent that runs it is this node's, so loopback reaches handoff.
+      address = "127.0.0.1"
 
       check {
         type     = "http"
@@ -135,7 +143,7 @@ socket = "/run/handoff.sock"
 state_dir = "/var/lib/handoff"
 
 [http]
-listen = "{{ env "NOMAD_ADDR_handoff" }}"
+listen = "127.0.0.1:{{ env "NOMAD_PORT_handoff" }}"
 
 [log]
 format = "json"

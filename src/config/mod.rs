@@ -37,7 +37,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use preset::Preset;
 pub use resolved::{
     Backend, CONSUL_EXIT_LIMIT, Check, Control, DOWN_GRACE, Failover, HealthCheck, HealthGate,
-    Proxy, Resolved, STARTUP_GATE, StopBudget,
+    Http, Proxy, Resolved, STARTUP_GATE, StopBudget,
 };
 pub use signal::{Reload, SignalName};
 pub use values::{
@@ -434,6 +434,9 @@ impl Default for ControlConfig {
 pub struct HttpConfig {
     /// Listen address; `""` disables.
     pub listen: Listen,
+    /// Show the proxy's arguments over HTTP and in the start's log lines
+    /// (`crate::redact`); off, only the program and option names show.
+    pub show_argv: bool,
 }
 
 impl Default for HttpConfig {
@@ -441,6 +444,7 @@ impl Default for HttpConfig {
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 9480));
         HttpConfig {
             listen: Listen(Some(loopback)),
+            show_argv: false,
         }
     }
 }

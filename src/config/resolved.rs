@@ -6,10 +6,10 @@
 //! Owns: the backend as one enum that carries its own section (so a
 //! `backend = "command"` without its commands cannot be represented), the
 //! proxy's signals with the preset applied, the health gate, the stop budget
-//! and the waits it counts, and Consul's settings with the VIPs it
-//! advertises. Does not own: checking the file (`super::validate`, which
-//! runs first, so `resolve` never fails), or what the environment adds to
-//! Consul's settings (`crate::consul::Settings`).
+//! and the waits it counts, Consul's settings with the VIPs it advertises,
+//! and what the HTTP endpoint shows. Does not own: checking the file
+//! (`super::validate`, which runs first, so `resolve` never fails), or what
+//! the environment adds to Consul's settings (`crate::consul::Settings`).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -58,8 +58,8 @@ pub struct Resolved {
     pub consul: Option<ConsulConfig>,
     /// The control socket and the state dir.
     pub control: Control,
-    /// `[http] listen`; `None` disables the endpoint.
-    pub http: Option<SocketAddr>,
+    /// `[http]`
+    pub http: Http,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -223,6 +223,17 @@ pub struct Control {
     pub state_dir: PathBuf,
 }
 
+/// `[http]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http {
+    /// The endpoint's address; `None` disables it.
+    pub listen: Option<SocketAddr>,
+    /// Show the proxy's arguments over HTTP and in the log lines that
+    /// announce its start; otherwise they are redacted (`crate::redact`).
+    /// The control socket always shows them.
+    pub show_argv: bool,
+}
+
 /// Turns a validated config into what the rest of handoff takes.
 ///
 /// Only `super::parse` and `super::load` call it, after `validate` found
@@ -304,7 +315,10 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
             group: control.group.map(toml::Spanned::into_inner),
             state_dir: control.state_dir,
         },
-        http: http.listen.0,
+        http: Http {
+            listen: http.listen.0,
+            show_argv: http.show_argv,
+        },
         log,
     }
 }

@@ -482,10 +482,14 @@ fn resolved_defaults_are_applied_once() {
     assert!(r.consul.is_none());
     assert_eq!(
         r.http,
-        Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9480)))
+        Http {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9480))),
+            show_argv: false,
+        }
     );
     assert_eq!(r.path.as_deref(), Some(Path::new("handoff.toml")));
-    assert!(resolved("[http]\nlisten = \"\"\n").http.is_none());
+    assert!(resolved("[http]\nlisten = \"\"\n").http.listen.is_none());
+    assert!(resolved("[http]\nshow_argv = true\n").http.show_argv);
 }
 
 #[test]
