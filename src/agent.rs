@@ -67,8 +67,11 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         tracing::warn!("{warning}");
     }
     // 2. A second agent is refused here: by the control socket's lock (or a
-    // live socket), then by the state dir's lock.
-    let claim = ControlSocket::claim(&config.control.socket)?;
+    // live socket), then by the state dir's lock. So is a socket dir or a
+    // state dir that others could change (crate::files), and, when the
+    // backend is opened, the track file's directory: all before `down`.
+    let group = control_group(config)?;
+    let claim = ControlSocket::claim(&config.control.socket, group.as_ref().map(|g| g.1))?;
     // The state dir holds the CARP ledger and the maintenance record; the
     // boot id (the CARP ledger's boot marker) is read with it.
     let state = Arc::new(StateDir::open(&config.control.state_dir)?);
@@ -104,6 +107,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         let link = sentinel.as_ref().map(Sentinel::link);
         let start = Start {
             claim,
+            group,
             state,
             children,
             signal_rx,
@@ -130,6 +134,7 @@ async fn supervise(
 ) -> Result<u8, Error> {
     let Start {
         claim,
+        group,
         state,
         children,
         signal_rx,
@@ -137,8 +142,7 @@ async fn supervise(
     } = start;
     {
         let argv = proxy_argv(config, proxy)?;
-        let group = control_group(config)?;
-        let control = claim.bind(group.as_ref().map(|g| g.1))?;
+        let control = claim.bind()?;
         // A node an operator put into maintenance stays at standby across restarts.
         let maintenance = Maintenance::load(state.path())?;
         let consul = consul_client(config)?;
@@ -201,6 +205,7 @@ async fn supervise(
 /// What steps 1-3 of the start hand to step 4.
 struct Start {
     claim: Claim,
+    group: Option<(String, nix::unistd::Gid)>,
     state: Arc<StateDir>,
     children: Children,
     signal_rx: mpsc::Receiver<platform::Received>,

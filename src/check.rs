@@ -2,9 +2,10 @@
 //! caller loads the config and prints.
 //!
 //! Owns: the stop-budget arithmetic against the supervisor's kill timeout,
-//! and warnings about parts that this build does not run yet.
+//! warnings about parts that this build does not run yet, and about
+//! deprecated settings.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use crate::{
     config::{Backend, Handover, KeepalivedConfig, Resolved, RestartPolicy},
@@ -98,6 +99,9 @@ pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<S
         }
         Backend::Command(_) | Backend::None => {}
     }
+    if let Some(warning) = shared_socket_dir(&config.control.socket) {
+        out.push(warning);
+    }
     if under_nomad && config.proxy.restart != RestartPolicy::Never {
         out.push(
             "restart is not \"never\" under Nomad: let Nomad's restart block restart the task"
@@ -105,6 +109,23 @@ pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<S
         );
     }
     out
+}
+
+/// A control socket right in /run or /var/run, the default before the
+/// socket had a directory of its own: it still works (its own mode, 0600 or
+/// 0660, guards it), but the unit then needs all of /run writable.
+fn shared_socket_dir(socket: &Path) -> Option<String> {
+    let dir = socket.parent()?;
+    [Path::new("/run"), Path::new("/var/run")]
+        .contains(&dir)
+        .then(|| {
+            format!(
+                "[control] socket {} is directly in {}: deprecated; use {} (the default), in a directory of its own that only root and [control] group can enter (systemd: RuntimeDirectory=handoff)",
+                socket.display(),
+                dir.display(),
+                platform::DEFAULT_SOCKET
+            )
+        })
 }
 
 /// What `keepalived --version` prints (on stderr), if keepalived is there.
@@ -232,6 +253,19 @@ mod tests {
                 .any(|w| w.contains("not found"))
         );
         assert!(keepalived_snippet(&k).contains("file \"/nonexistent-dir/t\""));
+    }
+
+    #[test]
+    fn a_socket_right_in_run_is_deprecated() {
+        for old in ["/var/run/handoff.sock", "/run/handoff.sock"] {
+            let c = config(&format!("[control]\nsocket = \"{old}\"\n"));
+            let w = warnings(&c, KillBudget::Unknown, false);
+            assert!(
+                w.len() == 1 && w[0].contains(old) && w[0].contains("deprecated"),
+                "{w:?}"
+            );
+        }
+        assert!(warnings(&config(""), KillBudget::Unknown, false).is_empty());
     }
 
     #[test]

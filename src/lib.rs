@@ -33,7 +33,9 @@
 //! * [`health`]: the promotion gate; [`probe`]: proof the peer serves the VIP.
 //! * [`consul`]: the role reported to Consul, and the peers' roles read back
 //!   (peer confirmation, split brain); never on the failover path.
-//! * [`state`]: the locked state directory and atomic, durable writes.
+//! * [`state`]: the locked state directory; [`files`]: how every file root
+//!   writes is created (exclusive, random temp names, no symlink followed,
+//!   atomic and durable), and the directories it writes in checked.
 //! * [`agent`]: the start sequence, `handoff run` assembled in the order
 //!   the lifecycle requires (locks, `down` confirmed, the [`sentinel`], then
 //!   the rest); [`sentinel`]: the dead-man's switch.
@@ -50,6 +52,7 @@ pub mod control;
 pub mod error;
 pub mod exit;
 pub mod failover;
+pub mod files;
 pub mod health;
 pub mod host;
 pub mod http;

@@ -1,21 +1,24 @@
 //! The state directory: handoff's memory across crashes and restarts.
 //!
-//! Owns: creating the directory (0700), the exclusive lock that keeps a second
-//! agent on the same node out, and writing files in it so that a crash at any
-//! point leaves either the old or the new content, never half of either
-//! (write a temp file, fsync it, rename it over the old one, fsync the
-//! directory: rename(2) is atomic, and the directory fsync makes the rename
-//! itself durable). Does not own what the files mean (the ledger, maintenance).
+//! Owns: creating the directory (0700) and refusing one that others could
+//! change (`crate::files::check_dir`), the exclusive lock that keeps a
+//! second agent on the same node out, and writing files in it so that a
+//! crash at any point leaves either the old or the new content, never half
+//! of either (`crate::files::write_atomically`). Does not own what the files
+//! mean (the ledger, maintenance), nor how a file is created safely
+//! (`crate::files`).
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{self, Read, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::files::{self, FileError};
 
 /// Written and removed at start, to prove the directory takes writes.
 const PROBE_FILE: &str = "write-probe";
@@ -42,6 +45,9 @@ pub enum StateError {
         /// Why.
         source: io::Error,
     },
+    /// A file or directory is unsafe to use, or could not be written.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// " (pid N)" when the lock holder wrote its pid, for messages.
@@ -62,15 +68,8 @@ pub enum LockFailure {
         /// The pid it wrote, if readable.
         holder: Option<String>,
     },
-    /// The lock file could not be used.
-    Io {
-        /// What handoff was doing.
-        what: &'static str,
-        /// The lock file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
+    /// The lock file could not be used, or is not one.
+    File(FileError),
 }
 
 /// Who holds a lock: what its file says after the pid.
@@ -89,26 +88,21 @@ const SENTINEL_TAG: &str = "sentinel";
 /// for applying `down` (`crate::sentinel::DOWN_LIMIT`), plus a margin.
 const SENTINEL_WAIT: Duration = Duration::from_secs(12);
 
-/// Takes an exclusive flock(2) on `path` (created 0600) without waiting,
-/// and writes our pid (and `sentinel` for a sentinel) into it for the
-/// message a second agent prints; the lock itself is what counts, and it
-/// goes with the process.
+/// Takes an exclusive flock(2) on `path` (created 0600; never through a
+/// symlink, `crate::files::open_lock`) without waiting, and writes our pid
+/// (and `sentinel` for a sentinel) into it for the message a second agent
+/// prints; the lock itself is what counts, and it goes with the process.
 pub fn take_lock(path: &Path, holder: Holder) -> Result<Flock<File>, LockFailure> {
     let failed = |what: &'static str| {
-        move |source: io::Error| LockFailure::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
+        move |source: io::Error| {
+            LockFailure::File(FileError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            })
         }
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(failed("opening"))?;
+    let file = files::open_lock(path).map_err(LockFailure::File)?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -159,8 +153,10 @@ impl StateDir {
         }
     }
 
-    /// [`StateDir::open`] for `holder`, without any wait.
+    /// [`StateDir::open`] for `holder`, without any wait. A directory that
+    /// others could change is refused before anything is written in it.
     pub fn open_as(dir: &Path, holder: Holder) -> Result<StateDir, StateError> {
+        files::check_dir("the state dir", dir)?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -171,13 +167,13 @@ impl StateDir {
                 dir: dir.to_path_buf(),
                 holder,
             },
-            LockFailure::Io { what, path, source } => StateError::Io { what, path, source },
+            LockFailure::File(e) => StateError::File(e),
         })?;
         // A read-only or full file system would surface only at the first
         // demotion, mid-failover: prove now that a record can be written,
         // synced and removed, and refuse to start if not.
         let probe = dir.join(PROBE_FILE);
-        write_atomically(&probe, b"handoff can write here\n")?;
+        files::write_atomically(&probe, b"handoff can write here\n")?;
         fs::remove_file(&probe).map_err(io_error("removing", &probe))?;
         Ok(StateDir {
             dir: dir.to_path_buf(),
@@ -202,57 +198,21 @@ impl StateDir {
 
     /// Replaces `name` with `content` atomically and durably.
     pub fn write(&self, name: &str, content: &str) -> Result<(), StateError> {
-        write_atomically(&self.dir.join(name), content.as_bytes())
+        Ok(files::write_atomically(
+            &self.dir.join(name),
+            content.as_bytes(),
+        )?)
     }
 
     /// Removes `name` durably; a file that is already gone is fine.
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
         let path = self.dir.join(name);
         match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.dir),
+            Ok(()) => Ok(files::sync_dir(&self.dir)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_error("removing", &path)(e)),
         }
     }
-}
-
-/// Writes `path` so that a crash leaves the old or the new content: a temp
-/// file in the same directory (rename(2) is atomic only within a file system),
-/// fsync, rename, fsync of the directory. Also used for keepalived's
-/// `track_file`, whose inotify watch sees the rename (IN_MOVED_TO).
-pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), StateError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io_error("creating", &temp))?;
-        file.write_all(content)
-            .map_err(io_error("writing", &temp))?;
-        file.sync_all().map_err(io_error("syncing", &temp))?;
-        fs::rename(&temp, path).map_err(io_error("renaming into place", path))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("syncing", dir))
 }
 
 #[cfg(test)]
@@ -299,5 +259,111 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+    }
+
+    /// A file that a planted symlink points at, and the link's target text.
+    const PRECIOUS: &str = "precious\n";
+
+    fn precious(dir: &Path) -> PathBuf {
+        let target = dir.join("precious");
+        fs::write(&target, PRECIOUS).unwrap();
+        target
+    }
+
+    #[test]
+    fn a_symlink_at_the_old_predictable_temp_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = precious(dir.path());
+        let state = dir.path().join("state");
+        let s = StateDir::open(&state).unwrap();
+        let old_temp = state.join(format!(".ledger.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&target, &old_temp).unwrap();
+        s.write("ledger", "one").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), PRECIOUS);
+        assert_eq!(s.read("ledger").unwrap().as_deref(), Some("one"));
+        // The same for a file written anywhere (keepalived's track file).
+        let track = dir.path().join("handoff.track");
+        let old_temp = dir
+            .path()
+            .join(format!(".handoff.track.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&target, &old_temp).unwrap();
+        files::write_atomically(&track, b"-254\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), PRECIOUS);
+        assert_eq!(fs::read_to_string(&track).unwrap(), "-254\n");
+    }
+
+    #[test]
+    fn a_symlink_at_the_write_probe_or_its_temp_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = precious(dir.path());
+        let state = dir.path().join("state");
+        fs::DirBuilder::new().mode(0o700).create(&state).unwrap();
+        std::os::unix::fs::symlink(&target, state.join(PROBE_FILE)).unwrap();
+        let old_temp = state.join(format!(".{PROBE_FILE}.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&target, &old_temp).unwrap();
+        let _s = StateDir::open(&state).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), PRECIOUS);
+        assert!(
+            fs::symlink_metadata(state.join(PROBE_FILE)).is_err(),
+            "the probe replaced the link and was removed"
+        );
+    }
+
+    #[test]
+    fn a_symlink_or_a_hard_link_at_the_lock_is_refused_and_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = precious(dir.path());
+        let state = dir.path().join("state");
+        fs::DirBuilder::new().mode(0o700).create(&state).unwrap();
+        std::os::unix::fs::symlink(&target, state.join(LOCK_FILE)).unwrap();
+        let err = StateDir::open(&state).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{}/lock", state.display())) && err.contains("symbolic link"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), PRECIOUS);
+        fs::remove_file(state.join(LOCK_FILE)).unwrap();
+        fs::hard_link(&target, state.join(LOCK_FILE)).unwrap();
+        let err = StateDir::open(&state).unwrap_err().to_string();
+        assert!(err.contains("2 hard links"), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), PRECIOUS);
+    }
+
+    #[test]
+    fn a_state_dir_others_could_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        fs::DirBuilder::new().mode(0o700).create(&state).unwrap();
+        for (mode, why) in [
+            (0o770, "writable by its group"),
+            (0o707, "writable by others"),
+            (0o777, "writable by its group and others"),
+        ] {
+            fs::set_permissions(&state, fs::Permissions::from_mode(mode)).unwrap();
+            let err = StateDir::open(&state).unwrap_err().to_string();
+            assert!(
+                err.contains(&state.display().to_string()) && err.contains(why),
+                "{err}"
+            );
+            assert!(
+                fs::read_dir(&state).unwrap().next().is_none(),
+                "nothing written"
+            );
+        }
+        // The sticky bit keeps others from replacing what is ours (chmod(2)).
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o1777)).unwrap();
+        StateDir::open(&state).unwrap();
+        // A parent others could change is as bad as the directory itself.
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o775)).unwrap();
+        let err = StateDir::open(&state).unwrap_err().to_string();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        if nix::unistd::Uid::effective().is_root() {
+            nix::unistd::chown(&state, Some(65534.into()), None).unwrap();
+            let err = StateDir::open(&state).unwrap_err().to_string();
+            assert!(err.contains("owned by uid 65534"), "{err}");
+        }
     }
 }

@@ -139,7 +139,7 @@ ttl = "10s"
 confirm_peer = true
 
 [control]
-socket = "/run/handoff.sock"
+socket = "/run/handoff/handoff.sock"
 state_dir = "/var/lib/handoff"
 
 [http]

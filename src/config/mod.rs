@@ -421,7 +421,7 @@ pub struct ControlConfig {
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            socket: "/var/run/handoff.sock".into(),
+            socket: crate::platform::DEFAULT_SOCKET.into(),
             group: None,
             state_dir: crate::platform::DEFAULT_STATE_DIR.into(),
         }

@@ -26,6 +26,11 @@ fn empty_file_is_all_defaults() {
     assert_eq!(c.failover.failover_timeout, Duration::from_secs(10));
     assert_eq!(c.proxy.process_group, ProcessGroup::Inherit);
     assert_eq!(c.proxy.restart, RestartPolicy::Never);
+    assert_eq!(
+        c.control.socket,
+        Path::new(crate::platform::DEFAULT_SOCKET),
+        "the socket has a directory of its own"
+    );
 }
 
 #[test]
@@ -109,7 +114,7 @@ ttl = "10s"
 confirm_peer = true
 
 [control]
-socket = "/var/run/handoff.sock"
+socket = "/var/run/handoff/handoff.sock"
 group = "root"
 state_dir = "/var/db/handoff"
 

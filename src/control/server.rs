@@ -3,11 +3,22 @@
 //! Owns: binding the socket safely, checking who connects, and answering
 //! one request per connection without ever letting a client hurt the agent.
 //!
-//! * A lock file next to the socket (`<socket>.lock`, flock(2)) says which
-//!   agent owns the path, so a second agent is refused even when it uses
-//!   another state dir, and a live socket is never deleted. A socket file
-//!   nobody listens on (ECONNREFUSED: left by a SIGKILLed agent) is replaced.
-//! * The socket is bound under a temporary name, given its mode (0600, or
+//! * The socket's directory must be one nobody but root and us can change
+//!   (`crate::files::check_dir`), checked before anything is created in it.
+//!   A directory that holds nothing but the socket (the default
+//!   /run/handoff, systemd's `RuntimeDirectory=handoff`) is the socket's
+//!   own: handoff creates it if needed and sets its mode on its descriptor,
+//!   0700, or 0750 and `[control] group`, so that only root and the group
+//!   can reach the socket at all (fchmod(2) on a socket changes nothing
+//!   that connect(2) checks, hence a directory). A shared directory (the
+//!   deprecated /var/run/handoff.sock) keeps its mode.
+//! * A lock file next to the socket (`<socket>.lock`, flock(2), opened
+//!   without following a symlink) says which agent owns the path, so a
+//!   second agent is refused even when it uses another state dir, and a
+//!   live socket is never deleted. A socket file nobody listens on
+//!   (ECONNREFUSED: left by a SIGKILLed agent) is replaced.
+//! * The socket is bound under a random temporary name (bind(2) fails on
+//!   anything already there, a symlink included), given its mode (0600, or
 //!   0660 and the group) and only then renamed into place, so it is never
 //!   reachable with the umask's mode.
 //! * Peer credentials (SO_PEERCRED on Linux, getpeereid(2) on OpenBSD, both
@@ -21,14 +32,14 @@
 use std::{
     fs::{self, File},
     io,
-    os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
 use nix::{
-    fcntl::Flock,
+    fcntl::{Flock, OFlag},
     unistd::{Gid, Group, Uid, User},
 };
 use tokio::{
@@ -42,6 +53,7 @@ use super::{
     protocol::{Command, MAX_REQUEST, Response, parse_request},
 };
 use crate::{
+    files::{self, FileError},
     host::unix_now,
     maintenance::{Maintenance, RecordError},
     state::{Holder, LockFailure, StateDir, holder_suffix, take_lock},
@@ -87,6 +99,9 @@ pub enum ControlError {
         /// Why.
         source: io::Error,
     },
+    /// The socket's directory or lock is unsafe, or could not be used.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ControlError + use<> {
@@ -171,22 +186,19 @@ fn is_member(uid: u32, name: &str, group: Gid) -> bool {
 }
 
 impl ControlSocket {
-    /// Claims `path` for this agent: takes `<socket>.lock` and refuses when
-    /// another agent owns the path or anything answers on it. Nothing is
-    /// bound yet: the start claims the node first, demotes it, and only then
-    /// binds ([`Claim::bind`]).
-    pub fn claim(path: &Path) -> Result<Claim, ControlError> {
-        // /run/handoff under systemd's RuntimeDirectory exists already; a
-        // fresh directory elsewhere is created traversable (the socket's own
-        // mode guards it).
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .map_err(io_error("creating", dir))?;
-        }
+    /// Claims `path` for this agent: refuses a directory others could
+    /// change, makes the socket's own directory private to root and `group`,
+    /// takes `<socket>.lock` and refuses when another agent owns the path or
+    /// anything answers on it. Nothing is bound yet: the start claims the
+    /// node first, demotes it, and only then binds ([`Claim::bind`]).
+    pub fn claim(path: &Path, group: Option<Gid>) -> Result<Claim, ControlError> {
+        let dir = files::dir_of(path);
+        files::check_dir("the control socket's directory", dir)?;
+        let created = create_dir(dir)?;
         let lock = lock(path)?;
+        if created || holds_only_the_socket(dir, path)? {
+            make_private(dir, group)?;
+        }
         match fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => {
                 return Err(ControlError::NotASocket {
@@ -210,6 +222,7 @@ impl ControlSocket {
         Ok(Claim {
             path: path.to_path_buf(),
             lock,
+            group,
         })
     }
 
@@ -267,23 +280,25 @@ impl ControlSocket {
 pub struct Claim {
     path: PathBuf,
     lock: Flock<File>,
+    group: Option<Gid>,
 }
 
 impl Claim {
-    /// Binds the claimed path with mode 0600, or 0660 and `group`,
+    /// Binds the claimed path with mode 0600, or 0660 and the group,
     /// replacing a stale socket.
-    pub fn bind(self, group: Option<Gid>) -> Result<ControlSocket, ControlError> {
-        let Claim { path, lock } = self;
+    pub fn bind(self) -> Result<ControlSocket, ControlError> {
+        let Claim { path, lock, group } = self;
         let path = path.as_path();
-        let temp = temp_path(path);
-        let _ = fs::remove_file(&temp); // a leftover of a crash between bind and rename
-        let listener =
-            std::os::unix::net::UnixListener::bind(&temp).map_err(io_error("binding", &temp))?;
+        let (listener, temp) = bind_temp(path)?;
         let placed = (|| {
+            // By path: fchmod(2) on the socket's descriptor leaves the file
+            // alone. Safe: the name is random and fresh, and nobody but root
+            // and us can replace it in a directory `claim` checked (in a
+            // sticky one, only its owner: chmod(2)).
             let mode = if group.is_some() { 0o660 } else { 0o600 };
             fs::set_permissions(&temp, fs::Permissions::from_mode(mode))?;
-            if group.is_some() {
-                nix::unistd::chown(&temp, None, group).map_err(io::Error::from)?;
+            if let Some(gid) = group {
+                std::os::unix::fs::lchown(&temp, None, Some(gid.as_raw()))?;
             }
             fs::rename(&temp, path)
         })();
@@ -304,6 +319,100 @@ impl Claim {
     }
 }
 
+/// Binds a listener beside `path` under a fresh random name (bind(2) fails
+/// with EADDRINUSE on anything already there, a symlink included, and never
+/// follows it), trying another name [`files::TRIES`] times at most.
+fn bind_temp(path: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), ControlError> {
+    for _ in 0..files::TRIES {
+        let temp = files::temp_name(path)?;
+        match std::os::unix::net::UnixListener::bind(&temp) {
+            Ok(listener) => return Ok((listener, temp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                tracing::warn!(path = %temp.display(), "a random socket name was taken; trying another");
+            }
+            Err(e) => return Err(io_error("binding", &temp)(e)),
+        }
+    }
+    Err(io_error("binding a temp socket for", path)(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("{} random names in a row were taken", files::TRIES),
+    )))
+}
+
+/// Creates the socket's directory (its parents 0755, itself 0700) unless it
+/// exists; whether it was created.
+fn create_dir(dir: &Path) -> Result<bool, ControlError> {
+    if dir.exists() {
+        return Ok(false);
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(io_error("creating", parent))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_error("creating", dir)(e)),
+    }
+}
+
+/// Whether `dir` holds nothing but the socket at `path`, its lock and its
+/// temp names, and is not sticky (a sticky directory is shared by design):
+/// then it is the socket's own, and its mode is the socket's access.
+fn holds_only_the_socket(dir: &Path, path: &Path) -> Result<bool, ControlError> {
+    let sticky = fs::metadata(dir)
+        .map_err(io_error("inspecting", dir))?
+        .mode()
+        & 0o1000
+        != 0;
+    if sticky {
+        return Ok(false);
+    }
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(false);
+    };
+    let (lock, temp) = (format!("{name}.lock"), format!(".{name}."));
+    for entry in fs::read_dir(dir).map_err(io_error("listing", dir))? {
+        let entry = entry.map_err(io_error("listing", dir))?;
+        let entry = entry.file_name().to_string_lossy().into_owned();
+        let is_temp = entry
+            .strip_prefix(&temp)
+            .is_some_and(|rest| rest.strip_suffix(".tmp").is_some());
+        if entry != name && entry != lock && !is_temp {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Sets the socket's own directory to 0700, or 0750 and `group`, on its
+/// descriptor (opened without following a symlink: a directory reached
+/// through one is left as it is).
+fn make_private(dir: &Path, group: Option<Gid>) -> Result<(), ControlError> {
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
+        .open(dir);
+    let handle = match opened {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::debug!(dir = %dir.display(), %error, "not setting the mode of the socket's directory");
+            return Ok(());
+        }
+    };
+    if let Some(gid) = group {
+        std::os::unix::fs::fchown(&handle, None, Some(gid.as_raw()))
+            .map_err(io_error("setting the group of", dir))?;
+    }
+    let mode = if group.is_some() { 0o750 } else { 0o700 };
+    handle
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_error("setting the mode of", dir))
+}
+
 /// `<socket>.lock`, held for as long as the agent owns the socket.
 fn lock(path: &Path) -> Result<Flock<File>, ControlError> {
     let mut name = path.as_os_str().to_owned();
@@ -313,16 +422,8 @@ fn lock(path: &Path) -> Result<Flock<File>, ControlError> {
             path: path.to_path_buf(),
             holder,
         },
-        LockFailure::Io { what, path, source } => ControlError::Io { what, path, source },
+        LockFailure::File(e) => ControlError::File(e),
     })
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map_or_else(
-        || "handoff.sock".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
 /// What every connection needs.

@@ -45,7 +45,7 @@ impl AnyBackend {
                 AnyBackend::Command(CommandBackend::new(command.clone(), children))
             }
             Backend::Keepalived(keepalived) => {
-                AnyBackend::Keepalived(KeepalivedBackend::new(keepalived.clone()))
+                AnyBackend::Keepalived(KeepalivedBackend::open(keepalived.clone())?)
             }
             Backend::Carp(carp) => {
                 runnable(&carp.ifconfig)?;

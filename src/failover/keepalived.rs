@@ -18,7 +18,7 @@
 //! worker poll at once; they are only a hint (keepalived drops lines nobody
 //! reads, and recreates the FIFO on reload), so the polling goes on.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, os::unix::fs::DirBuilderExt, path::PathBuf, time::Duration};
 
 use nix::ifaddrs::getifaddrs;
 use tokio::{
@@ -28,7 +28,7 @@ use tokio::{
 };
 
 use super::{Failover, FailoverError, Level, Role, Watch};
-use crate::{config::KeepalivedConfig, state};
+use crate::{config::KeepalivedConfig, files};
 
 /// Role polling while waiting for a move (the bound: 50 ms).
 const FAST_POLL: Duration = Duration::from_millis(50);
@@ -48,13 +48,19 @@ pub struct KeepalivedBackend {
 }
 
 impl KeepalivedBackend {
-    /// A backend writing `config.track_file`.
-    pub fn new(config: KeepalivedConfig) -> Self {
-        KeepalivedBackend {
+    /// A backend writing `config.track_file`, whose directory must be one
+    /// that nobody but root and us can change (`crate::files::check_dir`):
+    /// refused here, before anything is written.
+    pub fn open(config: KeepalivedConfig) -> Result<Self, FailoverError> {
+        files::check_dir(
+            "the track file's directory",
+            files::dir_of(&config.track_file),
+        )?;
+        Ok(KeepalivedBackend {
             config,
             written: None,
             holds_vip: None,
-        }
+        })
     }
 
     /// The level the track file says now (`None` if it is missing or not
@@ -78,12 +84,13 @@ impl KeepalivedBackend {
         let path = self.config.track_file.clone();
         let content = format!("{value}\n");
         tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    FailoverError::Local(format!("creating {}: {e}", dir.display()))
-                })?;
-            }
-            state::write_atomically(&path, content.as_bytes()).map_err(FailoverError::from)
+            let dir = files::dir_of(&path);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| FailoverError::Local(format!("creating {}: {e}", dir.display())))?;
+            files::write_atomically(&path, content.as_bytes()).map_err(FailoverError::from)
         })
         .await
         .map_err(|e| FailoverError::Local(format!("writing the track file: {e}")))?
@@ -252,7 +259,7 @@ mod tests {
             track_file: track_file.clone(),
             ..KeepalivedConfig::default()
         };
-        let mut backend = KeepalivedBackend::new(config);
+        let mut backend = KeepalivedBackend::open(config).unwrap();
         for (level, value) in [
             (Level::Down, "-254\n"),
             (Level::Standby, "-100\n"),

@@ -160,6 +160,9 @@ pub enum FailoverError {
     /// The state directory failed.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The track file's directory is unsafe, or the file cannot be written.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// The ledger cannot be trusted.
     #[error("{0}")]
     Ledger(String),

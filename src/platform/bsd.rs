@@ -15,6 +15,10 @@ pub const PARENT_DEATH_SIGNAL: bool = false;
 /// State directory default (hier(7): /var/db).
 pub const DEFAULT_STATE_DIR: &str = "/var/db/handoff";
 
+/// Control socket default, in a directory of its own (hier(7): /var/run),
+/// which handoff creates: /etc/rc empties /var/run at every boot (rc(8)).
+pub const DEFAULT_SOCKET: &str = "/var/run/handoff/handoff.sock";
+
 /// No subreaper facility here.
 pub fn become_subreaper() -> io::Result<()> {
     Ok(())

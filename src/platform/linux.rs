@@ -19,6 +19,10 @@ pub const PARENT_DEATH_SIGNAL: bool = true;
 /// State directory default (FHS: /var/lib).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/handoff";
 
+/// Control socket default, in a directory of its own (FHS: /run), the one
+/// systemd creates for `RuntimeDirectory=handoff` (systemd/handoff.service).
+pub const DEFAULT_SOCKET: &str = "/run/handoff/handoff.sock";
+
 /// Makes handoff the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER),
 /// so a proxy's leftover workers are re-parented to handoff, not to init.
 pub fn become_subreaper() -> io::Result<()> {

@@ -3,7 +3,8 @@
 //! Owns: the child subreaper and parent-death signal (Linux), finding our
 //! adopted children, reading blocked signals with the sender's pid where the
 //! OS gives it, resetting real-time signals, the clock of time since boot,
-//! and per-OS default paths (the state dir, the CARP ledger's boot marker).
+//! and per-OS default paths (the state dir, the control socket, the CARP
+//! ledger's boot marker).
 //! Everything above this module is portable and never uses `cfg(target_os)`.
 //!
 //! `--cfg handoff_portable` builds the non-Linux module on Linux, so that

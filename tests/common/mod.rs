@@ -165,7 +165,7 @@ impl Lab {
     }
 
     /// The sections that keep this lab's agent to itself, for those `text`
-    /// lacks: the defaults (/var/run/handoff.sock, /var/lib/handoff,
+    /// lacks: the defaults (/run/handoff/handoff.sock, /var/lib/handoff,
     /// 127.0.0.1:9480) are one per host, and tests run in parallel.
     pub fn isolation(text: &str) -> String {
         let mut extra = String::new();

@@ -18,7 +18,6 @@
 //! can prove a reboot (`super::CarpBackend::open`).
 
 use std::{
-    fmt::Write as _,
     fs::{self, OpenOptions},
     io::{self, Read, Write},
     os::unix::fs::OpenOptionsExt,
@@ -98,16 +97,9 @@ fn read(marker: &Path) -> io::Result<Option<String>> {
     Ok(Some(id.to_owned()))
 }
 
-/// A new id: hex of random bytes from the kernel (random(4) on both OSes).
+/// A new id: hex of random bytes from the kernel.
 fn random_id() -> io::Result<String> {
-    let mut bytes = [0u8; ID_BYTES];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| context(Path::new("/dev/urandom"), e))?;
-    Ok(bytes.iter().fold(String::new(), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    }))
+    crate::files::random_hex(ID_BYTES).map_err(|e| context(Path::new("/dev/urandom"), e))
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(|e| context(path, e))`
