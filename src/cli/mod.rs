@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     agent,
     check::{self, KillBudget},
+    child_env::ChildEnv,
     config::{self, Backend, Location},
     error::Error,
     exit, sentinel, signals,
@@ -164,6 +165,10 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
     for warning in check::warnings(&config, budget, nomad.is_some()) {
         eprintln!("warning: {warning}");
+    }
+    let credentials = ChildEnv::new(&config.proxy.keep_env).credentials_here();
+    if !credentials.is_empty() {
+        println!("{}", credentials.line());
     }
     if let Backend::Keepalived(k) = &config.backend {
         println!("{}", check::keepalived_snippet(k));

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::direct::{self, Demoted};
 use crate::{
+    child_env::ChildEnv,
     config::{self, Location, Resolved},
     control::{
         client::{self, ClientError},
@@ -212,7 +213,7 @@ fn demote_directly(
     wait: Option<Duration>,
 ) -> Result<u8, Error> {
     let boot = failover::boot_id(&config.backend)?;
-    let children = Children::default();
+    let children = Children::new(ChildEnv::new(&config.proxy.keep_env));
     let (runtime, mut rx) = crate::signals::runtime_and_reader(&children)?;
     let uid = nix::unistd::Uid::current().as_raw();
     let outcome = runtime.block_on(direct::demote(
