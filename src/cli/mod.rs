@@ -18,7 +18,9 @@ use crate::{
     child_env::ChildEnv,
     config::{self, Backend, Location},
     error::Error,
-    exit, sentinel, signals,
+    exit,
+    maintenance::Reason,
+    sentinel, signals,
 };
 
 /// Edge proxy supervisor: moves the floating IP away before the proxy stops.
@@ -53,9 +55,10 @@ pub enum Command {
     /// exit 0 when it did, 1 when the wait timed out, 130 when ^C ended it
     /// (the demotion stays)
     Demote {
-        /// Why, shown in status and Consul
-        #[arg(long)]
-        reason: Option<String>,
+        /// Why, shown in status and Consul: one line of printable text, at
+        /// most 256 bytes
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: Option<Reason>,
         /// Do not wait for the IP to move
         #[arg(long)]
         no_wait: bool,
@@ -88,6 +91,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let value = humantime::parse_duration(text)
         .map_err(|e| format!("{e} (expected a duration such as 1.5s, 250ms, 2m)"))?;
     config::duration_within(text, value, config::DURATION_CEILING)
+}
+
+/// `--reason`: what the agent's socket would accept ([`Reason::parse`]), so
+/// a bad one is a usage error naming the flag (exit 64) before anything is
+/// asked or written.
+fn parse_reason(text: &str) -> Result<Reason, String> {
+    Reason::parse(text).map_err(|e| e.to_string())
 }
 
 /// Parses the command line, runs the subcommand, and returns the exit status.
@@ -129,7 +139,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
             no_wait,
             timeout,
         } => blocked.and_then(|()| {
-            operator::demote(cli.config.as_deref(), reason.as_deref(), no_wait, timeout)
+            operator::demote(cli.config.as_deref(), reason.as_ref(), no_wait, timeout)
         }),
         Command::Promote => operator::promote(cli.config.as_deref()),
         Command::Status { json } => operator::status(cli.config.as_deref(), json),

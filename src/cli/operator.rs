@@ -26,7 +26,7 @@ use crate::{
     exit,
     failover::{self, Level},
     machine::Phase,
-    maintenance::Maintenance,
+    maintenance::{Maintenance, Reason},
     platform::Received,
     process::Children,
     signals,
@@ -76,14 +76,14 @@ pub fn status(flag: Option<&Path>, json: bool) -> Result<u8, Error> {
 /// `handoff demote [--reason TEXT] [--no-wait] [--timeout DUR]`.
 pub fn demote(
     flag: Option<&Path>,
-    reason: Option<&str>,
+    reason: Option<&Reason>,
     no_wait: bool,
     timeout: Option<Duration>,
 ) -> Result<u8, Error> {
     let config = load(flag)?;
     let limit = timeout.unwrap_or(config.failover.timeout);
     let command = Command::Demote {
-        reason: reason.map(str::to_owned),
+        reason: reason.cloned(),
     };
     let status = match ask(&config, command) {
         Ok(status) => status,
@@ -209,7 +209,7 @@ fn level_name(status: &Status) -> String {
 /// `demote` with no agent: under the state dir's lock, on the backend.
 fn demote_directly(
     config: &Resolved,
-    reason: Option<&str>,
+    reason: Option<&Reason>,
     wait: Option<Duration>,
 ) -> Result<u8, Error> {
     let boot = failover::boot_id(&config.backend)?;
