@@ -17,7 +17,7 @@
 //! `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100` lines make the
 //! worker poll at once; they are only a hint (keepalived drops lines nobody
 //! reads, and recreates the FIFO on reload), so the polling goes on. A line
-//! is held to [`MAX_NOTIFY_LINE`] bytes: anything longer is discarded up to
+//! is held to `MAX_NOTIFY_LINE` (4 KiB): anything longer is discarded up to
 //! its newline, so a writer that never ends its line costs no memory.
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
