@@ -63,7 +63,14 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     // Config errors exit 78 here, before anything is touched.
     let config = &config::load(&Location::find(flag))?;
     logging::init(&config.log);
-    for warning in check::warnings(config, KillBudget::Unknown, false) {
+    // What `check` refuses (ExecStartPre) is only a warning here: the
+    // backend itself refuses a start it cannot serve, at step 3.
+    let host = check::host(config, &ChildEnv::new(&config.proxy.keep_env));
+    for warning in check::warnings(config, KillBudget::Unknown, false)
+        .iter()
+        .chain(&host.problems)
+        .chain(&host.warnings)
+    {
         tracing::warn!("{warning}");
     }
     // 2. A second agent is refused here: by the control socket's lock (or a

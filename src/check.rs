@@ -1,14 +1,28 @@
-//! `handoff check`: what is worth a warning in a valid config. Pure: the
-//! caller loads the config and prints.
+//! `handoff check`: what is worth a warning in a valid config, and whether
+//! this host has what the backend needs. The caller loads the config and
+//! prints.
 //!
 //! Owns: the stop-budget arithmetic against the supervisor's kill timeout,
-//! and warnings about parts that this build does not run yet.
+//! warnings about the config, and the host's side ([`host`]): the backend's
+//! tools (keepalived >= 2.1 on PATH; the command backend's three programs;
+//! ifconfig), OpenBSD's CARP interfaces and their group (through ifconfig;
+//! elsewhere only said to be unchecked), and the keepalived track file's
+//! directory, which must exist and be safe for root to write in
+//! ([`unsafe_dir`]). A missing part is a [`HostError`]: exit 69
+//! (`exit::UNAVAILABLE`), each part named.
 
-use std::time::Duration;
+use std::{
+    io::Read,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use crate::{
-    config::{Backend, Handover, KeepalivedConfig, Resolved, RestartPolicy},
-    platform,
+    child_env::ChildEnv,
+    config::{Backend, CarpConfig, Handover, KeepalivedConfig, Resolved, RestartPolicy},
+    failover::carp::output,
+    host, platform,
 };
 
 /// Nomad's default `kill_timeout` (job specification, task block).
@@ -78,11 +92,7 @@ pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<S
     }
     match &config.backend {
         Backend::Keepalived(keepalived) => {
-            out.extend(keepalived_warnings(
-                config,
-                keepalived,
-                keepalived_version().as_deref(),
-            ));
+            out.extend(keepalived_warnings(config, keepalived));
         }
         Backend::Carp(carp) => {
             if carp.group == "carp" {
@@ -107,19 +117,6 @@ pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<S
     out
 }
 
-/// What `keepalived --version` prints (on stderr), if keepalived is there.
-fn keepalived_version() -> Option<String> {
-    let out = std::process::Command::new("keepalived")
-        .arg("--version")
-        .output()
-        .ok()?;
-    Some(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 /// `(major, minor)` from `Keepalived v2.2.7 (01/16,2022)`.
 fn parse_keepalived_version(text: &str) -> Option<(u32, u32)> {
     let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
@@ -127,32 +124,8 @@ fn parse_keepalived_version(text: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-fn keepalived_warnings(
-    config: &Resolved,
-    k: &KeepalivedConfig,
-    version: Option<&str>,
-) -> Vec<String> {
+fn keepalived_warnings(config: &Resolved, k: &KeepalivedConfig) -> Vec<String> {
     let mut out = Vec::new();
-    match version.map(|v| (v, parse_keepalived_version(v))) {
-        None => out.push("keepalived not found on PATH: the keepalived backend needs keepalived >= 2.1".into()),
-        Some((_, Some(v))) if v < (2, 1) => out.push(format!(
-            "keepalived {}.{} is older than 2.1, which added track_file; handoff's writes would be ignored",
-            v.0, v.1
-        )),
-        Some((_, Some(_))) => {}
-        Some((text, None)) => out.push(format!("cannot read keepalived's version from {:?}", text.trim())),
-    }
-    let dir = k
-        .track_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        out.push(format!(
-            "the track_file's directory {} does not exist (it must, on disk, for keepalived to watch it)",
-            dir.display()
-        ));
-    }
     let confirmed =
         config.failover.probe.is_some() || config.consul.as_ref().is_some_and(|c| c.confirm_peer);
     if k.handover == Handover::Fast && !confirmed && config.failover.settle.is_zero() {
@@ -161,6 +134,267 @@ fn keepalived_warnings(
         );
     }
     out
+}
+
+/// The backend cannot work on this host; each entry names what is missing
+/// or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this host is not ready for the {backend} backend:{}",
+    problems.iter().map(|p| format!("\n  {p}")).collect::<String>()
+)]
+pub struct HostError {
+    /// `[failover] backend`.
+    pub backend: &'static str,
+    /// What is missing or wrong, one entry each.
+    pub problems: Vec<String>,
+}
+
+/// What [`host`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostReport {
+    /// What stops the backend from working: `check` exits 69.
+    pub problems: Vec<String>,
+    /// Worth a warning only.
+    pub warnings: Vec<String>,
+    /// What could not be checked here, and why.
+    pub notes: Vec<String>,
+}
+
+impl HostReport {
+    /// The problems as an error, if there are any.
+    pub fn error(&self, backend: &'static str) -> Option<HostError> {
+        (!self.problems.is_empty()).then(|| HostError {
+            backend,
+            problems: self.problems.clone(),
+        })
+    }
+}
+
+/// How long a tool `check` runs (`keepalived --version`, `ifconfig`) may
+/// take before it is killed and counted as failed.
+const TOOL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Whether this host has what the configured backend needs. The tools run
+/// with the children's environment (`env`), as the backend would run them.
+pub fn host(config: &Resolved, env: &ChildEnv) -> HostReport {
+    let mut report = HostReport::default();
+    match &config.backend {
+        Backend::None => {}
+        Backend::Command(command) => {
+            for (key, argv) in [
+                ("demote", &command.demote),
+                ("promote", &command.promote),
+                ("state", &command.state),
+            ] {
+                if let Some(why) = host::not_runnable(Path::new(argv.program())) {
+                    report
+                        .problems
+                        .push(format!("[failover.command] {key}: {why}"));
+                }
+            }
+        }
+        Backend::Keepalived(k) => keepalived_host(k, env, &mut report),
+        Backend::Carp(carp) if platform::CARP => carp_host(carp, env, &mut report),
+        Backend::Carp(_) => report.notes.push(
+            "CARP is OpenBSD's (carp(4)): [failover.carp] ifconfig, interfaces and group are not checked on this host".into(),
+        ),
+    }
+    report
+}
+
+/// keepalived >= 2.1 on PATH, and the track file's directory.
+fn keepalived_host(k: &KeepalivedConfig, env: &ChildEnv, report: &mut HostReport) {
+    if let Some(why) = host::not_runnable(Path::new("keepalived")) {
+        report.problems.push(format!(
+            "{why}: the keepalived backend needs keepalived >= 2.1"
+        ));
+    } else {
+        match run_tool(Path::new("keepalived"), &["--version"], env) {
+            Ok(out) => {
+                // keepalived prints its version on stderr.
+                let text = format!("{}{}", out.stdout, out.stderr);
+                match parse_keepalived_version(&text) {
+                    Some(v) if v < (2, 1) => report.problems.push(format!(
+                        "keepalived {}.{} is older than 2.1, which added track_file: handoff's writes would be ignored",
+                        v.0, v.1
+                    )),
+                    Some(_) => {}
+                    None => report.warnings.push(format!(
+                        "cannot read keepalived's version from {:?}",
+                        text.trim()
+                    )),
+                }
+            }
+            Err(why) => report.warnings.push(format!("keepalived --version: {why}")),
+        }
+    }
+    let dir = k
+        .track_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Some(why) = track_dir_problem(dir) {
+        report.problems.push(why);
+    }
+}
+
+/// The track file's directory: keepalived watches it with inotify from its
+/// own start (keepalived.conf(5), "Track files"), so it must exist before
+/// keepalived does; and handoff writes there as root, so nobody else may.
+fn track_dir_problem(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "the track_file's directory {} does not exist (keepalived watches it from its start: create it before keepalived starts)",
+            dir.display()
+        )),
+        Err(e) => Some(format!(
+            "the track_file's directory {}: {e}",
+            dir.display()
+        )),
+        Ok(meta) if !meta.is_dir() => Some(format!(
+            "the track_file's directory {} is not a directory",
+            dir.display()
+        )),
+        Ok(meta) => unsafe_dir(
+            dir,
+            meta.uid(),
+            meta.mode(),
+            nix::unistd::Uid::effective().as_raw(),
+        )
+        .map(|why| format!("the track_file's directory: {why}")),
+    }
+}
+
+/// Why a directory that handoff, as root, writes files into is not safe,
+/// from its owner and mode as stat(2) gives them; `None` when it is. Safe
+/// means owned by root or by us (`euid`), and writable by group or others
+/// only with the sticky bit, which keeps them from replacing or removing
+/// what we wrote (sticky(7)). Anyone else who may write there could plant
+/// a file or a symlink where root writes.
+///
+/// Pure, so that it is tested as a table. The state dir's check at start
+/// (`crate::state`) asks the same question and should use this one.
+pub fn unsafe_dir(dir: &Path, owner: u32, mode: u32, euid: u32) -> Option<String> {
+    let sticky = mode & 0o1000 != 0;
+    let mut reasons = Vec::new();
+    if owner != 0 && owner != euid {
+        reasons.push(format!("owned by uid {owner}, not root"));
+    }
+    if mode & 0o020 != 0 && !sticky {
+        reasons.push("writable by its group".to_owned());
+    }
+    if mode & 0o002 != 0 && !sticky {
+        reasons.push("writable by others".to_owned());
+    }
+    if reasons.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} is {} (mode {:04o}): another user could plant a file or symlink where handoff writes as root (chown root, chmod go-w)",
+        dir.display(),
+        reasons.join(" and "),
+        mode & 0o7777
+    ))
+}
+
+/// ifconfig, the carp interfaces, each in the group, and the group.
+fn carp_host(carp: &CarpConfig, env: &ChildEnv, report: &mut HostReport) {
+    if let Some(why) = host::not_runnable(&carp.ifconfig) {
+        report.problems.push(format!("[failover.carp] ifconfig: {why}"));
+        return;
+    }
+    let group = carp.group.as_str();
+    for interface in &carp.interfaces {
+        let out = match run_tool(&carp.ifconfig, &[interface], env) {
+            Ok(out) if out.success => out,
+            Ok(out) => {
+                report.problems.push(format!(
+                    "carp interface {interface}: `{} {interface}` says {:?}",
+                    carp.ifconfig.display(),
+                    out.stderr.trim()
+                ));
+                continue;
+            }
+            Err(why) => {
+                report.problems.push(format!("carp interface {interface}: {why}"));
+                continue;
+            }
+        };
+        if let Err(error) = output::interface(&out.stdout) {
+            report.problems.push(format!(
+                "{interface} is not a carp interface with a vhid: {error}"
+            ));
+        } else if !output::groups(&out.stdout).contains(&group) {
+            report.problems.push(format!(
+                "{interface} is not in interface group {group}, so demoting {group} does not move its address (`ifconfig {interface} group {group}`, and `group {group}` in hostname.{interface})"
+            ));
+        }
+    }
+    match run_tool(&carp.ifconfig, &["-g", group], env) {
+        Ok(out) if out.success && output::demote_count(group, &out.stdout).is_ok() => {}
+        Ok(out) => report.problems.push(format!(
+            "interface group {group}: `{} -g {group}` says {:?}",
+            carp.ifconfig.display(),
+            format!("{}{}", out.stdout, out.stderr).trim()
+        )),
+        Err(why) => report.problems.push(format!("interface group {group}: {why}")),
+    }
+}
+
+/// What a tool printed.
+struct ToolOutput {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `program args` with stdin closed and `env` applied, for at most
+/// [`TOOL_LIMIT`] (then SIGKILL). A local tool's output is a few lines;
+/// at most 64 KiB of each stream is kept.
+fn run_tool(program: &Path, args: &[&str], env: &ChildEnv) -> Result<ToolOutput, String> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    env.apply(&mut command);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let deadline = Instant::now() + TOOL_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                // Not reaped yet (only this handle waits), so the pid is
+                // still this child's.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish within {}",
+                    program.display(),
+                    show(TOOL_LIMIT)
+                ));
+            }
+            Err(e) => return Err(format!("waiting for {}: {e}", program.display())),
+        }
+    };
+    let read = |pipe: Option<&mut dyn Read>| {
+        let mut bytes = Vec::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.take(64 * 1024).read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Ok(ToolOutput {
+        success: status.success(),
+        stdout: read(child.stdout.as_mut().map(|p| p as &mut dyn Read)),
+        stderr: read(child.stderr.as_mut().map(|p| p as &mut dyn Read)),
+    })
 }
 
 /// The keepalived.conf lines the operator needs, for `check`'s output.
@@ -218,20 +452,71 @@ mod tests {
         let Backend::Keepalived(k) = c.backend.clone() else {
             panic!("keepalived expected: {:?}", c.backend)
         };
-        let w = keepalived_warnings(&c, &k, Some("Keepalived v2.0.20"));
-        assert!(w.iter().any(|w| w.contains("older than 2.1")), "{w:?}");
-        assert!(
-            w.iter()
-                .any(|w| w.contains("/nonexistent-dir does not exist")),
-            "{w:?}"
-        );
+        let w = keepalived_warnings(&c, &k);
         assert!(w.iter().any(|w| w.contains("skew time")), "{w:?}");
-        assert!(
-            keepalived_warnings(&c, &k, None)
-                .iter()
-                .any(|w| w.contains("not found"))
-        );
         assert!(keepalived_snippet(&k).contains("file \"/nonexistent-dir/t\""));
+        let report = host(&c, &ChildEnv::default());
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("/nonexistent-dir does not exist")),
+            "{report:?}"
+        );
+        let error = report.error("keepalived").expect("a problem");
+        assert!(
+            error
+                .to_string()
+                .starts_with("this host is not ready for the keepalived backend:\n  "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_unsafe_when_someone_else_may_write_in_it() {
+        let dir = Path::new("/d");
+        let me = 1000;
+        // (owner, mode, safe)
+        let rows: [(u32, u32, bool); 10] = [
+            (0, 0o40755, true),
+            (0, 0o40700, true),
+            (me, 0o40755, true),
+            (0, 0o41777, true),
+            (0, 0o41770, true),
+            (0, 0o40775, false),
+            (0, 0o40757, false),
+            (0, 0o40777, false),
+            (1001, 0o40755, false),
+            (1001, 0o41777, false),
+        ];
+        for (owner, mode, safe) in rows {
+            let verdict = unsafe_dir(dir, owner, mode, me);
+            assert_eq!(verdict.is_none(), safe, "{owner} {mode:o}: {verdict:?}");
+        }
+        let why = unsafe_dir(dir, 1001, 0o40777, me).unwrap();
+        assert!(
+            why.starts_with(
+                "/d is owned by uid 1001, not root and writable by its group and writable by others (mode 0777)"
+            ),
+            "{why}"
+        );
+        assert_eq!(unsafe_dir(dir, 0, 0o40755, 0), None, "root's own");
+    }
+
+    #[test]
+    fn the_command_backend_needs_its_three_programs() {
+        let c = config(
+            "[failover]\nbackend = \"command\"\n[failover.command]\ndemote = [\"/nonexistent/demote\"]\npromote = [\"/bin/sh\"]\nstate = [\"no-such-program-on-path\"]\n",
+        );
+        let report = host(&c, &ChildEnv::default());
+        assert_eq!(
+            report.problems,
+            [
+                "[failover.command] demote: `/nonexistent/demote` is not an executable file",
+                "[failover.command] state: `no-such-program-on-path` is not an executable file on PATH",
+            ]
+        );
+        assert!(host(&config(""), &ChildEnv::default()) == HostReport::default());
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub enum Command {
         #[arg(last = true, value_name = "PROXY [ARGS]...")]
         proxy: Vec<String>,
     },
-    /// Validate the config and print warnings; exit 0 or 78
+    /// Validate the config and the host, print warnings; exit 0, 78 (config)
+    /// or 69 (the host lacks what the backend needs)
     Check {
         /// The supervisor's kill timeout to check the stop budget against
         /// (Nomad kill_timeout, systemd TimeoutStopSec, rc.d daemon_timeout)
@@ -173,10 +174,18 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     agent::consul_client(&config)?;
     let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
-    for warning in check::warnings(&config, budget, nomad.is_some()) {
+    let env = ChildEnv::new(&config.proxy.keep_env);
+    let host = check::host(&config, &env);
+    for warning in check::warnings(&config, budget, nomad.is_some())
+        .iter()
+        .chain(&host.warnings)
+    {
         eprintln!("warning: {warning}");
     }
-    let credentials = ChildEnv::new(&config.proxy.keep_env).credentials_here();
+    for note in &host.notes {
+        println!("{note}");
+    }
+    let credentials = env.credentials_here();
     if !credentials.is_empty() {
         println!("{}", credentials.line());
     }
@@ -184,6 +193,11 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
         println!("{}", check::keepalived_snippet(k));
     }
     println!("{}", check::budget_line(&config));
+    // The host last: a node that cannot run the backend must not start
+    // (ExecStartPre, rc_pre), and says all that is missing at once.
+    if let Some(error) = host.error(config.backend.name()) {
+        return Err(error.into());
+    }
     println!("configuration OK");
     Ok(exit::OK)
 }
