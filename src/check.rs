@@ -3,7 +3,7 @@
 //! prints.
 //!
 //! Owns: the stop-budget arithmetic against the supervisor's kill timeout,
-//! warnings about the config, and the host's side ([`host`]): the backend's
+//! warnings about the config, and the host's side ([`host()`]): the backend's
 //! tools (keepalived >= 2.1 on PATH; the command backend's three programs;
 //! ifconfig), OpenBSD's CARP interfaces and their group (through ifconfig;
 //! elsewhere only said to be unchecked), and the keepalived track file's
@@ -139,10 +139,6 @@ fn keepalived_warnings(config: &Resolved, k: &KeepalivedConfig) -> Vec<String> {
 /// The backend cannot work on this host; each entry names what is missing
 /// or wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "this host is not ready for the {backend} backend:{}",
-    problems.iter().map(|p| format!("\n  {p}")).collect::<String>()
-)]
 pub struct HostError {
     /// `[failover] backend`.
     pub backend: &'static str,
@@ -150,7 +146,21 @@ pub struct HostError {
     pub problems: Vec<String>,
 }
 
-/// What [`host`] found.
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this host is not ready for the {} backend:",
+            self.backend
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`host()`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostReport {
     /// What stops the backend from working: `check` exits 69.
@@ -249,10 +259,7 @@ fn track_dir_problem(dir: &Path) -> Option<String> {
             "the track_file's directory {} does not exist (keepalived watches it from its start: create it before keepalived starts)",
             dir.display()
         )),
-        Err(e) => Some(format!(
-            "the track_file's directory {}: {e}",
-            dir.display()
-        )),
+        Err(e) => Some(format!("the track_file's directory {}: {e}", dir.display())),
         Ok(meta) if !meta.is_dir() => Some(format!(
             "the track_file's directory {} is not a directory",
             dir.display()
@@ -302,7 +309,9 @@ pub fn unsafe_dir(dir: &Path, owner: u32, mode: u32, euid: u32) -> Option<String
 /// ifconfig, the carp interfaces, each in the group, and the group.
 fn carp_host(carp: &CarpConfig, env: &ChildEnv, report: &mut HostReport) {
     if let Some(why) = host::not_runnable(&carp.ifconfig) {
-        report.problems.push(format!("[failover.carp] ifconfig: {why}"));
+        report
+            .problems
+            .push(format!("[failover.carp] ifconfig: {why}"));
         return;
     }
     let group = carp.group.as_str();
@@ -318,7 +327,9 @@ fn carp_host(carp: &CarpConfig, env: &ChildEnv, report: &mut HostReport) {
                 continue;
             }
             Err(why) => {
-                report.problems.push(format!("carp interface {interface}: {why}"));
+                report
+                    .problems
+                    .push(format!("carp interface {interface}: {why}"));
                 continue;
             }
         };
@@ -339,7 +350,9 @@ fn carp_host(carp: &CarpConfig, env: &ChildEnv, report: &mut HostReport) {
             carp.ifconfig.display(),
             format!("{}{}", out.stdout, out.stderr).trim()
         )),
-        Err(why) => report.problems.push(format!("interface group {group}: {why}")),
+        Err(why) => report
+            .problems
+            .push(format!("interface group {group}: {why}")),
     }
 }
 

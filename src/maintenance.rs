@@ -39,9 +39,7 @@ pub enum ReasonError {
     #[error("the reason is {0} bytes long; at most {max} are allowed", max = Reason::MAX)]
     TooLong(usize),
     /// It holds a control character (newline and tab included).
-    #[error(
-        "the reason contains a control character ({0}); give one line of printable text"
-    )]
+    #[error("the reason contains a control character ({0}); give one line of printable text")]
     Control(String),
 }
 
@@ -294,13 +292,21 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         let first = Maintenance::set(&state, None, 0, 100).unwrap();
         assert_eq!(first.reason.as_str(), NO_REASON);
-        let second =
-            Maintenance::set(&state, Some(&Reason::parse("disk swap").unwrap()), 1000, 200)
-                .unwrap();
+        let second = Maintenance::set(
+            &state,
+            Some(&Reason::parse("disk swap").unwrap()),
+            1000,
+            200,
+        )
+        .unwrap();
         assert_eq!((second.uid, second.since), (0, 100));
         assert_eq!(second.reason.as_str(), "disk swap");
         let third = Maintenance::set(&state, None, 0, 300).unwrap();
-        assert_eq!(third.reason.as_str(), "disk swap", "no --reason keeps the old one");
+        assert_eq!(
+            third.reason.as_str(),
+            "disk swap",
+            "no --reason keeps the old one"
+        );
         assert_eq!(Maintenance::clear(&state).unwrap(), Some(third));
         assert_eq!(Maintenance::clear(&state).unwrap(), None, "idempotent");
         assert_eq!(Maintenance::load(dir.path()).unwrap(), None);
@@ -324,7 +330,11 @@ mod tests {
         ] {
             let error = Reason::parse(text).unwrap_err();
             assert_eq!(error, ReasonError::Control(code.into()), "{text:?}");
-            assert!(error.to_string().contains("the reason contains a control character"));
+            assert!(
+                error
+                    .to_string()
+                    .contains("the reason contains a control character")
+            );
         }
         let error = Reason::parse(&"x".repeat(300)).unwrap_err().to_string();
         assert!(error.contains("at most 256"), "{error}");
@@ -332,11 +342,17 @@ mod tests {
 
     #[test]
     fn sanitising_escapes_control_characters_and_cuts_at_a_character() {
-        assert_eq!(Reason::sanitised("disk\nswap\u{1b}").as_str(), "disk\\nswap\\u{1b}");
+        assert_eq!(
+            Reason::sanitised("disk\nswap\u{1b}").as_str(),
+            "disk\\nswap\\u{1b}"
+        );
         let long = Reason::sanitised(&format!("a{}", "é".repeat(1000)));
         assert!(long.len() <= Reason::MAX, "{}", long.len());
         assert!(long.ends_with('…'));
-        assert!(Reason::parse(&long).is_ok(), "a sanitised reason is a reason");
+        assert!(
+            Reason::parse(&long).is_ok(),
+            "a sanitised reason is a reason"
+        );
         let escapes = Reason::sanitised(&"\n".repeat(500));
         assert!(escapes.len() <= Reason::MAX && Reason::parse(&escapes).is_ok());
         assert_eq!(Reason::sanitised("fine").as_str(), "fine");
@@ -356,7 +372,11 @@ mod tests {
         .unwrap();
         let record = Maintenance::load(dir.path()).unwrap().expect("in force");
         assert_eq!((record.uid, record.since), (7, 5));
-        assert!(record.reason.starts_with("disk\\nswapzzz"), "{}", record.reason);
+        assert!(
+            record.reason.starts_with("disk\\nswapzzz"),
+            "{}",
+            record.reason
+        );
         assert!(record.reason.len() <= Reason::MAX);
         // A status read back (the CLI reads the agent's) is shown the same way.
         let json = r#"{"reason":"a\nb","uid":0,"since":1}"#;

@@ -27,7 +27,9 @@ const CREDENTIALS: [(&str, &str); 5] = [
 fn config(lab: &Lab, keep: &str) -> std::path::PathBuf {
     std::fs::write(lab.path("state"), "BACKUP\n").unwrap();
     let record = |word: &str| {
-        format!("[\"{{fixture}}\", \"record\", \"--log\", \"{{log}}\", \"--consul-env\", \"{word}\"]")
+        format!(
+            "[\"{{fixture}}\", \"record\", \"--log\", \"{{log}}\", \"--consul-env\", \"{word}\"]"
+        )
     };
     let keep = if keep.is_empty() {
         String::new()
@@ -72,7 +74,10 @@ fn consul_names_of(pid: i32) -> String {
 /// child's `consul=` must be `want`. Returns handoff's log.
 fn run_and_look(lab: &Lab, config: &std::path::Path, want: &str) -> String {
     let mut cmd = lab.agent_command(Some(config));
-    with_credentials(&mut cmd).arg("run").arg("--").args(lab.proxy(&[]));
+    with_credentials(&mut cmd)
+        .arg("run")
+        .arg("--")
+        .args(lab.proxy(&[]));
     let mut h = Handoff::spawn(cmd, lab.path("handoff.stderr"));
     // Down at start, a healthy check, then up: each was a child.
     lab.wait_for("promote ");

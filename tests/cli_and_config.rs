@@ -305,11 +305,16 @@ fn check_exits_69_naming_each_thing_the_host_lacks() {
     let (code, stdout, stderr) = check(&config, None);
     assert_eq!(code, 69, "{stdout}{stderr}");
     assert!(
-        stderr.contains(&format!("`{}` is not an executable file", lab.path("no-such-demote").display()))
-            && stderr.contains(&format!("`{}` is not an executable file", plain.display())),
+        stderr.contains(&format!(
+            "`{}` is not an executable file",
+            lab.path("no-such-demote").display()
+        )) && stderr.contains(&format!("`{}` is not an executable file", plain.display())),
         "{stderr}"
     );
-    assert!(!stderr.contains(common::FIXTURE), "the state command is there: {stderr}");
+    assert!(
+        !stderr.contains(common::FIXTURE),
+        "the state command is there: {stderr}"
+    );
 }
 
 #[test]

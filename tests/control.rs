@@ -320,7 +320,8 @@ fn a_reason_with_control_characters_or_over_256_bytes_is_refused() {
     }
     // 256 bytes of printable text are fine (here without an agent).
     let most = "é".repeat(128);
-    let (code, stdout, stderr) = run_cli(&lab, &config, &["demote", "--no-wait", "--reason", &most]);
+    let (code, stdout, stderr) =
+        run_cli(&lab, &config, &["demote", "--no-wait", "--reason", &most]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let (code, stdout, stderr) = run_cli(&lab, &config, &["promote"]);
     assert_eq!(code, 0, "{stdout}{stderr}");

@@ -46,12 +46,12 @@ fn check(config: &Path, extra: &[&str]) -> (i32, String, String) {
 /// track file's directory (/var/lib/handoff, which the unit's
 /// StateDirectory= creates) may be missing on a test machine.
 fn node_lacks(config: &Path) -> Option<String> {
-    let table: toml::Table = std::fs::read_to_string(config)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
     let failover = table.get("failover");
-    if failover.and_then(|f| f.get("backend")).and_then(toml::Value::as_str) != Some("keepalived")
+    if failover
+        .and_then(|f| f.get("backend"))
+        .and_then(toml::Value::as_str)
+        != Some("keepalived")
     {
         return None;
     }

@@ -313,7 +313,11 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "2:13",
         "is not a variable handoff strips",
     ),
-    ("[proxy]\nkeep_env = \"CONSUL_HTTP_TOKEN\"\n", "2:12", "expected a sequence"),
+    (
+        "[proxy]\nkeep_env = \"CONSUL_HTTP_TOKEN\"\n",
+        "2:12",
+        "expected a sequence",
+    ),
 ];
 
 #[test]

@@ -382,8 +382,7 @@ impl Client {
         }
         // Only the start of the body is shown: read no more than that
         // needs, and none at all past the call's deadline.
-        let text = match tokio::time::timeout(limit, read_at_most(response, MAX_ERROR_BODY)).await
-        {
+        let text = match tokio::time::timeout(limit, read_at_most(response, MAX_ERROR_BODY)).await {
             Ok(Ok(Body::Whole(bytes) | Body::Cut(bytes))) => {
                 String::from_utf8_lossy(&bytes).into_owned()
             }
@@ -691,7 +690,13 @@ mod tests {
             Ok((instances, _)) => panic!("read {} instances", instances.len()),
         };
         assert!(
-            matches!(error, CallError::TooLarge { limit: MAX_HEALTH_BODY, .. }),
+            matches!(
+                error,
+                CallError::TooLarge {
+                    limit: MAX_HEALTH_BODY,
+                    ..
+                }
+            ),
             "{error}"
         );
         assert!(error.to_string().contains("more than 1 MiB"), "{error}");
@@ -723,7 +728,11 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(matches!(error, CallError::TooLarge { .. }), "{error}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -258,7 +258,9 @@ async fn next_line<R: AsyncBufRead + Unpin>(
     if length > max {
         return Ok(Some(Line::TooLong(length)));
     }
-    Ok(Some(Line::Text(String::from_utf8_lossy(&kept).into_owned())))
+    Ok(Some(Line::Text(
+        String::from_utf8_lossy(&kept).into_owned(),
+    )))
 }
 
 /// `INSTANCE "VI_1" MASTER 100` -> `("VI_1", "MASTER")`; anything else (group
@@ -316,7 +318,10 @@ mod tests {
                 .write_all(b"\nINSTANCE \"VI_1\" MASTER 100\n")
                 .await
                 .unwrap();
-            sender.write_all(&vec![b'B'; MAX_NOTIFY_LINE]).await.unwrap();
+            sender
+                .write_all(&vec![b'B'; MAX_NOTIFY_LINE])
+                .await
+                .unwrap();
             sender.write_all(b"\nunfinished").await.unwrap();
         });
         let mut reader = BufReader::new(receiver);

@@ -220,7 +220,10 @@ mod tests {
 
     #[test]
     fn interface_groups() {
-        assert_eq!(groups(&fixture("ifconfig-carp0-master.txt")), ["carp", "edge"]);
+        assert_eq!(
+            groups(&fixture("ifconfig-carp0-master.txt")),
+            ["carp", "edge"]
+        );
         assert!(groups("carp0: flags=0<>\n").is_empty());
     }
 
