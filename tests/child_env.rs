@@ -49,8 +49,14 @@ fn config(lab: &Lab, keep: &str) -> std::path::PathBuf {
 }
 
 /// `cmd` with the credentials set, and one Consul variable that is not a
-/// credential (children keep it).
+/// credential (children keep it); no other `CONSUL_*` (the test's own
+/// `CONSUL_BIN`).
 fn with_credentials(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CONSUL_") {
+            cmd.env_remove(name);
+        }
+    }
     for (name, value) in CREDENTIALS {
         cmd.env(name, value);
     }
