@@ -224,7 +224,7 @@ fn children_env(config: &Resolved) -> ChildEnv {
         tracing::info!(
             stripped = %list(&credentials.stripped),
             kept = %list(&credentials.kept),
-            "Consul credentials stripped from the children's environment ([proxy] keep_env keeps them)"
+            "Consul credentials stripped from the children's environment"
         );
     }
     env
