@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     check::{self, KillBudget},
+    child_env::ChildEnv,
     config::{self, Argv, Backend, Handover, HealthGate, Location, Resolved},
     consul::{Client, Consul, Report, Settings},
     control::{
@@ -63,7 +64,14 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     // Config errors exit 78 here, before anything is touched.
     let config = &config::load(&Location::find(flag))?;
     logging::init(&config.log);
-    for warning in check::warnings(config, KillBudget::Unknown, false) {
+    // What `check` refuses (ExecStartPre) is only a warning here: the
+    // backend itself refuses a start it cannot serve, at step 3.
+    let host = check::host(config, &ChildEnv::new(&config.proxy.keep_env));
+    for warning in check::warnings(config, KillBudget::Unknown, false)
+        .iter()
+        .chain(&host.problems)
+        .chain(&host.warnings)
+    {
         tracing::warn!("{warning}");
     }
     // 2. A second agent is refused here: by the control socket's lock (or a
@@ -79,7 +87,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
-    let children = Children::default();
+    let children = Children::new(children_env(config));
     let (runtime, signal_rx) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
         // 3. CARP reconciles its ledger in `open`; a damaged ledger or a
@@ -210,6 +218,29 @@ struct Start {
     children: Children,
     signal_rx: mpsc::Receiver<platform::Received>,
     sentinel: Option<ProxyLink>,
+}
+
+/// What every child's environment loses (`[proxy] keep_env` keeps some),
+/// said once at start: which Consul credentials in our environment the
+/// children will not see, and which they keep. Names only, never values.
+fn children_env(config: &Resolved) -> ChildEnv {
+    let env = ChildEnv::new(&config.proxy.keep_env);
+    let credentials = env.credentials_here();
+    if !credentials.is_empty() {
+        let list = |names: &[&str]| {
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(",")
+            }
+        };
+        tracing::info!(
+            stripped = %list(&credentials.stripped),
+            kept = %list(&credentials.kept),
+            "Consul credentials stripped from the children's environment"
+        );
+    }
+    env
 }
 
 /// The proxy's command line: after `--`, else `[proxy] command`.

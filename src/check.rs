@@ -1,15 +1,29 @@
-//! `handoff check`: what is worth a warning in a valid config. Pure: the
-//! caller loads the config and prints.
+//! `handoff check`: what is worth a warning in a valid config, and whether
+//! this host has what the backend needs. The caller loads the config and
+//! prints.
 //!
 //! Owns: the stop-budget arithmetic against the supervisor's kill timeout,
-//! warnings about parts that this build does not run yet, and about
-//! deprecated settings.
+//! warnings about the config and deprecated settings, and the host's side
+//! ([`host()`]): the backend's tools (keepalived >= 2.1 on PATH; the command
+//! backend's three programs; ifconfig), OpenBSD's CARP interfaces and their
+//! group (through ifconfig; elsewhere only said to be unchecked), and the
+//! keepalived track file's directory, which must exist and be safe for root
+//! to write in (`crate::files::check_dir`, the rule the start applies too).
+//! A missing part is a [`HostError`]: exit 69 (`exit::UNAVAILABLE`), each
+//! part named.
 
-use std::{path::Path, time::Duration};
+use std::{
+    io::Read,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use crate::{
-    config::{Backend, Handover, KeepalivedConfig, Resolved, RestartPolicy},
-    platform,
+    child_env::ChildEnv,
+    config::{Backend, CarpConfig, Handover, KeepalivedConfig, Resolved, RestartPolicy},
+    failover::carp::output,
+    host, platform,
 };
 
 /// Nomad's default `kill_timeout` (job specification, task block).
@@ -79,11 +93,7 @@ pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<S
     }
     match &config.backend {
         Backend::Keepalived(keepalived) => {
-            out.extend(keepalived_warnings(
-                config,
-                keepalived,
-                keepalived_version().as_deref(),
-            ));
+            out.extend(keepalived_warnings(config, keepalived));
         }
         Backend::Carp(carp) => {
             if carp.group == "carp" {
@@ -128,19 +138,6 @@ fn shared_socket_dir(socket: &Path) -> Option<String> {
         })
 }
 
-/// What `keepalived --version` prints (on stderr), if keepalived is there.
-fn keepalived_version() -> Option<String> {
-    let out = std::process::Command::new("keepalived")
-        .arg("--version")
-        .output()
-        .ok()?;
-    Some(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 /// `(major, minor)` from `Keepalived v2.2.7 (01/16,2022)`.
 fn parse_keepalived_version(text: &str) -> Option<(u32, u32)> {
     let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
@@ -148,32 +145,8 @@ fn parse_keepalived_version(text: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-fn keepalived_warnings(
-    config: &Resolved,
-    k: &KeepalivedConfig,
-    version: Option<&str>,
-) -> Vec<String> {
+fn keepalived_warnings(config: &Resolved, k: &KeepalivedConfig) -> Vec<String> {
     let mut out = Vec::new();
-    match version.map(|v| (v, parse_keepalived_version(v))) {
-        None => out.push("keepalived not found on PATH: the keepalived backend needs keepalived >= 2.1".into()),
-        Some((_, Some(v))) if v < (2, 1) => out.push(format!(
-            "keepalived {}.{} is older than 2.1, which added track_file; handoff's writes would be ignored",
-            v.0, v.1
-        )),
-        Some((_, Some(_))) => {}
-        Some((text, None)) => out.push(format!("cannot read keepalived's version from {:?}", text.trim())),
-    }
-    let dir = k
-        .track_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        out.push(format!(
-            "the track_file's directory {} does not exist (it must, on disk, for keepalived to watch it)",
-            dir.display()
-        ));
-    }
     let confirmed =
         config.failover.probe.is_some() || config.consul.as_ref().is_some_and(|c| c.confirm_peer);
     if k.handover == Handover::Fast && !confirmed && config.failover.settle.is_zero() {
@@ -182,6 +155,243 @@ fn keepalived_warnings(
         );
     }
     out
+}
+
+/// The backend cannot work on this host; each entry names what is missing
+/// or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct HostError {
+    /// `[failover] backend`.
+    pub backend: &'static str,
+    /// What is missing or wrong, one entry each.
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this host is not ready for the {} backend:",
+            self.backend
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`host()`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostReport {
+    /// What stops the backend from working: `check` exits 69.
+    pub problems: Vec<String>,
+    /// Worth a warning only.
+    pub warnings: Vec<String>,
+    /// What could not be checked here, and why.
+    pub notes: Vec<String>,
+}
+
+impl HostReport {
+    /// The problems as an error, if there are any.
+    pub fn error(&self, backend: &'static str) -> Option<HostError> {
+        (!self.problems.is_empty()).then(|| HostError {
+            backend,
+            problems: self.problems.clone(),
+        })
+    }
+}
+
+/// How long a tool `check` runs (`keepalived --version`, `ifconfig`) may
+/// take before it is killed and counted as failed.
+const TOOL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Whether this host has what the configured backend needs. The tools run
+/// with the children's environment (`env`), as the backend would run them.
+pub fn host(config: &Resolved, env: &ChildEnv) -> HostReport {
+    let mut report = HostReport::default();
+    match &config.backend {
+        Backend::None => {}
+        Backend::Command(command) => {
+            for (key, argv) in [
+                ("demote", &command.demote),
+                ("promote", &command.promote),
+                ("state", &command.state),
+            ] {
+                if let Some(why) = host::not_runnable(Path::new(argv.program())) {
+                    report
+                        .problems
+                        .push(format!("[failover.command] {key}: {why}"));
+                }
+            }
+        }
+        Backend::Keepalived(k) => keepalived_host(k, env, &mut report),
+        Backend::Carp(carp) if platform::CARP => carp_host(carp, env, &mut report),
+        Backend::Carp(_) => report.notes.push(
+            "CARP is OpenBSD's (carp(4)): [failover.carp] ifconfig, interfaces and group are not checked on this host".into(),
+        ),
+    }
+    report
+}
+
+/// keepalived >= 2.1 on PATH, and the track file's directory.
+fn keepalived_host(k: &KeepalivedConfig, env: &ChildEnv, report: &mut HostReport) {
+    if let Some(why) = host::not_runnable(Path::new("keepalived")) {
+        report.problems.push(format!(
+            "{why}: the keepalived backend needs keepalived >= 2.1"
+        ));
+    } else {
+        match run_tool(Path::new("keepalived"), &["--version"], env) {
+            Ok(out) => {
+                // keepalived prints its version on stderr.
+                let text = format!("{}{}", out.stdout, out.stderr);
+                match parse_keepalived_version(&text) {
+                    Some(v) if v < (2, 1) => report.problems.push(format!(
+                        "keepalived {}.{} is older than 2.1, which added track_file: handoff's writes would be ignored",
+                        v.0, v.1
+                    )),
+                    Some(_) => {}
+                    None => report.warnings.push(format!(
+                        "cannot read keepalived's version from {:?}",
+                        text.trim()
+                    )),
+                }
+            }
+            Err(why) => report.warnings.push(format!("keepalived --version: {why}")),
+        }
+    }
+    let dir = k
+        .track_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Some(why) = track_dir_problem(dir) {
+        report.problems.push(why);
+    }
+}
+
+/// The track file's directory: keepalived watches it with inotify from its
+/// own start (keepalived.conf(5), "Track files"), so it must exist before
+/// keepalived does; and handoff writes there as root, so nobody else may.
+fn track_dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "the track_file's directory {} does not exist (keepalived watches it from its start: create it before keepalived starts)",
+            dir.display()
+        )),
+        Err(e) => Some(format!("the track_file's directory {}: {e}", dir.display())),
+        Ok(meta) if !meta.is_dir() => Some(format!(
+            "the track_file's directory {} is not a directory",
+            dir.display()
+        )),
+        Ok(_) => crate::files::check_dir("the track_file's directory", dir)
+            .err()
+            .map(|error| error.to_string()),
+    }
+}
+
+/// ifconfig, the carp interfaces, each in the group, and the group.
+fn carp_host(carp: &CarpConfig, env: &ChildEnv, report: &mut HostReport) {
+    if let Some(why) = host::not_runnable(&carp.ifconfig) {
+        report
+            .problems
+            .push(format!("[failover.carp] ifconfig: {why}"));
+        return;
+    }
+    let group = carp.group.as_str();
+    for interface in &carp.interfaces {
+        let out = match run_tool(&carp.ifconfig, &[interface], env) {
+            Ok(out) if out.success => out,
+            Ok(out) => {
+                report.problems.push(format!(
+                    "carp interface {interface}: `{} {interface}` says {:?}",
+                    carp.ifconfig.display(),
+                    out.stderr.trim()
+                ));
+                continue;
+            }
+            Err(why) => {
+                report
+                    .problems
+                    .push(format!("carp interface {interface}: {why}"));
+                continue;
+            }
+        };
+        if let Err(error) = output::interface(&out.stdout) {
+            report.problems.push(format!(
+                "{interface} is not a carp interface with a vhid: {error}"
+            ));
+        } else if !output::groups(&out.stdout).contains(&group) {
+            report.problems.push(format!(
+                "{interface} is not in interface group {group}, so demoting {group} does not move its address (`ifconfig {interface} group {group}`, and `group {group}` in hostname.{interface})"
+            ));
+        }
+    }
+    match run_tool(&carp.ifconfig, &["-g", group], env) {
+        Ok(out) if out.success && output::demote_count(group, &out.stdout).is_ok() => {}
+        Ok(out) => report.problems.push(format!(
+            "interface group {group}: `{} -g {group}` says {:?}",
+            carp.ifconfig.display(),
+            format!("{}{}", out.stdout, out.stderr).trim()
+        )),
+        Err(why) => report
+            .problems
+            .push(format!("interface group {group}: {why}")),
+    }
+}
+
+/// What a tool printed.
+struct ToolOutput {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `program args` with stdin closed and `env` applied, for at most
+/// [`TOOL_LIMIT`] (then SIGKILL). A local tool's output is a few lines;
+/// at most 64 KiB of each stream is kept.
+fn run_tool(program: &Path, args: &[&str], env: &ChildEnv) -> Result<ToolOutput, String> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    env.apply(&mut command);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let deadline = Instant::now() + TOOL_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                // Not reaped yet (only this handle waits), so the pid is
+                // still this child's.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish within {}",
+                    program.display(),
+                    show(TOOL_LIMIT)
+                ));
+            }
+            Err(e) => return Err(format!("waiting for {}: {e}", program.display())),
+        }
+    };
+    let read = |pipe: Option<&mut dyn Read>| {
+        let mut bytes = Vec::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.take(64 * 1024).read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Ok(ToolOutput {
+        success: status.success(),
+        stdout: read(child.stdout.as_mut().map(|p| p as &mut dyn Read)),
+        stderr: read(child.stderr.as_mut().map(|p| p as &mut dyn Read)),
+    })
 }
 
 /// The keepalived.conf lines the operator needs, for `check`'s output.
@@ -239,20 +449,40 @@ mod tests {
         let Backend::Keepalived(k) = c.backend.clone() else {
             panic!("keepalived expected: {:?}", c.backend)
         };
-        let w = keepalived_warnings(&c, &k, Some("Keepalived v2.0.20"));
-        assert!(w.iter().any(|w| w.contains("older than 2.1")), "{w:?}");
-        assert!(
-            w.iter()
-                .any(|w| w.contains("/nonexistent-dir does not exist")),
-            "{w:?}"
-        );
+        let w = keepalived_warnings(&c, &k);
         assert!(w.iter().any(|w| w.contains("skew time")), "{w:?}");
-        assert!(
-            keepalived_warnings(&c, &k, None)
-                .iter()
-                .any(|w| w.contains("not found"))
-        );
         assert!(keepalived_snippet(&k).contains("file \"/nonexistent-dir/t\""));
+        let report = host(&c, &ChildEnv::default());
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("/nonexistent-dir does not exist")),
+            "{report:?}"
+        );
+        let error = report.error("keepalived").expect("a problem");
+        assert!(
+            error
+                .to_string()
+                .starts_with("this host is not ready for the keepalived backend:\n  "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_command_backend_needs_its_three_programs() {
+        let c = config(
+            "[failover]\nbackend = \"command\"\n[failover.command]\ndemote = [\"/nonexistent/demote\"]\npromote = [\"/bin/sh\"]\nstate = [\"no-such-program-on-path\"]\n",
+        );
+        let report = host(&c, &ChildEnv::default());
+        assert_eq!(
+            report.problems,
+            [
+                "[failover.command] demote: `/nonexistent/demote` is not an executable file",
+                "[failover.command] state: `no-such-program-on-path` is not an executable file on PATH",
+            ]
+        );
+        assert!(host(&config(""), &ChildEnv::default()) == HostReport::default());
     }
 
     #[test]

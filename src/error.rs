@@ -15,6 +15,10 @@ pub enum Error {
     /// A feature, tool or agent that is required is not there.
     #[error("{0}")]
     Unavailable(String),
+    /// `check`: this host lacks what the backend needs (its tools, CARP
+    /// interfaces, a safe track file directory).
+    #[error(transparent)]
+    Host(#[from] crate::check::HostError),
     /// The failover backend could not be set up.
     #[error(transparent)]
     Failover(#[from] FailoverError),
@@ -100,9 +104,9 @@ impl Error {
             Error::Config(_) | Error::Consul(_) => exit::CONFIG,
             Error::Usage(_) => exit::USAGE,
             Error::Demotion(_) => exit::DEMOTION_FAILED,
-            Error::Unavailable(_) | Error::Failover(crate::failover::FailoverError::Missing(_)) => {
-                exit::UNAVAILABLE
-            }
+            Error::Unavailable(_)
+            | Error::Host(_)
+            | Error::Failover(crate::failover::FailoverError::Missing(_)) => exit::UNAVAILABLE,
             Error::Failover(_)
             | Error::State(_)
             | Error::Record(_)

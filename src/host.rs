@@ -1,8 +1,13 @@
-//! Facts about this host that several modules report: its name and the wall
-//! clock. A module of its own, so that consul, health and control need not
-//! import `crate::status` (which imports them) for two one-line helpers.
+//! Facts about this host that several modules report: its name, the wall
+//! clock, and whether a program can be run. A module of its own, so that
+//! consul, health and control need not import `crate::status` (which
+//! imports them), nor `check` the failover backends, for small helpers.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 /// This host's name (gethostname(3)), as `status` and Consul's Meta show it;
 /// empty if the system will not say.
@@ -17,4 +22,23 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Why `program` cannot be run, if it cannot: it must be an executable file
+/// at its path, or, for a bare name, on PATH (as execvp(3) looks it up).
+pub fn not_runnable(program: &Path) -> Option<String> {
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let bare = program.components().count() == 1 && !program.has_root();
+    let found = if bare {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| executable(&dir.join(program)))
+        })
+    } else {
+        executable(program)
+    };
+    let place = if bare { " on PATH" } else { "" };
+    (!found).then(|| format!("`{}` is not an executable file{place}", program.display()))
 }

@@ -26,7 +26,9 @@
 //!   table-tested. The stop sequence is there and nowhere else.
 //! * [`supervisor`]: the one dispatcher loop that feeds the machine and
 //!   carries out its actions; the only owner of the proxy child.
-//! * [`process`]: spawning with a clean slate, and the one reaper.
+//! * [`process`]: spawning with a clean slate, and the one reaper;
+//!   [`child_env`]: what a child's environment loses (handoff's Consul
+//!   credentials, its supervisor's `NOTIFY_SOCKET`).
 //! * [`failover`]: the backends behind one trait, driven by a worker task:
 //!   CARP (a counted share of a group's demote counter, with a crash-safe
 //!   ledger), keepalived (a track file), commands, none.
@@ -45,6 +47,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod child_env;
 pub mod cli;
 pub mod config;
 pub mod consul;

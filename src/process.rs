@@ -35,7 +35,7 @@ use tokio::{
     sync::{oneshot, watch},
 };
 
-use crate::platform;
+use crate::{child_env::ChildEnv, platform};
 
 /// How a process ended, without the OS's `ExitStatus` encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +58,6 @@ impl std::fmt::Display for ProcessEnd {
     }
 }
 
-/// Variables handoff's own supervisor meant for handoff, never for the proxy:
-/// a proxy that inherits `NOTIFY_SOCKET` can tell systemd READY or STOPPING
-/// in handoff's name (Nomad's agent under systemd leaks them to raw_exec tasks).
-pub const SCRUBBED_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"];
-
 /// Whether a child gets a process group of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
@@ -76,9 +71,12 @@ pub enum Group {
 }
 
 /// The registry of live children; cheap to clone, shared with the reaper.
+/// It also carries what every child's environment loses ([`ChildEnv`]; the
+/// default strips every credential).
 #[derive(Debug, Clone, Default)]
 pub struct Children {
     inner: Arc<Mutex<Registry>>,
+    env: Arc<ChildEnv>,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +110,14 @@ pub struct Spawned {
 }
 
 impl Children {
+    /// A registry whose children's environment loses what `env` says.
+    pub fn new(env: ChildEnv) -> Children {
+        Children {
+            inner: Arc::default(),
+            env: Arc::new(env),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic elsewhere must not stop reaping; the map stays consistent
         // because every critical section is a single insert or remove.
@@ -119,15 +125,14 @@ impl Children {
     }
 
     /// Starts `command` with default signal dispositions, an empty signal
-    /// mask, and the supervisor-only variables removed from its environment.
+    /// mask, and the variables meant for handoff alone removed from its
+    /// environment (`crate::child_env`).
     ///
     /// Call it from a thread that lives as long as handoff: Linux sends
     /// PDEATHSIG when the *thread* that forked the child exits, not the process
     /// (prctl(2), PR_SET_PDEATHSIG).
     pub fn spawn(&self, command: &mut Command, group: Group) -> io::Result<Spawned> {
-        for name in SCRUBBED_ENV {
-            command.env_remove(name);
-        }
+        self.env.apply(command);
         if group == Group::Own {
             command.process_group(0);
         }

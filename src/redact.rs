@@ -11,7 +11,7 @@
 //! `crate::supervisor`) show its command line through [`argv`], because the
 //! journal and Nomad's logs have more readers than the control socket.
 
-use crate::{config::Argv, status::Status};
+use crate::{config::Argv, maintenance::Reason, status::Status};
 
 /// What stands in for what is hidden.
 pub const REDACTED: &str = "[redacted]";
@@ -143,7 +143,7 @@ pub fn for_http(mut status: Status, show_argv: bool) -> Status {
         health.view.last_error = health.view.last_error.as_deref().map(urls);
     }
     if let Some(maintenance) = &mut status.maintenance {
-        maintenance.reason = REDACTED.into();
+        maintenance.reason = Reason::sanitised(REDACTED);
     }
     if let Some(consul) = &mut status.consul {
         consul.address = urls(&consul.address);
@@ -284,7 +284,7 @@ mod tests {
             Some("`/bin/check --key [redacted]` exited 1")
         );
         let maintenance = shown.maintenance.as_ref().unwrap();
-        assert_eq!(maintenance.reason, "[redacted]");
+        assert_eq!(maintenance.reason.as_str(), "[redacted]");
         assert_eq!(maintenance.since, 1_795_367_321);
         assert_eq!(maintenance.uid, 1000);
         let consul = shown.consul.as_ref().unwrap();
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(shown.proxy.command, whole.proxy.command);
         let health = shown.health.as_ref().unwrap();
         assert_eq!(health, whole.health.as_ref().unwrap());
-        assert_eq!(shown.maintenance.unwrap().reason, "[redacted]");
+        assert_eq!(shown.maintenance.unwrap().reason.as_str(), "[redacted]");
         assert_eq!(
             shown.consul.unwrap().last_error.as_deref(),
             Some("register: GET https://127.0.0.1:8501/v1?[redacted] failed")

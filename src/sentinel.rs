@@ -43,6 +43,7 @@ use tokio::{
 };
 
 use crate::{
+    child_env::ChildEnv,
     config::{self, Location, Resolved},
     error::Error,
     failover::{self, AnyBackend},
@@ -245,7 +246,7 @@ async fn finish(mut process: Process, clean: bool) {
 /// up to `limit`: what the sentinel does after its agent died, and what
 /// `handoff down` does at boot.
 fn apply_down(config: &Resolved, state: StateDir, limit: Duration) -> Result<(), Error> {
-    let children = Children::default();
+    let children = Children::new(ChildEnv::new(&config.proxy.keep_env));
     let boot = failover::boot_id(&config.backend)?;
     let (runtime, _signals) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {

@@ -230,3 +230,111 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+/// Issue 14 item 4: `check` verifies the host too, and exits 69 naming
+/// each thing the backend would miss: its tools, the track file's directory
+/// and whether root can write there safely.
+#[test]
+fn check_exits_69_naming_each_thing_the_host_lacks() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let keepalived = |track_dir: &str| {
+        lab.config(&format!(
+            "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nvip = [\"192.0.2.10\"]\ntrack_file = \"{track_dir}/handoff.track\"\n"
+        ))
+    };
+    let check = |config: &std::path::Path, path: Option<&std::path::Path>| {
+        let mut cmd = lab.handoff_command(Some(config));
+        cmd.arg("check");
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        output(&mut cmd)
+    };
+
+    // No keepalived on PATH, and no directory for the track file.
+    let empty = lab.path("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let config = keepalived("{dir}/missing");
+    let (code, stdout, stderr) = check(&config, Some(&empty));
+    assert_eq!(code, 69, "{stdout}{stderr}");
+    assert!(!stdout.contains("configuration OK"), "{stdout}");
+    let missing = lab.path("missing");
+    for want in [
+        "`keepalived` is not an executable file on PATH".to_owned(),
+        format!("{} does not exist", missing.display()),
+    ] {
+        assert!(stderr.contains(&want), "{want:?} not in {stderr}");
+    }
+
+    // A track file's directory others may write to is refused; one with
+    // the sticky bit, or only ours, is fine.
+    if common::have("keepalived") {
+        let shared = lab.path("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let config = keepalived("{dir}/shared");
+        let (code, stdout, stderr) = check(&config, None);
+        assert_eq!(code, 69, "{stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "refusing the track_file's directory {}: it is writable by its group",
+                shared.display()
+            )),
+            "{stderr}"
+        );
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let (code, stdout, stderr) = check(&config, None);
+        assert_eq!(code, 0, "sticky: {stdout}{stderr}");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if nix::unistd::Uid::effective().is_root() {
+            nix::unistd::chown(&shared, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let (code, _, stderr) = check(&config, None);
+            assert_eq!(code, 69, "{stderr}");
+            assert!(stderr.contains("is owned by uid 65534"), "{stderr}");
+        }
+    }
+
+    // The command backend's three programs.
+    let plain = lab.path("plain");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = lab.config(&format!(
+        "[failover]\nbackend = \"command\"\n[failover.command]\n\
+         demote = [\"{{dir}}/no-such-demote\"]\npromote = [\"{}\"]\n\
+         state = [\"{{fixture}}\", \"record\", \"--log\", \"{{log}}\", \"state\"]\n",
+        plain.display()
+    ));
+    let (code, stdout, stderr) = check(&config, None);
+    assert_eq!(code, 69, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "`{}` is not an executable file",
+            lab.path("no-such-demote").display()
+        )) && stderr.contains(&format!("`{}` is not an executable file", plain.display())),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(common::FIXTURE),
+        "the state command is there: {stderr}"
+    );
+}
+
+#[test]
+fn check_says_carp_cannot_be_checked_off_openbsd() {
+    let lab = Lab::new();
+    let config = lab.config(
+        "[failover]\nbackend = \"carp\"\n[failover.carp]\ninterfaces = [\"carp7\"]\nifconfig = \"/nonexistent/ifconfig\"\n",
+    );
+    let (code, stdout, stderr) = output(lab.handoff_command(Some(&config)).arg("check"));
+    if cfg!(target_os = "openbsd") {
+        assert_eq!(code, 69, "{stdout}{stderr}");
+        assert!(stderr.contains("/nonexistent/ifconfig"), "{stderr}");
+    } else {
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(
+            stdout.contains("CARP is OpenBSD's") && stdout.contains("not checked on this host"),
+            "{stdout}"
+        );
+    }
+}

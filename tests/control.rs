@@ -302,3 +302,84 @@ fn the_control_group_may_use_the_socket() {
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0);
 }
+
+/// Issue 14 item 3: a reason goes into the text status, `/healthz`,
+/// Consul's check output and the logs, so it is one line of at most 256
+/// bytes of printable text, whichever way it comes in.
+#[test]
+fn a_reason_with_control_characters_or_over_256_bytes_is_refused() {
+    let lab = Lab::new();
+    let config = lab.base_config();
+    let long = "x".repeat(257);
+    // The CLI refuses it as a usage error naming the flag, agent or not.
+    for bad in ["disk\nswap", "\u{1b}[2Jgone", "tab\there", long.as_str()] {
+        let (code, stdout, stderr) =
+            run_cli(&lab, &config, &["demote", "--no-wait", "--reason", bad]);
+        assert_eq!(code, 64, "{bad:?}: {stdout}{stderr}");
+        assert!(stderr.contains("--reason"), "{bad:?}: {stderr}");
+    }
+    // 256 bytes of printable text are fine (here without an agent).
+    let most = "é".repeat(128);
+    let (code, stdout, stderr) =
+        run_cli(&lab, &config, &["demote", "--no-wait", "--reason", &most]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = run_cli(&lab, &config, &["promote"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // Sent straight to the agent's socket: refused, naming the field.
+    let mut h = healthy_agent(&lab);
+    for (reason, want) in [
+        ("disk\nswap".to_owned(), "control character"),
+        ("\u{7f}".to_owned(), "control character"),
+        ("y".repeat(300), "at most 256"),
+    ] {
+        let request = serde_json::json!({
+            "version": 1,
+            "command": { "name": "demote", "reason": reason },
+        });
+        let answer = raw(&lab, format!("{request}\n").as_bytes(), false);
+        assert!(
+            answer.contains("reason") && answer.contains(want),
+            "{reason:?}: {answer}"
+        );
+    }
+    let v = lab.status_json(&config);
+    assert_eq!(v["maintenance"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["level"], "up");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0);
+}
+
+/// A record an older handoff wrote with such a reason still holds the node
+/// in maintenance (a damaged record is never "no maintenance"); what is
+/// shown of it is sanitised: control characters escaped, 256 bytes at most.
+#[test]
+fn an_old_record_with_a_bad_reason_holds_the_node_and_is_shown_sanitised() {
+    let lab = Lab::new();
+    let config = lab.base_config();
+    let state = lab.path("handoff-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let reason = format!("disk\nswap\u{1b}[31m{}", "z".repeat(70_000));
+    std::fs::write(
+        state.join("maintenance.toml"),
+        format!(
+            "reason = {}\nuid = 0\nsince = 1795000000\n",
+            toml::Value::String(reason)
+        ),
+    )
+    .unwrap();
+    let mut h = healthy_agent(&lab);
+    let v = lab.status_json(&config);
+    assert_eq!(v["level"], "standby", "still in maintenance: {v}");
+    let shown = v["maintenance"]["reason"].as_str().unwrap();
+    assert!(shown.len() <= 256, "{} bytes", shown.len());
+    assert!(!shown.contains(char::is_control), "{shown:?}");
+    assert!(shown.starts_with("disk\\nswap\\u{1b}[31mzzz"), "{shown:?}");
+    let (code, text, _) = run_cli(&lab, &config, &["status"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("disk\\nswap"), "{text}");
+    h.assert_logged("sanitised");
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0);
+}

@@ -21,7 +21,7 @@ use crate::{
     error::Error,
     failover::{AnyBackend, Failover, Level, Role},
     host::unix_now,
-    maintenance::Maintenance,
+    maintenance::{Maintenance, Reason},
     platform::Received,
     process::Children,
     state::{StateDir, StateError},
@@ -58,10 +58,12 @@ fn open_state(config: &Resolved) -> Result<Arc<StateDir>, Error> {
     }
 }
 
-/// `handoff demote` without an agent. `signals` ends the wait early.
+/// `handoff demote` without an agent. `signals` ends the wait early. The
+/// reason is a [`Reason`] (checked where it was given: `--reason`), so the
+/// record this writes holds nothing the agent's socket would refuse.
 pub async fn demote(
     config: &Resolved,
-    reason: Option<&str>,
+    reason: Option<&Reason>,
     uid: u32,
     wait: Option<Duration>,
     children: Children,

@@ -15,9 +15,12 @@ use clap::{Parser, Subcommand};
 use crate::{
     agent,
     check::{self, KillBudget},
+    child_env::ChildEnv,
     config::{self, Backend, Location},
     error::Error,
-    exit, sentinel, signals,
+    exit,
+    maintenance::Reason,
+    sentinel, signals,
 };
 
 /// Edge proxy supervisor: moves the floating IP away before the proxy stops.
@@ -41,7 +44,8 @@ pub enum Command {
         #[arg(last = true, value_name = "PROXY [ARGS]...")]
         proxy: Vec<String>,
     },
-    /// Validate the config and print warnings; exit 0 or 78
+    /// Validate the config and the host, print warnings; exit 0, 78 (config)
+    /// or 69 (the host lacks what the backend needs)
     Check {
         /// The supervisor's kill timeout to check the stop budget against
         /// (Nomad kill_timeout, systemd TimeoutStopSec, rc.d daemon_timeout)
@@ -52,9 +56,10 @@ pub enum Command {
     /// exit 0 when it did, 1 when the wait timed out, 130 when ^C ended it
     /// (the demotion stays)
     Demote {
-        /// Why, shown in status and Consul
-        #[arg(long)]
-        reason: Option<String>,
+        /// Why, shown in status and Consul: one line of printable text, at
+        /// most 256 bytes
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: Option<Reason>,
         /// Do not wait for the IP to move
         #[arg(long)]
         no_wait: bool,
@@ -87,6 +92,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let value = humantime::parse_duration(text)
         .map_err(|e| format!("{e} (expected a duration such as 1.5s, 250ms, 2m)"))?;
     config::duration_within(text, value, config::DURATION_CEILING)
+}
+
+/// `--reason`: what the agent's socket would accept ([`Reason::parse`]), so
+/// a bad one is a usage error naming the flag (exit 64) before anything is
+/// asked or written.
+fn parse_reason(text: &str) -> Result<Reason, String> {
+    Reason::parse(text).map_err(|e| e.to_string())
 }
 
 /// Parses the command line, runs the subcommand, and returns the exit status.
@@ -128,7 +140,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
             no_wait,
             timeout,
         } => blocked.and_then(|()| {
-            operator::demote(cli.config.as_deref(), reason.as_deref(), no_wait, timeout)
+            operator::demote(cli.config.as_deref(), reason.as_ref(), no_wait, timeout)
         }),
         Command::Promote => operator::promote(cli.config.as_deref()),
         Command::Status { json } => operator::status(cli.config.as_deref(), json),
@@ -162,13 +174,30 @@ fn check(flag: Option<&std::path::Path>, kill_timeout: Option<Duration>) -> Resu
     agent::consul_client(&config)?;
     let nomad = std::env::var("NOMAD_ALLOC_ID").ok();
     let budget = KillBudget::find(kill_timeout, nomad.as_deref());
-    for warning in check::warnings(&config, budget, nomad.is_some()) {
+    let env = ChildEnv::new(&config.proxy.keep_env);
+    let host = check::host(&config, &env);
+    for warning in check::warnings(&config, budget, nomad.is_some())
+        .iter()
+        .chain(&host.warnings)
+    {
         eprintln!("warning: {warning}");
+    }
+    for note in &host.notes {
+        println!("{note}");
+    }
+    let credentials = env.credentials_here();
+    if !credentials.is_empty() {
+        println!("{}", credentials.line());
     }
     if let Backend::Keepalived(k) = &config.backend {
         println!("{}", check::keepalived_snippet(k));
     }
     println!("{}", check::budget_line(&config));
+    // The host last: a node that cannot run the backend must not start
+    // (ExecStartPre, rc_pre), and says all that is missing at once.
+    if let Some(error) = host.error(config.backend.name()) {
+        return Err(error.into());
+    }
     println!("configuration OK");
     Ok(exit::OK)
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::direct::{self, Demoted};
 use crate::{
+    child_env::ChildEnv,
     config::{self, Location, Resolved},
     control::{
         client::{self, ClientError},
@@ -25,7 +26,7 @@ use crate::{
     exit,
     failover::{self, Level},
     machine::Phase,
-    maintenance::Maintenance,
+    maintenance::{Maintenance, Reason},
     platform::Received,
     process::Children,
     signals,
@@ -75,14 +76,14 @@ pub fn status(flag: Option<&Path>, json: bool) -> Result<u8, Error> {
 /// `handoff demote [--reason TEXT] [--no-wait] [--timeout DUR]`.
 pub fn demote(
     flag: Option<&Path>,
-    reason: Option<&str>,
+    reason: Option<&Reason>,
     no_wait: bool,
     timeout: Option<Duration>,
 ) -> Result<u8, Error> {
     let config = load(flag)?;
     let limit = timeout.unwrap_or(config.failover.timeout);
     let command = Command::Demote {
-        reason: reason.map(str::to_owned),
+        reason: reason.cloned(),
     };
     let status = match ask(&config, command) {
         Ok(status) => status,
@@ -208,11 +209,11 @@ fn level_name(status: &Status) -> String {
 /// `demote` with no agent: under the state dir's lock, on the backend.
 fn demote_directly(
     config: &Resolved,
-    reason: Option<&str>,
+    reason: Option<&Reason>,
     wait: Option<Duration>,
 ) -> Result<u8, Error> {
     let boot = failover::boot_id(&config.backend)?;
-    let children = Children::default();
+    let children = Children::new(ChildEnv::new(&config.proxy.keep_env));
     let (runtime, mut rx) = crate::signals::runtime_and_reader(&children)?;
     let uid = nix::unistd::Uid::current().as_raw();
     let outcome = runtime.block_on(direct::demote(

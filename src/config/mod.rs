@@ -91,6 +91,9 @@ pub struct ProxyConfig {
     pub restart: RestartPolicy,
     /// The promotion gate; absent means "running for 1s".
     pub health: Option<Spanned<HealthConfig>>,
+    /// Consul credentials the children keep (`crate::child_env`); each
+    /// name is checked where it stands.
+    pub keep_env: Vec<Spanned<String>>,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +108,7 @@ impl Default for ProxyConfig {
             exit_code_map: ExitCodeMap::default(),
             restart: RestartPolicy::default(),
             health: None,
+            keep_env: Vec::new(),
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct Proxy {
     pub restart: RestartPolicy,
     /// What makes the proxy healthy.
     pub gate: HealthGate,
+    /// `keep_env`: the Consul credentials every child keeps (each one of
+    /// `crate::child_env::CONSUL_CREDENTIALS`).
+    pub keep_env: Vec<String>,
 }
 
 /// What makes the proxy healthy, and so lets the node go up.
@@ -301,6 +304,11 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
             exit_code_map: proxy.exit_code_map,
             restart: proxy.restart,
             gate,
+            keep_env: proxy
+                .keep_env
+                .into_iter()
+                .map(toml::Spanned::into_inner)
+                .collect(),
         },
         backend,
         failover: Failover {

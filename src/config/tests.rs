@@ -302,6 +302,27 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "empty name",
     ),
     ("[proxy\n", "1:7", ""),
+    // keep_env: names only of what handoff strips, each refused where it stands.
+    (
+        "[proxy]\nkeep_env = [\"CONSUL_HTTP_TOKEN\", \"\"]\n",
+        "2:34",
+        "keep_env has an empty name",
+    ),
+    (
+        "[proxy]\nkeep_env = [\"CONSUL_HTTP_TOKEN=abc\"]\n",
+        "2:13",
+        "contains `=`",
+    ),
+    (
+        "[proxy]\nkeep_env = [\"CONSUL_HTTP_ADDR\"]\n",
+        "2:13",
+        "is not a variable handoff strips",
+    ),
+    (
+        "[proxy]\nkeep_env = \"CONSUL_HTTP_TOKEN\"\n",
+        "2:12",
+        "expected a sequence",
+    ),
 ];
 
 #[test]
@@ -571,6 +592,9 @@ fn resolved_proxy_health_and_consul_take_the_file_s_values() {
     assert_eq!(consul.address.as_deref(), Some("unix:///run/consul.sock"));
     assert!(consul.confirm_peer);
     assert_eq!(r.control.group.as_deref(), Some("root"));
+    assert!(r.proxy.keep_env.is_empty(), "keeps nothing by default");
+    let r = resolved("[proxy]\nkeep_env = [\"CONSUL_HTTP_TOKEN\", \"CONSUL_HTTP_AUTH\"]\n");
+    assert_eq!(r.proxy.keep_env, ["CONSUL_HTTP_TOKEN", "CONSUL_HTTP_AUTH"]);
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::{BackendKind, Config, ConsulConfig, ControlConfig, FailoverConfig, ProxyConfig};
+use crate::child_env::CONSUL_CREDENTIALS;
 
 pub(super) type Problem = (Option<Range<usize>>, String);
 
@@ -100,6 +101,11 @@ fn failover(failover: &FailoverConfig, problems: &mut Vec<Problem>) {
 }
 
 fn proxy(proxy: &ProxyConfig, problems: &mut Vec<Problem>) {
+    for name in &proxy.keep_env {
+        if let Some(message) = keep_env_problem(name.get_ref()) {
+            problems.push((Some(name.span()), message));
+        }
+    }
     let Some(health) = &proxy.health else { return };
     let h = health.get_ref();
     let span = Some(health.span());
@@ -123,6 +129,30 @@ fn proxy(proxy: &ProxyConfig, problems: &mut Vec<Problem>) {
             span,
             "[proxy.health] timeout is longer than interval; checks would overlap".into(),
         ));
+    }
+}
+
+/// What is wrong with a `keep_env` name: it must be a variable name (not
+/// empty, no `=`, no NUL: environ(7)), and one handoff strips, since keeping
+/// anything else does nothing and is most likely a typo.
+fn keep_env_problem(name: &str) -> Option<String> {
+    let stripped = CONSUL_CREDENTIALS.join(", ");
+    if name.is_empty() {
+        Some(format!(
+            "keep_env has an empty name, expected one of {stripped}"
+        ))
+    } else if name.contains(['=', '\0']) {
+        Some(format!(
+            "keep_env name `{}` contains `=` or NUL, which no variable name can: expected one of {stripped}",
+            name.escape_debug()
+        ))
+    } else if !CONSUL_CREDENTIALS.contains(&name) {
+        Some(format!(
+            "keep_env name `{}` is not a variable handoff strips (only {stripped}): children inherit it already",
+            name.escape_debug()
+        ))
+    } else {
+        None
     }
 }
 

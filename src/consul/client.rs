@@ -4,8 +4,9 @@
 //! Owns: building the HTTP client from [`Settings`] (address, TLS, token),
 //! the wire types of `/v1/agent/service/register`, `/v1/agent/check/update`,
 //! `/v1/agent/service/deregister` and `/v1/health/service` (blocking queries,
-//! `X-Consul-Index`), and turning failures into [`CallError`]s that name the
-//! call and never carry the token. Does not retry: the callers decide.
+//! `X-Consul-Index`), how much of an answer is read ([`MAX_HEALTH_BODY`],
+//! [`MAX_ERROR_BODY`]), and turning failures into [`CallError`]s that name
+//! the call and never carry the token. Does not retry: the callers decide.
 
 use std::{collections::BTreeMap, fmt, net::ToSocketAddrs, time::Duration};
 
@@ -16,6 +17,19 @@ use reqwest::{
 use serde::{Deserialize, Serialize};
 
 use super::settings::{Endpoint, Settings, SettingsError};
+
+/// The most of a `/v1/health/service` answer that is read; a larger one is
+/// an error ([`CallError::TooLarge`]). One instance of handoff's service is
+/// about 2 KiB (the node, the service with its Meta, and two checks), and
+/// up to about 9 KiB when both checks carry the most output a Consul agent
+/// keeps (`check_output_max_size`, 4 KiB by default): 1 MiB holds more
+/// than a hundred instances even then, where an edge service has a few.
+/// Bounded at all because a blocking query is re-asked all the time, and
+/// a broken or hostile agent must not make the reporter hold gigabytes.
+pub const MAX_HEALTH_BODY: usize = 1024 * 1024;
+/// The most of an error answer's body that is read: its start is shown
+/// (200 characters) in the error; Consul's own error texts are one line.
+pub const MAX_ERROR_BODY: usize = 4 * 1024;
 
 /// The status of a TTL check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +137,14 @@ pub enum CallError {
         body: String,
         /// What to check, for ACL refusals.
         hint: String,
+    },
+    /// The answer is larger than handoff reads.
+    #[error("{call}: the answer is more than {} MiB", limit / (1024 * 1024))]
+    TooLarge {
+        /// The call.
+        call: String,
+        /// The bound, in bytes.
+        limit: usize,
     },
     /// Connecting or talking failed (refused, reset, TLS).
     #[error("{call}: {detail}")]
@@ -278,10 +300,36 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let entries: Vec<wire::Entry> =
-            response.json().await.map_err(|e| CallError::Transport {
+        // A length over the bound is refused before the body is read.
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_HEALTH_BODY as u64)
+        {
+            return Err(CallError::TooLarge {
                 call,
-                detail: format!("unexpected answer: {}", chain(&e)),
+                limit: MAX_HEALTH_BODY,
+            });
+        }
+        let body = match read_at_most(response, MAX_HEALTH_BODY).await {
+            Ok(Body::Whole(body)) => body,
+            Ok(Body::Cut(_)) => {
+                return Err(CallError::TooLarge {
+                    call,
+                    limit: MAX_HEALTH_BODY,
+                });
+            }
+            Err(e) if e.is_timeout() => return Err(CallError::Timeout { call, limit }),
+            Err(e) => {
+                return Err(CallError::Transport {
+                    call,
+                    detail: chain(&e),
+                });
+            }
+        };
+        let entries: Vec<wire::Entry> =
+            serde_json::from_slice(&body).map_err(|e| CallError::Transport {
+                call,
+                detail: format!("unexpected answer: {e}"),
             })?;
         Ok((
             entries
@@ -332,12 +380,21 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
-        let text = tokio::time::timeout(limit, response.text())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        let body: String = text.trim().chars().take(200).collect();
+        // Only the start of the body is shown: read no more than that
+        // needs, and none at all past the call's deadline.
+        let text = match tokio::time::timeout(limit, read_at_most(response, MAX_ERROR_BODY)).await {
+            Ok(Ok(Body::Whole(bytes) | Body::Cut(bytes))) => {
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Ok(Err(_)) | Err(_) => String::new(),
+        };
+        // It goes into logs and `status`: one line, whatever the agent sent.
+        let body: String = text
+            .trim()
+            .chars()
+            .take(200)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         let hint = match (status.as_u16(), &self.token_source) {
             (403, Some(source)) => format!(
                 " (the token from {source} is refused or lacks service:write and node:read)"
@@ -352,6 +409,29 @@ impl Client {
             hint,
         })
     }
+}
+
+/// A body read with a bound.
+enum Body {
+    /// All of it.
+    Whole(Vec<u8>),
+    /// Its first bytes, up to the bound; more followed, unread.
+    Cut(Vec<u8>),
+}
+
+/// Reads `response`'s body, but no more than `limit` bytes: the rest is
+/// never read (dropping the response closes the connection).
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Body> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Body::Cut(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Whole(body))
 }
 
 /// The TLS options of an https endpoint.
@@ -539,5 +619,141 @@ mod tests {
                 .get("DeregisterCriticalServiceAfter")
                 .is_none()
         );
+    }
+
+    /// A one-shot HTTP server on loopback, for answers real Consul cannot be
+    /// made to give: it reads one request, writes `head`, then `body` in
+    /// `chunk`-byte writes, one every `every`, and returns how many body
+    /// bytes it got out before the client went away (or all of them).
+    async fn answer_once(
+        head: &str,
+        body: Vec<u8>,
+        chunk: usize,
+        every: Duration,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<usize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let head = head.to_owned();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before its request ended");
+                request.extend_from_slice(&buf[..n]);
+            }
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return 0;
+            }
+            let mut sent = 0;
+            for part in body.chunks(chunk) {
+                if stream.write_all(part).await.is_err() {
+                    break;
+                }
+                sent += part.len();
+                tokio::time::sleep(every).await;
+            }
+            sent
+        });
+        (addr, server)
+    }
+
+    fn client_for(addr: std::net::SocketAddr) -> Client {
+        let consul = crate::config::ConsulConfig {
+            address: Some(addr.to_string()),
+            ..crate::config::ConsulConfig::default()
+        };
+        let settings = Settings::resolve(&consul, |_| None, "node").unwrap();
+        Client::new(&settings).unwrap()
+    }
+
+    /// A valid `/v1/health/service` answer of about `size` bytes.
+    fn health_answer(size: usize) -> Vec<u8> {
+        let entry = r#"{"Node":{"Node":"n1"},"Service":{"ID":"edge-x","Tags":["backup"]},"Checks":[{"Status":"passing"}]}"#;
+        let count = size / (entry.len() + 1) + 1;
+        format!("[{}]", vec![entry; count].join(",")).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_health_answer_over_its_bound_is_refused_without_reading_it_all() {
+        let body = health_answer(16 * MAX_HEALTH_BODY);
+        let total = body.len();
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+        let (addr, server) = answer_once(head, body, 64 * 1024, Duration::from_millis(1)).await;
+        let got = client_for(addr)
+            .health("edge", None, Duration::ZERO, Duration::from_secs(10))
+            .await;
+        let error = match got {
+            Err(error) => error,
+            Ok((instances, _)) => panic!("read {} instances", instances.len()),
+        };
+        assert!(
+            matches!(
+                error,
+                CallError::TooLarge {
+                    limit: MAX_HEALTH_BODY,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("more than 1 MiB"), "{error}");
+        let sent = server.await.unwrap();
+        assert!(sent < total, "read it all: {sent} of {total} bytes");
+
+        // A large answer within the bound is read.
+        let body = health_answer(MAX_HEALTH_BODY - 4096);
+        assert!(body.len() <= MAX_HEALTH_BODY);
+        let (addr, _server) = answer_once(head, body, 64 * 1024, Duration::ZERO).await;
+        let (instances, _) = client_for(addr)
+            .health("edge", None, Duration::ZERO, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(instances.len() > 5000, "{}", instances.len());
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_bound_is_refused_before_the_body() {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            MAX_HEALTH_BODY + 1
+        );
+        // The body never comes: only the header can end the call early.
+        let (addr, _server) = answer_once(&head, vec![b' '; 1], 1, Duration::from_secs(30)).await;
+        let started = std::time::Instant::now();
+        let error = client_for(addr)
+            .health("edge", None, Duration::ZERO, Duration::from_secs(5))
+            .await
+            .expect_err("refused");
+        assert!(matches!(error, CallError::TooLarge { .. }), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_body_is_read_only_as_far_as_its_bound() {
+        // An endless error page, trickled: only its first bytes are read.
+        let head = "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n";
+        let body = vec![b'e'; 4000 * 1024];
+        let (addr, server) = answer_once(head, body, 1024, Duration::from_millis(1)).await;
+        let started = std::time::Instant::now();
+        let error = client_for(addr)
+            .deregister("edge-x", Duration::from_secs(2))
+            .await
+            .expect_err("500");
+        let elapsed = started.elapsed();
+        let CallError::Status { status, body, .. } = &error else {
+            panic!("a status error expected: {error}")
+        };
+        assert_eq!(*status, 500);
+        assert_eq!(body.len(), 200, "the start of the body: {body:?}");
+        assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+        let sent = server.await.unwrap();
+        assert!(sent < 4000 * 1024, "read it all");
     }
 }

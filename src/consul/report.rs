@@ -100,7 +100,9 @@ impl Report {
             tag,
             check,
             level: view.level,
-            reason: maintenance.map(|m| m.reason.clone()).unwrap_or_default(),
+            reason: maintenance
+                .map(|m| m.reason.as_str().to_owned())
+                .unwrap_or_default(),
         }
     }
 
@@ -358,7 +360,7 @@ mod tests {
     #[test]
     fn the_reason_goes_into_meta_and_output() {
         let record = Maintenance {
-            reason: "kernel upgrade".into(),
+            reason: crate::maintenance::Reason::parse("kernel upgrade").unwrap(),
             uid: 0,
             since: 1,
         };

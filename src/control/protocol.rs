@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::status::Status;
+use crate::{maintenance::Reason, status::Status};
 
 /// Bumped on any incompatible change.
 pub const VERSION: u32 = 1;
@@ -30,8 +30,11 @@ pub enum Command {
     Status,
     /// Enter (or stay in) maintenance: hold the node at standby.
     Demote {
-        /// Why, for status and Consul; `None` keeps the current reason.
-        reason: Option<String>,
+        /// Why, for status and Consul; `None` keeps the current reason. A
+        /// request whose reason is not one (too long, a control character)
+        /// is refused with an error naming the reason.
+        #[serde(default, deserialize_with = "Reason::deserialize_strict")]
+        reason: Option<Reason>,
     },
     /// Leave maintenance.
     Promote,
@@ -116,9 +119,21 @@ mod tests {
             let _ = parse_request(&request.to_string());
         }
 
-        /// Every request a client can build is read back as itself.
+        /// Every request a client can build is read back as itself, and a
+        /// reason that is not one never gets through.
         #[test]
-        fn requests_round_trip(reason in proptest::option::of(".{0,200}"), which in 0..3u8) {
+        fn requests_round_trip(text in proptest::option::of(".{0,300}"), which in 0..3u8) {
+            let line = serde_json::json!({
+                "version": VERSION,
+                "command": { "name": "demote", "reason": text },
+            })
+            .to_string();
+            let parsed = parse_request(&line);
+            match text.as_deref().map(Reason::parse) {
+                Some(Err(_)) => prop_assert!(parsed.unwrap_err().contains("the reason")),
+                _ => prop_assert!(parsed.is_ok()),
+            }
+            let reason = text.as_deref().and_then(|t| Reason::parse(t).ok());
             let command = match which {
                 0 => Command::Status,
                 1 => Command::Demote { reason },
@@ -156,8 +171,21 @@ mod tests {
         assert_eq!(
             demote.unwrap().command,
             Command::Demote {
-                reason: Some("disk".into())
+                reason: Some(Reason::parse("disk").unwrap())
             }
+        );
+        assert_eq!(
+            parse_request(r#"{"version":1,"command":{"name":"demote"}}"#)
+                .unwrap()
+                .command,
+            Command::Demote { reason: None },
+            "no reason keeps the current one"
+        );
+        let refused = parse_request(r#"{"version":1,"command":{"name":"demote","reason":"a\nb"}}"#)
+            .unwrap_err();
+        assert!(
+            refused.contains("the reason contains a control character (U+000A)"),
+            "{refused}"
         );
         assert!(
             parse_request(r#"{"version":1,"command":{"name":"demote","reason":"d","uid":0}}"#)

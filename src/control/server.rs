@@ -476,7 +476,7 @@ impl Context {
             Command::Status => self.ask(Ask::Status).await,
             Command::Demote { reason } => {
                 self.change_maintenance("record", move |state| {
-                    let record = Maintenance::set(state, reason.as_deref(), uid, unix_now())?;
+                    let record = Maintenance::set(state, reason.as_ref(), uid, unix_now())?;
                     tracing::info!(uid, reason = %record.reason, "maintenance set: holding this node at standby");
                     Ok(Some(record))
                 })

@@ -2,7 +2,7 @@
 //! agent-less `demote`/`promote` open it the same way. [`Failover`] returns
 //! `impl Future`, so it is not object safe: this enum dispatches instead.
 
-use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
@@ -88,29 +88,11 @@ impl AnyBackend {
     }
 }
 
-/// `program` can be run: a path to an executable file, or a bare name
-/// found as one on PATH (as execvp(3) looks it up).
+/// `program` can be run (`crate::host::not_runnable`).
 fn runnable(program: &Path) -> Result<(), FailoverError> {
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    let bare = program.components().count() == 1 && !program.has_root();
-    let found = if bare {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| executable(&dir.join(program)))
-        })
-    } else {
-        executable(program)
-    };
-    if found {
-        Ok(())
-    } else {
-        let place = if bare { " on PATH" } else { "" };
-        Err(FailoverError::Missing(format!(
-            "`{}` is not an executable file{place}",
-            program.display()
-        )))
+    match crate::host::not_runnable(program) {
+        None => Ok(()),
+        Some(why) => Err(FailoverError::Missing(why)),
     }
 }
 

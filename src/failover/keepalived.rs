@@ -16,13 +16,15 @@
 //! when it leaves, so this is where the address really is. With
 //! `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100` lines make the
 //! worker poll at once; they are only a hint (keepalived drops lines nobody
-//! reads, and recreates the FIFO on reload), so the polling goes on.
+//! reads, and recreates the FIFO on reload), so the polling goes on. A line
+//! is held to `MAX_NOTIFY_LINE` (4 KiB): anything longer is discarded up to
+//! its newline, so a writer that never ends its line costs no memory.
 
 use std::{net::IpAddr, os::unix::fs::DirBuilderExt, path::PathBuf, time::Duration};
 
 use nix::ifaddrs::getifaddrs;
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
+    io::{AsyncBufRead, AsyncBufReadExt, BufReader},
     net::unix::pipe,
     sync::mpsc,
 };
@@ -36,6 +38,11 @@ const FAST_POLL: Duration = Duration::from_millis(50);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Wait before reopening the notify FIFO after EOF (no writer, or a reload).
 const FIFO_REOPEN: Duration = Duration::from_secs(1);
+/// The longest notify FIFO line read. keepalived's are short (`INSTANCE
+/// "VI_1" MASTER 100`, an instance name being at most a few hundred bytes);
+/// the FIFO is a file anyone with write access to it can fill, so a longer
+/// line is discarded, up to its newline, without being held.
+const MAX_NOTIFY_LINE: usize = 4 * 1024;
 
 /// The keepalived backend.
 #[derive(Debug)]
@@ -187,8 +194,15 @@ async fn read_notify_fifo(path: PathBuf, instance: Option<String>, hints: mpsc::
     while !hints.is_closed() {
         match pipe::OpenOptions::new().open_receiver(&path) {
             Ok(fifo) => {
-                let mut lines = BufReader::new(fifo).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                let mut reader = BufReader::new(fifo);
+                while let Ok(Some(line)) = next_line(&mut reader, MAX_NOTIFY_LINE).await {
+                    let line = match line {
+                        Line::Text(line) => line,
+                        Line::TooLong(bytes) => {
+                            tracing::debug!(bytes, "notify_fifo line too long: discarded");
+                            continue;
+                        }
+                    };
                     match parse_notify_line(&line) {
                         Some((name, state)) if instance.as_deref().is_none_or(|i| i == name) => {
                             tracing::info!(instance = name, state, "keepalived notify_fifo");
@@ -205,6 +219,55 @@ async fn read_notify_fifo(path: PathBuf, instance: Option<String>, hints: mpsc::
         }
         tokio::time::sleep(FIFO_REOPEN).await;
     }
+}
+
+/// One line read from the notify FIFO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Line {
+    /// A line, without its newline.
+    Text(String),
+    /// A line longer than the bound, of this many bytes, discarded.
+    TooLong(usize),
+}
+
+/// The next line of `reader`, keeping at most `max` bytes of it: a longer
+/// line is read to its newline but not held, and comes back as
+/// [`Line::TooLong`]. Bytes that are not UTF-8 are replaced. `None` at end
+/// of file; a last line without its newline still counts.
+async fn next_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Line>> {
+    let mut kept = Vec::new();
+    let mut length = 0usize;
+    let mut seen = false;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            if !seen {
+                return Ok(None);
+            }
+            break;
+        }
+        seen = true;
+        let (used, part, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, &buffer[..at], true),
+            None => (buffer.len(), buffer, false),
+        };
+        let room = max.saturating_sub(kept.len());
+        kept.extend_from_slice(&part[..part.len().min(room)]);
+        length = length.saturating_add(part.len());
+        reader.consume(used);
+        if done {
+            break;
+        }
+    }
+    if length > max {
+        return Ok(Some(Line::TooLong(length)));
+    }
+    Ok(Some(Line::Text(
+        String::from_utf8_lossy(&kept).into_owned(),
+    )))
 }
 
 /// `INSTANCE "VI_1" MASTER 100` -> `("VI_1", "MASTER")`; anything else (group
@@ -243,6 +306,51 @@ mod tests {
         );
         assert_eq!(parse_notify_line("INSTANCE VI_1 MASTER 100"), None);
         assert_eq!(parse_notify_line(""), None);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_fifo_line_is_discarded_and_the_next_one_read() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // The reader first (a writer cannot open a FIFO nobody reads), then
+        // the writer, before anything is read: no end of file in between.
+        let receiver = pipe::OpenOptions::new().open_receiver(&path).unwrap();
+        let mut sender = pipe::OpenOptions::new().open_sender(&path).unwrap();
+        let long = 1024 * 1024;
+        let writer = tokio::spawn(async move {
+            sender.write_all(&vec![b'A'; long]).await.unwrap();
+            sender
+                .write_all(b"\nINSTANCE \"VI_1\" MASTER 100\n")
+                .await
+                .unwrap();
+            sender
+                .write_all(&vec![b'B'; MAX_NOTIFY_LINE])
+                .await
+                .unwrap();
+            sender.write_all(b"\nunfinished").await.unwrap();
+        });
+        let mut reader = BufReader::new(receiver);
+        // What came back, short enough to print when it is wrong.
+        let mut next = async || match next_line(&mut reader, MAX_NOTIFY_LINE).await.unwrap() {
+            Some(Line::Text(text)) if text.len() > 40 => {
+                format!("text of {} bytes {:?}...", text.len(), &text[..8])
+            }
+            Some(Line::Text(text)) => format!("text {text:?}"),
+            Some(Line::TooLong(bytes)) => format!("too long: {bytes}"),
+            None => "end of file".to_owned(),
+        };
+        assert_eq!(next().await, format!("too long: {long}"));
+        assert_eq!(next().await, "text \"INSTANCE \\\"VI_1\\\" MASTER 100\"");
+        assert_eq!(
+            next().await,
+            format!("text of {MAX_NOTIFY_LINE} bytes \"BBBBBBBB\"..."),
+            "the bound itself is a line"
+        );
+        writer.await.unwrap();
+        assert_eq!(next().await, "text \"unfinished\"");
+        assert_eq!(next().await, "end of file");
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub fn uptime() -> io::Result<std::time::Duration> {
     Ok(now.into())
 }
 
+/// Whether this OS has CARP (carp(4)), so that `check` can look at its
+/// interfaces and group through ifconfig(8).
+pub const CARP: bool = true;
+
 /// `net.inet.carp.preempt` (carp(4)), or `None` when it cannot be read.
 pub fn carp_preempt() -> Option<bool> {
     let output = std::process::Command::new("/sbin/sysctl")

@@ -73,6 +73,16 @@ pub fn demote_count(group: &str, output: &str) -> Result<u8, ParseError> {
     rest.trim().parse::<u8>().map_err(|_| error(expected, line))
 }
 
+/// The interface groups in `ifconfig <interface>` output
+/// (`\tgroups: carp edge`); none when the line is missing.
+pub fn groups(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("groups:"))
+        .map(|rest| rest.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
 /// The CARP state of the interface in `ifconfig <carpN>` output.
 pub fn interface(output: &str) -> Result<CarpInterface, ParseError> {
     let mut lines = output.lines();
@@ -206,6 +216,15 @@ mod tests {
             assert_eq!(parsed.vhids, *vhids, "{file}");
             assert_eq!(parsed.role(), *role, "{file}");
         }
+    }
+
+    #[test]
+    fn interface_groups() {
+        assert_eq!(
+            groups(&fixture("ifconfig-carp0-master.txt")),
+            ["carp", "edge"]
+        );
+        assert!(groups("carp0: flags=0<>\n").is_empty());
     }
 
     #[test]
