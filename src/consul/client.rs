@@ -326,18 +326,11 @@ impl Client {
                 });
             }
         };
-        let entries: Vec<wire::Entry> =
-            serde_json::from_slice(&body).map_err(|e| CallError::Transport {
-                call,
-                detail: format!("unexpected answer: {e}"),
-            })?;
-        Ok((
-            entries
-                .into_iter()
-                .map(wire::Entry::into_instance)
-                .collect(),
-            new_index,
-        ))
+        let instances = parse_health(&body).map_err(|e| CallError::Transport {
+            call,
+            detail: format!("unexpected answer: {e}"),
+        })?;
+        Ok((instances, new_index))
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
@@ -382,19 +375,10 @@ impl Client {
         }
         // Only the start of the body is shown: read no more than that
         // needs, and none at all past the call's deadline.
-        let text = match tokio::time::timeout(limit, read_at_most(response, MAX_ERROR_BODY)).await {
-            Ok(Ok(Body::Whole(bytes) | Body::Cut(bytes))) => {
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
+        let body = match tokio::time::timeout(limit, read_at_most(response, MAX_ERROR_BODY)).await {
+            Ok(Ok(Body::Whole(bytes) | Body::Cut(bytes))) => error_line(&bytes),
             Ok(Err(_)) | Err(_) => String::new(),
         };
-        // It goes into logs and `status`: one line, whatever the agent sent.
-        let body: String = text
-            .trim()
-            .chars()
-            .take(200)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
         let hint = match (status.as_u16(), &self.token_source) {
             (403, Some(source)) => format!(
                 " (the token from {source} is refused or lacks service:write and node:read)"
@@ -508,6 +492,27 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The instances in a `/v1/health/service` answer (at most
+/// [`MAX_HEALTH_BODY`] bytes, read by the caller), each with its worst check.
+pub fn parse_health(body: &[u8]) -> Result<Vec<Instance>, serde_json::Error> {
+    let entries: Vec<wire::Entry> = serde_json::from_slice(body)?;
+    Ok(entries
+        .into_iter()
+        .map(wire::Entry::into_instance)
+        .collect())
+}
+
+/// What an error answer's body is shown as: it goes into logs and `status`,
+/// so one line of at most 200 characters, whatever the agent sent.
+pub fn error_line(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .trim()
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// The parts of `/v1/health/service` answers that handoff reads.
 mod wire {
     use serde::Deserialize;
@@ -581,11 +586,7 @@ mod tests {
            "Checks":[{"CheckID":"serfHealth","Status":"passing"},{"CheckID":"service:edge-a","Status":"warning"}]},
           {"Node":{"Node":"n1"},"Service":{"ID":"edge-b","Tags":null},"Checks":[{"Status":"maintenance"}]}
         ]"#;
-        let entries: Vec<wire::Entry> = serde_json::from_str(text).unwrap();
-        let got: Vec<Instance> = entries
-            .into_iter()
-            .map(wire::Entry::into_instance)
-            .collect();
+        let got = parse_health(text.as_bytes()).unwrap();
         assert_eq!(got[0].id, "edge-a");
         assert!(got[0].is_master());
         assert_eq!(got[0].status, CheckStatus::Warning);

@@ -24,7 +24,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use client::{CallError, CheckStatus, Client, Instance};
+pub use client::{CallError, CheckStatus, Client, Instance, error_line, parse_health};
 pub use peers::PeerOutcome;
 pub use report::{Report, Tag};
 pub use settings::{Endpoint, Settings, SettingsError};
