@@ -493,7 +493,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The instances in a `/v1/health/service` answer (at most
-/// [`MAX_HEALTH_BODY`] bytes, read by the caller), each with its worst check.
+/// 1 MiB (`MAX_HEALTH_BODY`), read by the caller), each with its worst check.
 pub fn parse_health(body: &[u8]) -> Result<Vec<Instance>, serde_json::Error> {
     let entries: Vec<wire::Entry> = serde_json::from_slice(body)?;
     Ok(entries
