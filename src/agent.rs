@@ -66,7 +66,8 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     logging::init(&config.log);
     // What `check` refuses (ExecStartPre) is only a warning here: the
     // backend itself refuses a start it cannot serve, at step 3.
-    let host = check::host(config, &ChildEnv::new(&config.proxy.keep_env));
+    let env = children_env(config);
+    let host = check::host(config, &env);
     for warning in check::warnings(config, KillBudget::Unknown, false)
         .iter()
         .chain(&host.problems)
@@ -87,7 +88,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     if let Err(error) = platform::become_subreaper() {
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
-    let children = Children::new(children_env(config));
+    let children = Children::new(env);
     let (runtime, signal_rx) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
         // 3. CARP reconciles its ledger in `open`; a damaged ledger or a

@@ -260,12 +260,7 @@ fn keepalived_host(k: &KeepalivedConfig, env: &ChildEnv, report: &mut HostReport
             Err(why) => report.warnings.push(format!("keepalived --version: {why}")),
         }
     }
-    let dir = k
-        .track_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Some(why) = track_dir_problem(dir) {
+    if let Some(why) = track_dir_problem(crate::files::dir_of(&k.track_file)) {
         report.problems.push(why);
     }
 }
