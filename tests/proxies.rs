@@ -296,7 +296,7 @@ impl Backend {
             match self.arrivals.recv_timeout(left) {
                 Ok(arrived) if arrived == path => return,
                 Ok(_) => {}
-                Err(_) => panic!("no request for {path} reached the backend within {SOON:?}"),
+                Err(why) => panic!("no request for {path} reached the backend: {why}"),
             }
         }
     }
@@ -421,7 +421,9 @@ impl Load {
 
     /// Waits for `n` more answers than `after`.
     fn wait_answers(&self, after: usize, n: usize) {
-        self.wait_until(&format!("{n} more answers"), |s| s.bodies.len() >= after + n);
+        self.wait_until(&format!("{n} more answers"), |s| {
+            s.bodies.len() >= after + n
+        });
     }
 
     /// Ends the loop; returns what it saw.
@@ -534,7 +536,13 @@ fn on_port(url: &str, port: u16) -> String {
 /// the lab's port, backend `none` (its `failover_timeout` kept), the
 /// control socket and state dir in the lab. Everything else (preset,
 /// stop_timeout, exit_code_map, the health check's timing) is the example's.
-fn adapted_example(spec: &Spec, lab: &Lab, binary: &Path, proxy_config: &Path, ports: &Ports) -> toml::Table {
+fn adapted_example(
+    spec: &Spec,
+    lab: &Lab,
+    binary: &Path,
+    proxy_config: &Path,
+    ports: &Ports,
+) -> toml::Table {
     let text = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/examples/{}.toml", spec.name)),
     )
@@ -561,7 +569,14 @@ fn adapted_example(spec: &Spec, lab: &Lab, binary: &Path, proxy_config: &Path, p
     let url = on_port(health["http"].as_str().unwrap(), ports.health);
     health.insert("http".into(), url.into());
     let failover = config["failover"].as_table_mut().unwrap();
-    failover.retain(|key, _| key == "failover_timeout");
+    let others: Vec<String> = failover
+        .keys()
+        .filter(|key| *key != "failover_timeout")
+        .cloned()
+        .collect();
+    for key in others {
+        failover.remove(&key);
+    }
     failover.insert("backend".into(), "none".into());
     let mut control = toml::Table::new();
     control.insert("socket".into(), lab.socket().display().to_string().into());
@@ -610,10 +625,15 @@ fn start(spec: &'static Spec) -> Option<Running> {
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("XDG_DATA_HOME", home.join(".local/share"));
-    let started = Instant::now();
     let h = Handoff::spawn(cmd, lab.path("handoff.stderr"));
-    h.wait_log("healthy=true");
-    let healthy_after = started.elapsed();
+    h.wait_log("health verdict generation=1 healthy=true");
+    let started = logged_at(&h, "proxy started pid=");
+    let healthy = logged_at(&h, "health verdict generation=1 healthy=true");
+    // Across midnight, the time of day starts again.
+    let healthy_after = healthy
+        .checked_sub(started)
+        .or_else(|| (healthy + Duration::from_secs(24 * 3600)).checked_sub(started))
+        .unwrap();
     let main_pid = logged_pid(&h);
     let running = Running {
         spec,
@@ -627,6 +647,28 @@ fn start(spec: &'static Spec) -> Option<Running> {
     };
     running.assert_healthy_within_rise(&adapted, healthy_after);
     Some(running)
+}
+
+/// When handoff logged the first line containing `text`: the time of day
+/// of its timestamp (`2026-12-01T01:24:54.834519Z  INFO ...`, UTC).
+fn logged_at(h: &Handoff, text: &str) -> Duration {
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("handoff never logged {text:?}:\n{log}"));
+    let time = line
+        .get(11..26)
+        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+    let mut parts = time.splitn(3, ':');
+    let mut next = || {
+        parts
+            .next()
+            .unwrap_or_else(|| panic!("no time in {line:?}"))
+    };
+    let (hours, minutes): (u64, u64) = (next().parse().unwrap(), next().parse().unwrap());
+    let seconds: f64 = next().parse().unwrap();
+    Duration::from_secs(hours * 3600 + minutes * 60) + Duration::from_secs_f64(seconds)
 }
 
 /// The pid of `proxy started pid=N`.
@@ -664,9 +706,10 @@ impl Running {
         }
     }
 
-    /// The first check runs as the proxy is spawned (tokio's interval ticks
-    /// at once), usually before it listens; then `rise` passes, `interval`
-    /// apart. One `timeout` more covers handoff's own start.
+    /// `after`: from the proxy's start to the healthy verdict, by handoff's
+    /// log. The first check runs as the proxy is spawned (tokio's interval
+    /// ticks at once), before it listens; then `rise` passes, `interval`
+    /// apart, each within `timeout`.
     fn assert_healthy_within_rise(&self, adapted: &toml::Table, after: Duration) {
         let name = self.spec.name;
         let health = adapted["proxy"]["health"].as_table().unwrap();
@@ -684,7 +727,7 @@ impl Running {
         assert_eq!(status["backend"]["name"], "none", "{name}: {status:#}");
         let command = status["proxy"]["command"].as_str().unwrap();
         assert!(command.contains(name), "{name}: {status:#}");
-        eprintln!("{name}: healthy {after:?} after handoff started (bound {bound:?})");
+        eprintln!("{name}: healthy {after:?} after its start (bound {bound:?})");
     }
 
     /// Rewrites the proxy's config to serve `body`.
@@ -703,14 +746,16 @@ impl Running {
             s.bodies.iter().filter(|b| *b == BODY_OLD).count() >= 10
         });
         self.serve_body(BODY_NEW);
-        let sent = Instant::now();
-        if let Some(signal) = self.spec.reload_signal {
+        // From the signal, or from `caddy reload`'s start.
+        let sent = if let Some(signal) = self.spec.reload_signal {
+            let sent = Instant::now();
             self.h.signal(SIGHUP);
             self.h
                 .wait_log(&format!("forwarded signal signal=\"{signal}\""));
+            sent
         } else {
-            self.reload_caddy(&load);
-        }
+            self.reload_caddy(&load)
+        };
         load.wait_until("the new body", |s| {
             s.bodies.last().is_some_and(|b| b == BODY_NEW)
         });
@@ -725,7 +770,11 @@ impl Running {
         );
         let first_new = seen.bodies.iter().position(|b| b == BODY_NEW).unwrap();
         assert!(
-            seen.bodies[first_new..].iter().rev().take(10).all(|b| b == BODY_NEW),
+            seen.bodies[first_new..]
+                .iter()
+                .rev()
+                .take(10)
+                .all(|b| b == BODY_NEW),
             "{name}: the old body came back: {:?}",
             &seen.bodies[first_new..]
         );
@@ -735,7 +784,7 @@ impl Running {
         assert!(status["proxy"]["last_exit"].is_null(), "{name}: {status:#}");
         assert!(common::alive(self.main_pid));
         eprintln!(
-            "{name}: reload: new body {reloaded_after:?} after the signal, {} requests, 0 failed",
+            "{name}: reload: new body {reloaded_after:?} after the signal (caddy: `caddy reload`), {} requests, 0 failed",
             seen.bodies.len()
         );
     }
@@ -747,7 +796,7 @@ impl Running {
     /// FILE --force`, the admin address read from the file), by the test,
     /// as an operator does today. When item 3 lands, the SIGHUP alone must
     /// serve the new body and this row changes with it.
-    fn reload_caddy(&self, load: &Load) {
+    fn reload_caddy(&self, load: &Load) -> Instant {
         self.h.signal(SIGHUP);
         self.h.wait_log("signal dropped signal=\"SIGHUP\"");
         let from = load.answered();
@@ -761,6 +810,7 @@ impl Running {
             );
         }
         let binary = locate("caddy").unwrap();
+        let sent = Instant::now();
         let out = Command::new(binary)
             .args(["reload", "--config"])
             .arg(&self.proxy_config)
@@ -774,6 +824,7 @@ impl Running {
             "caddy reload: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        sent
     }
 
     /// SIGTERM to handoff while a 3 s request is in flight.
@@ -798,7 +849,10 @@ impl Running {
             "{name}: the request in flight did not complete:\n{log}"
         );
         assert!(
-            log.contains(&format!("stopping proxy signal=\"{}\"", self.spec.stop_signal)),
+            log.contains(&format!(
+                "stopping proxy signal=\"{}\"",
+                self.spec.stop_signal
+            )),
             "{name}: not stopped with {}:\n{log}",
             self.spec.stop_signal
         );
@@ -833,7 +887,10 @@ impl Running {
         let log = self.h.log();
         assert_eq!(code, 137, "{name}: exit status after kill -9:\n{log}");
         assert!(
-            log.contains(&format!("proxy exited pid={} status=killed by SIGKILL", self.main_pid)),
+            log.contains(&format!(
+                "proxy exited pid={} status=killed by SIGKILL",
+                self.main_pid
+            )),
             "{name}:\n{log}"
         );
         if name == "nginx" {
@@ -843,7 +900,10 @@ impl Running {
             );
         }
         self.assert_nothing_left(&tree);
-        eprintln!("{name}: kill -9: handoff exited {code}, {} processes gone", tree.len());
+        eprintln!(
+            "{name}: kill -9: handoff exited {code}, {} processes gone",
+            tree.len()
+        );
     }
 
     /// No process of `tree` (recorded while the proxy ran) exists, not even
