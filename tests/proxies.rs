@@ -911,12 +911,21 @@ impl Running {
     fn assert_nothing_left(&self, tree: &[Proc]) {
         let name = self.spec.name;
         let left: Vec<&Proc> = tree.iter().filter(|p| p.exists()).collect();
+        let mentioning = processes_mentioning(&self.proxy_config.display().to_string());
+        // A failing run must not leave them serving: they are this test's
+        // (recorded with their start time, or naming its config file).
+        for pid in left
+            .iter()
+            .map(|p| p.pid)
+            .chain(mentioning.iter().map(|m| m.0))
+        {
+            let _ = kill(Pid::from_raw(pid), SIGKILL);
+        }
         assert!(
             left.is_empty(),
             "{name}: left behind: {left:?} of {tree:?}:\n{}",
             self.h.log()
         );
-        let mentioning = processes_mentioning(&self.proxy_config.display().to_string());
         assert!(
             mentioning.is_empty(),
             "{name}: processes of the proxy left: {mentioning:?}"
