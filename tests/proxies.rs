@@ -1,0 +1,984 @@
+//! The shipped examples under the real proxies (issue 15, item 1): Debian's
+//! nginx, haproxy and caddy, each run by the real handoff with its
+//! `config/examples/<proxy>.toml` adapted only in ports, paths and the
+//! backend (`none`: CARP and keepalived cannot run here), on 127.0.0.1, with
+//! a small proxy config this file writes (a static body on `/body`, and
+//! `/slow` forwarded to a backend the test runs). Per proxy:
+//!
+//! * healthy within its `rise`, and `status --json` shows it;
+//! * a reload with a changed body under a client loop: the new body is
+//!   served, no request fails, the same main pid, no restart counted
+//!   (caddy: its preset drops SIGHUP today, which is checked; the test then
+//!   runs `caddy reload` itself, as issue 15's item 3 will have handoff do:
+//!   that row waits for item 3, see `Running::reload_caddy`);
+//! * SIGTERM to handoff with a 3 s request in flight: the request completes,
+//!   no process of the proxy is left, handoff exits with the status named in
+//!   [`Spec::graceful_exit`] (the table in docs/operations.md);
+//! * kill -9 of the proxy's main pid: handoff exits 137 (the examples set no
+//!   `restart`, so `never`), and no worker is left (nginx's outlive their
+//!   master, docs/proxies-measured.md: handoff's cleanup must kill them).
+//!
+//! traefik is not packaged for Debian, so it is not run here: its preset
+//! stays tested against the fixture (tests/signals.rs drops its SIGHUP,
+//! tests/shipped.rs checks its example).
+//!
+//! What each proxy does when run directly is in docs/proxies-measured.md.
+//! Linux only (/proc), as scripts/test runs it.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use common::{Handoff, Lab, SOON};
+use nix::{
+    sys::signal::{
+        Signal::{SIGHUP, SIGKILL, SIGTERM},
+        kill,
+    },
+    unistd::Pid,
+};
+
+/// How long the backend holds `/slow`: the request in flight during a stop.
+const SLOW: Duration = Duration::from_secs(3);
+/// The client loop's bounds, far above what a reload needs (a few hundred
+/// requests, well under a second).
+const LOAD_MOST_REQUESTS: usize = 3000;
+const LOAD_LONGEST: Duration = Duration::from_secs(20);
+/// Between two requests of the client loop: a steady stream that leaves the
+/// two shared cores to the proxies.
+const LOAD_PACE: Duration = Duration::from_millis(5);
+const BODY_OLD: &str = "body-v1";
+const BODY_NEW: &str = "body-v2";
+
+/// One proxy: its example, what handoff should do with it, its config.
+struct Spec {
+    /// The example (`config/examples/NAME.toml`), its preset and its binary.
+    name: &'static str,
+    /// What a SIGTERM to handoff becomes (the preset's graceful stop).
+    stop_signal: &'static str,
+    /// What a SIGHUP to handoff becomes; `None`: dropped (caddy).
+    reload_signal: Option<&'static str>,
+    /// handoff's exit status after a SIGTERM with a request in flight,
+    /// measured through handoff (docs/operations.md, "Exit codes"): all
+    /// three exit 0 after their graceful stop (nginx after SIGQUIT, haproxy
+    /// after SIGUSR1, caddy after SIGTERM), none 143.
+    graceful_exit: i32,
+    /// The proxy's config file in the lab; caddy picks its Caddyfile
+    /// adapter only for names starting with `Caddyfile`.
+    config_name: &'static str,
+    /// The proxy's config serving `body`.
+    config: fn(&Ports, &str) -> String,
+    /// Arguments put after the binary, before the example's own.
+    extra_args: fn(&Path, &Path) -> Vec<String>,
+}
+
+const NGINX: Spec = Spec {
+    name: "nginx",
+    stop_signal: "SIGQUIT",
+    reload_signal: Some("SIGHUP"),
+    graceful_exit: 0,
+    config_name: "nginx.conf",
+    config: nginx_config,
+    // The example relies on nginx's default config path; the lab's is
+    // given with -c, and -p keeps nginx's relative paths in the lab.
+    extra_args: |config, dir| {
+        vec![
+            "-c".into(),
+            config.display().to_string(),
+            "-p".into(),
+            format!("{}/", dir.display()),
+        ]
+    },
+};
+
+const HAPROXY: Spec = Spec {
+    name: "haproxy",
+    stop_signal: "SIGUSR1",
+    reload_signal: Some("SIGUSR2"),
+    graceful_exit: 0,
+    config_name: "haproxy.cfg",
+    config: haproxy_config,
+    extra_args: |_, _| Vec::new(),
+};
+
+const CADDY: Spec = Spec {
+    name: "caddy",
+    stop_signal: "SIGTERM",
+    reload_signal: None,
+    graceful_exit: 0,
+    config_name: "Caddyfile",
+    config: caddy_config,
+    extra_args: |_, _| Vec::new(),
+};
+
+/// The ports of one proxy; the backend's is its own.
+struct Ports {
+    /// The health check's listener (the example's local-only route).
+    health: u16,
+    /// The site: `/body` and `/slow`.
+    site: u16,
+    /// caddy's admin API: one per caddy, as caddy 2.6 shares ports with
+    /// SO_REUSEPORT and a reload could reach another test's caddy.
+    admin: u16,
+    backend: u16,
+}
+
+/// A port free right now on 127.0.0.1 (the kernel's pick, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx's side of the example (a stub_status server), without `daemon`:
+/// the example passes `-g 'daemon off;'`, and both is a "duplicate"
+/// error. The temp paths are nginx's defaults moved into the lab (`-p`).
+fn nginx_config(ports: &Ports, body: &str) -> String {
+    let Ports {
+        health,
+        site,
+        backend,
+        ..
+    } = ports;
+    format!(
+        "worker_processes 2;\n\
+         pid nginx.pid;\n\
+         error_log stderr notice;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path nginx-body;\n\
+         \x20   proxy_temp_path nginx-proxy;\n\
+         \x20   fastcgi_temp_path nginx-fastcgi;\n\
+         \x20   uwsgi_temp_path nginx-uwsgi;\n\
+         \x20   scgi_temp_path nginx-scgi;\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{health};\n\
+         \x20       location = /nginx_status {{ stub_status; }}\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{site};\n\
+         \x20       location = /body {{ return 200 \"{body}\\n\"; }}\n\
+         \x20       location / {{ proxy_pass http://127.0.0.1:{backend}; }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+/// haproxy's side of the example (a monitor URI on a local-only frontend,
+/// `hard-stop-after` below the example's stop_timeout); no chroot, user or
+/// stats socket, which need the host's directories.
+fn haproxy_config(ports: &Ports, body: &str) -> String {
+    let Ports {
+        health,
+        site,
+        backend,
+        ..
+    } = ports;
+    format!(
+        "global\n\
+         \x20   hard-stop-after 15s\n\
+         defaults\n\
+         \x20   mode http\n\
+         \x20   timeout connect 2s\n\
+         \x20   timeout client 10s\n\
+         \x20   timeout server 10s\n\
+         frontend health\n\
+         \x20   bind 127.0.0.1:{health}\n\
+         \x20   monitor-uri /healthz\n\
+         frontend fe\n\
+         \x20   bind 127.0.0.1:{site}\n\
+         \x20   http-request return status 200 content-type text/plain string \"{body}\" if {{ path /body }}\n\
+         \x20   default_backend be\n\
+         backend be\n\
+         \x20   server s1 127.0.0.1:{backend}\n"
+    )
+}
+
+/// caddy's side of the example (a local-only /health route). `bind`: with
+/// only the site address, caddy 2.6 listens on every interface.
+fn caddy_config(ports: &Ports, body: &str) -> String {
+    let Ports {
+        health,
+        site,
+        admin,
+        backend,
+    } = ports;
+    format!(
+        "{{\n\
+         \tadmin 127.0.0.1:{admin}\n\
+         }}\n\
+         http://127.0.0.1:{health} {{\n\
+         \tbind 127.0.0.1\n\
+         \trespond /health 200\n\
+         }}\n\
+         http://127.0.0.1:{site} {{\n\
+         \tbind 127.0.0.1\n\
+         \trespond /body \"{body}\" 200\n\
+         \treverse_proxy /slow 127.0.0.1:{backend}\n\
+         }}\n"
+    )
+}
+
+/// Where `tool` is: on PATH, or in the sbin directories a user's PATH lacks.
+fn locate(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && found.starts_with('/') {
+        return Some(PathBuf::from(found));
+    }
+    ["/usr/sbin", "/usr/local/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// A tiny HTTP backend the proxies forward `/slow` to: it answers after
+/// [`SLOW`], and sends every request's path on `arrivals` as it arrives, so
+/// the test knows when a request is in flight.
+struct Backend {
+    addr: SocketAddr,
+    arrivals: mpsc::Receiver<String>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start() -> Backend {
+        /// Connections one test sends through the proxy: a handful.
+        const MOST_CONNECTIONS: usize = 100;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sender, arrivals) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming().take(MOST_CONNECTIONS) {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let sender = sender.clone();
+                    thread::spawn(move || serve(stream, &sender));
+                }
+            }
+        });
+        Backend {
+            addr,
+            arrivals,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until a request for `path` has reached the backend.
+    fn wait_arrival(&self, path: &str) {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.arrivals.recv_timeout(left) {
+                Ok(arrived) if arrived == path => return,
+                Ok(_) => {}
+                Err(why) => panic!("no request for {path} reached the backend: {why}"),
+            }
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // Wake the accept loop so that it sees the flag.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers one request: `backend PATH`, after [`SLOW`] for `/slow`.
+fn serve(mut stream: TcpStream, arrivals: &mpsc::Sender<String>) {
+    let _ = stream.set_read_timeout(Some(SOON));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let _ = arrivals.send(path.clone());
+    if path == "/slow" {
+        thread::sleep(SLOW);
+    }
+    let body = format!("backend {path}");
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// `GET path` on a new connection to the site, as a client would.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    common::http_send(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// What the client loop saw.
+#[derive(Default)]
+struct Seen {
+    /// The body of every answered request, in order.
+    bodies: Vec<String>,
+    /// Every request that got no answer or not a 200 with a known body.
+    failures: Vec<String>,
+}
+
+/// A client loop on `/body`, one new connection per request, in a thread.
+struct Load {
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: String) -> Load {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (record, stopping) = (Arc::clone(&seen), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            let deadline = Instant::now() + LOAD_LONGEST;
+            for _ in 0..LOAD_MOST_REQUESTS {
+                if stopping.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                    return;
+                }
+                let answer = get(&addr, "/body");
+                let mut seen = record.lock().unwrap();
+                match answer {
+                    Some((200, body)) if [BODY_OLD, BODY_NEW].contains(&body.trim()) => {
+                        seen.bodies.push(body.trim().to_owned());
+                    }
+                    other => seen.failures.push(format!("{other:?}")),
+                }
+                drop(seen);
+                thread::sleep(LOAD_PACE);
+            }
+        });
+        Load {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The number of answers so far.
+    fn answered(&self) -> usize {
+        self.seen.lock().unwrap().bodies.len()
+    }
+
+    /// Waits until `check` holds for what was seen; fails after [`SOON`].
+    fn wait_until(&self, what: &str, check: impl Fn(&Seen) -> bool) {
+        let deadline = Instant::now() + SOON;
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                if check(&seen) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the client loop never saw {what} within {SOON:?}: {} answers, failures {:?}, last {:?}",
+                    seen.bodies.len(),
+                    seen.failures,
+                    seen.bodies.last()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for `n` more answers than `after`.
+    fn wait_answers(&self, after: usize, n: usize) {
+        self.wait_until(&format!("{n} more answers"), |s| {
+            s.bodies.len() >= after + n
+        });
+    }
+
+    /// Ends the loop; returns what it saw.
+    fn stop(mut self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// A process as /proc knows it: the pid and its start time, so that a pid
+/// reused by another process is not taken for the proxy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proc {
+    pid: i32,
+    start: u64,
+}
+
+/// The start time (field 22 of /proc/PID/stat) of a live or zombie `pid`.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields from the third (state) on; starttime is the 22nd.
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+impl Proc {
+    fn of(pid: i32) -> Option<Proc> {
+        start_time(pid).map(|start| Proc { pid, start })
+    }
+
+    /// Whether this very process still has a /proc entry (alive or zombie).
+    fn exists(self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// `root` and every descendant, from /proc/PID/task/*/children.
+fn process_tree(root: i32) -> Vec<Proc> {
+    let mut found: Vec<Proc> = Proc::of(root).into_iter().collect();
+    let mut next = 0;
+    // A proxy has a master and a few workers; 64 bounds a runaway walk.
+    while next < found.len() && found.len() < 64 {
+        let pid = found[next].pid;
+        next += 1;
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            found.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse().ok())
+                    .filter_map(Proc::of),
+            );
+        }
+    }
+    found
+}
+
+/// Every process whose command line mentions `text`, as (pid, cmdline).
+fn processes_mentioning(text: &str) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(text) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// One proxy under handoff, healthy.
+struct Running {
+    spec: &'static Spec,
+    // Dropped first: a failed test kills handoff (and its sentinel the rest)
+    // before the lab directory goes.
+    h: Handoff,
+    backend: Backend,
+    lab: Lab,
+    ports: Ports,
+    /// handoff's config: the adapted example.
+    config: PathBuf,
+    /// The proxy's own config file.
+    proxy_config: PathBuf,
+    /// The proxy's main pid (`proxy started pid=`).
+    main_pid: i32,
+}
+
+/// The example's `[proxy.health] http` URL on `port` instead of its own.
+fn on_port(url: &str, port: u16) -> String {
+    let rest = url
+        .strip_prefix("http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("the example's health check is not local: {url}"));
+    let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+/// The example, adapted only in ports, paths and the backend: the binary
+/// where Debian puts it, the config file in the lab, the health check on
+/// the lab's port, backend `none` (its `failover_timeout` kept), the
+/// control socket and state dir in the lab. Everything else (preset,
+/// stop_timeout, exit_code_map, the health check's timing) is the example's.
+fn adapted_example(
+    spec: &Spec,
+    lab: &Lab,
+    binary: &Path,
+    proxy_config: &Path,
+    ports: &Ports,
+) -> toml::Table {
+    let text = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/examples/{}.toml", spec.name)),
+    )
+    .unwrap();
+    let mut config: toml::Table = text.parse().unwrap();
+    let proxy = config["proxy"].as_table_mut().unwrap();
+    let example: Vec<String> = proxy["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let mut command = vec![binary.display().to_string()];
+    command.extend((spec.extra_args)(proxy_config, lab.dir.path()));
+    command.extend(example[1..].iter().map(|arg| {
+        if arg.starts_with("/etc/") {
+            proxy_config.display().to_string()
+        } else {
+            arg.clone()
+        }
+    }));
+    proxy.insert("command".into(), command.into());
+    let health = proxy["health"].as_table_mut().unwrap();
+    let url = on_port(health["http"].as_str().unwrap(), ports.health);
+    health.insert("http".into(), url.into());
+    let failover = config["failover"].as_table_mut().unwrap();
+    let others: Vec<String> = failover
+        .keys()
+        .filter(|key| *key != "failover_timeout")
+        .cloned()
+        .collect();
+    for key in others {
+        failover.remove(&key);
+    }
+    failover.insert("backend".into(), "none".into());
+    let mut control = toml::Table::new();
+    control.insert("socket".into(), lab.socket().display().to_string().into());
+    control.insert(
+        "state_dir".into(),
+        lab.path("handoff-state").display().to_string().into(),
+    );
+    config.insert("control".into(), control.into());
+    config.remove("consul");
+    config
+}
+
+fn duration(table: &toml::Table, key: &str) -> Duration {
+    humantime::parse_duration(table[key].as_str().unwrap()).unwrap()
+}
+
+/// Starts `spec`'s proxy under handoff and waits until it is healthy, which
+/// must happen within its `rise`; `None` (after [`common::skip`]) when the
+/// proxy is not installed.
+fn start(spec: &'static Spec) -> Option<Running> {
+    let Some(binary) = locate(spec.name) else {
+        common::skip(&format!(
+            "{} is not installed (scripts/test installs it)",
+            spec.name
+        ));
+        return None;
+    };
+    let lab = Lab::new();
+    let backend = Backend::start();
+    let ports = Ports {
+        health: free_port(),
+        site: free_port(),
+        admin: free_port(),
+        backend: backend.addr.port(),
+    };
+    let proxy_config = lab.path(spec.config_name);
+    fs::write(&proxy_config, (spec.config)(&ports, BODY_OLD)).unwrap();
+    let adapted = adapted_example(spec, &lab, &binary, &proxy_config, &ports);
+    let config = lab.config(&toml::to_string(&adapted).unwrap());
+    // caddy keeps its autosave under $HOME (or ./caddy): one per lab.
+    let home = lab.path("home");
+    fs::create_dir(&home).unwrap();
+    let mut cmd = lab.agent_command(Some(&config));
+    cmd.arg("run")
+        .current_dir(lab.dir.path())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"));
+    let h = Handoff::spawn(cmd, lab.path("handoff.stderr"));
+    h.wait_log("health verdict generation=1 healthy=true");
+    let started = logged_at(&h, "proxy started pid=");
+    let healthy = logged_at(&h, "health verdict generation=1 healthy=true");
+    // Across midnight, the time of day starts again.
+    let healthy_after = healthy
+        .checked_sub(started)
+        .or_else(|| (healthy + Duration::from_secs(24 * 3600)).checked_sub(started))
+        .unwrap();
+    let main_pid = logged_pid(&h);
+    let running = Running {
+        spec,
+        h,
+        backend,
+        lab,
+        ports,
+        config,
+        proxy_config,
+        main_pid,
+    };
+    running.assert_healthy_within_rise(&adapted, healthy_after);
+    Some(running)
+}
+
+/// When handoff logged the first line containing `text`: the time of day
+/// of its timestamp (`2026-12-01T01:24:54.834519Z  INFO ...`, UTC).
+fn logged_at(h: &Handoff, text: &str) -> Duration {
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("handoff never logged {text:?}:\n{log}"));
+    let time = line
+        .get(11..26)
+        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+    let mut parts = time.splitn(3, ':');
+    let mut next = || {
+        parts
+            .next()
+            .unwrap_or_else(|| panic!("no time in {line:?}"))
+    };
+    let (hours, minutes): (u64, u64) = (next().parse().unwrap(), next().parse().unwrap());
+    let seconds: f64 = next().parse().unwrap();
+    Duration::from_secs(hours * 3600 + minutes * 60) + Duration::from_secs_f64(seconds)
+}
+
+/// The pid of `proxy started pid=N`.
+fn logged_pid(h: &Handoff) -> i32 {
+    h.wait_log("proxy started pid=");
+    let log = h.log();
+    let at = log.find("proxy started pid=").unwrap() + "proxy started pid=".len();
+    log[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+impl Running {
+    fn site(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.site)
+    }
+
+    /// Waits until `status --json` says running:healthy; returns it.
+    fn healthy_status(&self) -> serde_json::Value {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let status = self.lab.status_json(&self.config);
+            if status["agent"]["phase"] == "running:healthy" {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: not running:healthy within {SOON:?}: {status:#}",
+                self.spec.name
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `after`: from the proxy's start to the healthy verdict, by handoff's
+    /// log. The first check runs as the proxy is spawned (tokio's interval
+    /// ticks at once), before it listens; then `rise` passes, `interval`
+    /// apart, each within `timeout`.
+    fn assert_healthy_within_rise(&self, adapted: &toml::Table, after: Duration) {
+        let name = self.spec.name;
+        let health = adapted["proxy"]["health"].as_table().unwrap();
+        let rise = u32::try_from(health["rise"].as_integer().unwrap()).unwrap();
+        let bound = duration(health, "interval") * rise + duration(health, "timeout");
+        assert!(
+            after <= bound,
+            "{name}: healthy after {after:?}, beyond rise x interval + timeout = {bound:?}:\n{}",
+            self.h.log()
+        );
+        let status = self.healthy_status();
+        assert_eq!(status["proxy"]["pid"], self.main_pid, "{name}: {status:#}");
+        assert_eq!(status["proxy"]["restarts"], 0, "{name}: {status:#}");
+        assert_eq!(status["health"]["healthy"], true, "{name}: {status:#}");
+        assert_eq!(status["backend"]["name"], "none", "{name}: {status:#}");
+        let command = status["proxy"]["command"].as_str().unwrap();
+        assert!(command.contains(name), "{name}: {status:#}");
+        eprintln!("{name}: healthy {after:?} after its start (bound {bound:?})");
+    }
+
+    /// Rewrites the proxy's config to serve `body`.
+    fn serve_body(&self, body: &str) {
+        let text = (self.spec.config)(&self.ports, body);
+        let temp = self.lab.path("proxy-config.new");
+        fs::write(&temp, text).unwrap();
+        fs::rename(&temp, &self.proxy_config).unwrap();
+    }
+
+    /// Reloads the proxy with a new body under a client loop.
+    fn reload_under_load(&self) {
+        let name = self.spec.name;
+        let load = Load::start(self.site());
+        load.wait_until("the old body", |s| {
+            s.bodies.iter().filter(|b| *b == BODY_OLD).count() >= 10
+        });
+        self.serve_body(BODY_NEW);
+        // From the signal, or from `caddy reload`'s start.
+        let sent = if let Some(signal) = self.spec.reload_signal {
+            let sent = Instant::now();
+            self.h.signal(SIGHUP);
+            self.h
+                .wait_log(&format!("forwarded signal signal=\"{signal}\""));
+            sent
+        } else {
+            self.reload_caddy(&load)
+        };
+        load.wait_until("the new body", |s| {
+            s.bodies.last().is_some_and(|b| b == BODY_NEW)
+        });
+        let reloaded_after = sent.elapsed();
+        load.wait_answers(load.answered(), 10);
+        let seen = load.stop();
+        assert!(
+            seen.failures.is_empty(),
+            "{name}: failed requests during the reload: {:?}\n{}",
+            seen.failures,
+            self.h.log()
+        );
+        let first_new = seen.bodies.iter().position(|b| b == BODY_NEW).unwrap();
+        assert!(
+            seen.bodies[first_new..]
+                .iter()
+                .rev()
+                .take(10)
+                .all(|b| b == BODY_NEW),
+            "{name}: the old body came back: {:?}",
+            &seen.bodies[first_new..]
+        );
+        let status = self.healthy_status();
+        assert_eq!(status["proxy"]["pid"], self.main_pid, "{name}: {status:#}");
+        assert_eq!(status["proxy"]["restarts"], 0, "{name}: {status:#}");
+        assert!(status["proxy"]["last_exit"].is_null(), "{name}: {status:#}");
+        assert!(common::alive(self.main_pid));
+        eprintln!(
+            "{name}: reload: new body {reloaded_after:?} after the signal (caddy: `caddy reload`), {} requests, 0 failed",
+            seen.bodies.len()
+        );
+    }
+
+    /// caddy's reload. The caddy preset drops SIGHUP (caddy ignores it and
+    /// reloads through its admin API), so today a SIGHUP to handoff reloads
+    /// nothing: that is checked here. The reload itself is then run as
+    /// issue 15's item 3 will run it from handoff (`caddy reload --config
+    /// FILE --force`, the admin address read from the file), by the test,
+    /// as an operator does today. When item 3 lands, the SIGHUP alone must
+    /// serve the new body and this row changes with it.
+    fn reload_caddy(&self, load: &Load) -> Instant {
+        self.h.signal(SIGHUP);
+        self.h.wait_log("signal dropped signal=\"SIGHUP\"");
+        let from = load.answered();
+        load.wait_answers(from, 10);
+        {
+            let seen = load.seen.lock().unwrap();
+            assert!(
+                seen.bodies[from..].iter().all(|b| b == BODY_OLD),
+                "caddy: a dropped SIGHUP changed the body: {:?}",
+                &seen.bodies[from..]
+            );
+        }
+        let binary = locate("caddy").unwrap();
+        let sent = Instant::now();
+        let out = Command::new(binary)
+            .args(["reload", "--config"])
+            .arg(&self.proxy_config)
+            .arg("--force")
+            .current_dir(self.lab.dir.path())
+            .env("HOME", self.lab.path("home"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "caddy reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sent
+    }
+
+    /// SIGTERM to handoff while a 3 s request is in flight.
+    fn stop_with_a_request_in_flight(mut self) {
+        let name = self.spec.name;
+        let tree = process_tree(self.main_pid);
+        let site = self.site();
+        let client = thread::spawn(move || {
+            let sent = Instant::now();
+            (get(&site, "/slow"), sent.elapsed())
+        });
+        self.backend.wait_arrival("/slow");
+        let stopped = Instant::now();
+        self.h.signal(SIGTERM);
+        let code = self.h.code(SOON + SLOW);
+        let exited_after = stopped.elapsed();
+        let (answer, took) = client.join().unwrap();
+        let log = self.h.log();
+        assert_eq!(
+            answer,
+            Some((200, "backend /slow".to_owned())),
+            "{name}: the request in flight did not complete:\n{log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "stopping proxy signal=\"{}\"",
+                self.spec.stop_signal
+            )),
+            "{name}: not stopped with {}:\n{log}",
+            self.spec.stop_signal
+        );
+        assert_eq!(
+            code, self.spec.graceful_exit,
+            "{name}: exit status after a graceful stop:\n{log}"
+        );
+        self.assert_nothing_left(&tree);
+        eprintln!(
+            "{name}: stop: request completed in {took:?}, handoff exited {code} {exited_after:?} after SIGTERM"
+        );
+    }
+
+    /// kill -9 of the proxy's main pid. The examples set no `restart`
+    /// (`never`): handoff exits 128 + 9 (no example maps it), after killing
+    /// what the proxy left (handoff(8), EXIT STATUS; process.rs, kill_strays).
+    fn kill_main_pid(mut self) {
+        let name = self.spec.name;
+        let adapted: toml::Table = fs::read_to_string(&self.config).unwrap().parse().unwrap();
+        assert!(
+            adapted["proxy"].get("restart").is_none(),
+            "{name}: the example sets `restart`: this test expects `never`"
+        );
+        let tree = process_tree(self.main_pid);
+        if name == "nginx" {
+            // The master and its two workers, which outlive a SIGKILLed
+            // master (docs/proxies-measured.md).
+            assert_eq!(tree.len(), 3, "{name}: {tree:?}");
+        }
+        kill(Pid::from_raw(self.main_pid), SIGKILL).unwrap();
+        let code = self.h.code(SOON);
+        let log = self.h.log();
+        assert_eq!(code, 137, "{name}: exit status after kill -9:\n{log}");
+        assert!(
+            log.contains(&format!(
+                "proxy exited pid={} status=killed by SIGKILL",
+                self.main_pid
+            )),
+            "{name}:\n{log}"
+        );
+        if name == "nginx" {
+            assert!(
+                log.contains("killing leftover process of the proxy"),
+                "{name}: the workers were not killed by handoff:\n{log}"
+            );
+        }
+        self.assert_nothing_left(&tree);
+        eprintln!(
+            "{name}: kill -9: handoff exited {code}, {} processes gone",
+            tree.len()
+        );
+    }
+
+    /// No process of `tree` (recorded while the proxy ran) exists, not even
+    /// as a zombie, and none mentions the proxy's config file.
+    fn assert_nothing_left(&self, tree: &[Proc]) {
+        let name = self.spec.name;
+        let left: Vec<&Proc> = tree.iter().filter(|p| p.exists()).collect();
+        let mentioning = processes_mentioning(&self.proxy_config.display().to_string());
+        // A failing run must not leave them serving: they are this test's
+        // (recorded with their start time, or naming its config file).
+        for pid in left
+            .iter()
+            .map(|p| p.pid)
+            .chain(mentioning.iter().map(|m| m.0))
+        {
+            let _ = kill(Pid::from_raw(pid), SIGKILL);
+        }
+        assert!(
+            left.is_empty(),
+            "{name}: left behind: {left:?} of {tree:?}:\n{}",
+            self.h.log()
+        );
+        assert!(
+            mentioning.is_empty(),
+            "{name}: processes of the proxy left: {mentioning:?}"
+        );
+    }
+}
+
+fn reloads_under_load_and_stops_with_a_request_in_flight(spec: &'static Spec) {
+    let Some(running) = start(spec) else {
+        return;
+    };
+    running.reload_under_load();
+    running.stop_with_a_request_in_flight();
+}
+
+fn killed_leaves_no_process(spec: &'static Spec) {
+    let Some(running) = start(spec) else {
+        return;
+    };
+    running.kill_main_pid();
+}
+
+#[test]
+fn nginx_reloads_under_load_and_stops_with_a_request_in_flight() {
+    reloads_under_load_and_stops_with_a_request_in_flight(&NGINX);
+}
+
+#[test]
+fn nginx_killed_leaves_no_worker() {
+    killed_leaves_no_process(&NGINX);
+}
+
+#[test]
+fn haproxy_reloads_under_load_and_stops_with_a_request_in_flight() {
+    reloads_under_load_and_stops_with_a_request_in_flight(&HAPROXY);
+}
+
+#[test]
+fn haproxy_killed_leaves_no_worker() {
+    killed_leaves_no_process(&HAPROXY);
+}
+
+/// caddy's reload row waits for issue 15's item 3 (see
+/// [`Running::reload_caddy`]): the SIGHUP is dropped today.
+#[test]
+fn caddy_reloads_under_load_and_stops_with_a_request_in_flight() {
+    reloads_under_load_and_stops_with_a_request_in_flight(&CADDY);
+}
+
+#[test]
+fn caddy_killed_leaves_no_process() {
+    killed_leaves_no_process(&CADDY);
+}
