@@ -553,11 +553,26 @@ impl Dispatcher {
                     reloader.watch_workers(proxy.pid());
                 }
             }
-            ReloadStep::Signal(signal) => self.send(signal, None, "reload sent"),
-            ReloadStep::RunCommand => reloader.run_command(),
+            ReloadStep::Signal(signal) => {
+                self.forget_notices();
+                self.send(signal, None, "reload sent");
+            }
+            ReloadStep::RunCommand => {
+                self.forget_notices();
+                self.parts.reloader.run_command();
+            }
             ReloadStep::CheckHealth => reloader.check_health(),
             ReloadStep::Finish(outcome) => reloader.finish(outcome, metrics),
             ReloadStep::Refuse(refusal) => reloader.refuse(refusal),
+        }
+    }
+
+    /// Drops what the proxy said before a reload's send and is still queued
+    /// (haproxy says READY=1 at its start too): only what follows the send
+    /// may confirm it.
+    fn forget_notices(&mut self) {
+        if let Some(notify) = &mut self.parts.notify {
+            while notify.messages.try_recv().is_ok() {}
         }
     }
 

@@ -78,9 +78,10 @@ pub fn status(flag: Option<&Path>, json: bool) -> Result<u8, Error> {
 /// refused, 69 when no agent answers.
 pub fn reload(flag: Option<&Path>) -> Result<u8, Error> {
     let config = load(flag)?;
-    // The agent ends a reload at reload_timeout; the margin covers the
-    // request's way there and back.
-    let limit = config.proxy.reload.timeout + ASK_LIMIT;
+    // The agent ends a reload at reload_timeout, and a request that came
+    // mid-reload waits for the rest of that one too; past the agent's own
+    // limit (twice that, plus a margin) it has answered anyway.
+    let limit = config.proxy.reload.timeout * 2 + ASK_LIMIT;
     match client::reload(&config.control.socket, limit) {
         Ok(done) => {
             let by = if done.confirmed_by.is_empty() {

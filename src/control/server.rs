@@ -255,7 +255,9 @@ impl ControlSocket {
             inbox,
             state,
             writes: Mutex::new(()),
-            reload_limit: reload_timeout + LOOP_LIMIT,
+            // A request that arrives mid-reload waits for the rest of that
+            // one and all of the next: up to twice reload_timeout.
+            reload_limit: reload_timeout * 2 + LOOP_LIMIT,
         });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
