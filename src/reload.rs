@@ -357,7 +357,7 @@ impl Reloader {
                 "not confirmed within {timeout}: the health check did not pass after the reload"
             ),
             ReloadOutcome::ProxyExited => "the proxy exited during the reload".into(),
-            ReloadOutcome::Interrupted => "interrupted: handoff is stopping".into(),
+            ReloadOutcome::Interrupted => "interrupted by the stop".into(),
         };
         format!("{why}{status}")
     }
@@ -400,10 +400,13 @@ async fn run_argv(children: &Children, argv: &Argv, within: Duration) -> Result<
         return Ok(());
     }
     let text = format!("{}\n{}", output.stdout, output.stderr);
+    let how = match output.end {
+        ProcessEnd::Exited(code) => format!("exit {code}"),
+        killed @ ProcessEnd::Signaled(_) => killed.to_string(),
+    };
     Err(format!(
-        "`{}` failed ({}): {}",
+        "{} failed ({how}): {}",
         argv.program(),
-        output.end,
         tail(&text)
     ))
 }

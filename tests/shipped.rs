@@ -609,7 +609,9 @@ fn the_systemd_unit_verifies_and_kills_only_handoff_first() {
         "Type=notify",
         "ExecStartPre=/usr/local/bin/handoff check --config /etc/handoff.toml",
         "ExecStart=/usr/local/bin/handoff run --config /etc/handoff.toml",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        // systemctl reload reports a broken config: handoff reload checks,
+        // sends and waits for the confirmation (a kill -HUP would not).
+        "ExecReload=/usr/local/bin/handoff reload --config /etc/handoff.toml",
         "KillMode=mixed",
         "Restart=on-failure",
         "RuntimeDirectory=handoff",

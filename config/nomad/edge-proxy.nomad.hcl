@@ -195,9 +195,10 @@ EOT
       #       # socket, which the config above keeps (/run/handoff/handoff.sock;
       #       # an /etc/handoff.toml on the node, if any, must agree).
       #       args = ["reload"]
-      #       # handoff reload waits up to reload_timeout (15s) + 5s; Nomad's
-      #       # default of 5s would cut it off.
-      #       timeout = "20s"
+      #       # handoff reload waits up to twice reload_timeout (15s) + 10s
+      #       # (a request during a reload waits for it and the next one);
+      #       # Nomad's default of 5s would cut it off.
+      #       timeout = "45s"
       #       fail_on_error = false
       #     }
       #
