@@ -151,6 +151,17 @@ async fn read(socket: UnixDatagram, tx: mpsc::Sender<Message>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the proxy sends, reading it never panics, and a STATUS=
+        /// is never longer than kept.
+        #[test]
+        fn any_datagram_is_read(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let message = parse(&bytes);
+            prop_assert!(message.status.is_none_or(|s| s.len() <= STATUS_LIMIT));
+        }
+    }
 
     #[test]
     fn reads_what_haproxy_and_caddy_send() {

@@ -40,6 +40,7 @@ pub fn children_of(_parent: Pid) -> Vec<Pid> {
 /// OpenBSD host (scripts/check-openbsd only compiles it).
 #[cfg(target_os = "openbsd")]
 pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
+    use nix::libc;
     let record = std::mem::size_of::<libc::kinfo_proc>();
     let record_c = libc::c_int::try_from(record).map_err(io::Error::other)?;
     // The table can grow between asking its size and reading it (ENOMEM):
@@ -61,7 +62,7 @@ pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
                 mib.as_ptr(),
                 6,
                 std::ptr::null_mut(),
-                &mut size,
+                &raw mut size,
                 std::ptr::null_mut(),
                 0,
             )
@@ -81,7 +82,7 @@ pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
                 mib.as_ptr(),
                 6,
                 table.as_mut_ptr().cast(),
-                &mut size,
+                &raw mut size,
                 std::ptr::null_mut(),
                 0,
             )
