@@ -448,6 +448,22 @@ mod tests {
     }
 
     #[test]
+    fn a_caddy_command_without_its_config_file_cannot_reload() {
+        let without = config("[proxy]\npreset = \"caddy\"\ncommand = [\"caddy\", \"run\"]\n");
+        let w = warnings(&without, KillBudget::Unknown, false);
+        assert!(w.iter().any(|w| w.contains("has no --config")), "{w:?}");
+        for fine in [
+            "[proxy]\npreset = \"caddy\"\ncommand = [\"caddy\", \"run\", \"--config\", \"/e/Caddyfile\"]\n",
+            "[proxy]\npreset = \"caddy\"\ncommand = [\"caddy\", \"run\"]\nreload_command = [\"/bin/true\"]\n",
+        ] {
+            assert!(
+                warnings(&config(fine), KillBudget::Unknown, false).is_empty(),
+                "{fine}"
+            );
+        }
+    }
+
+    #[test]
     fn keepalived_version_and_fast_handover() {
         assert_eq!(
             parse_keepalived_version("Keepalived v2.2.7 (01/16,2022)\n"),
