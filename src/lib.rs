@@ -33,6 +33,9 @@
 //!   CARP (a counted share of a group's demote counter, with a crash-safe
 //!   ledger), keepalived (a track file), commands, none.
 //! * [`health`]: the promotion gate; [`probe`]: proof the peer serves the VIP.
+//! * [`reload`]: a reload's check, command and confirmations, run for the
+//!   machine's steps; [`proxy_notify`]: the proxy's own NOTIFY_SOCKET, whose
+//!   READY=1 confirms a reload (never its health).
 //! * [`consul`]: the role reported to Consul, and the peers' roles read back
 //!   (peer confirmation, split brain); never on the failover path.
 //! * [`state`]: the locked state directory; [`files`]: how every file root
