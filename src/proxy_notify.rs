@@ -37,7 +37,7 @@ pub struct Message {
     pub reloading: bool,
     /// STOPPING=1
     pub stopping: bool,
-    /// STATUS=..., cut to [`STATUS_LIMIT`] bytes (caddy says why a load
+    /// STATUS=..., cut to 512 bytes (caddy says why a load
     /// failed here).
     pub status: Option<String>,
 }

@@ -2,7 +2,7 @@
 //! `reload_command`, watching for the proxy's new workers, the health check
 //! after it, and answering `handoff reload`. Which step comes when is the
 //! machine's decision (`crate::machine`, `reload.rs`); the dispatcher hands
-//! each [`ReloadStep`] here, except the signal, which only the proxy's owner
+//! each `ReloadStep` here, except the signal, which only the proxy's owner
 //! sends.
 //!
 //! Owns: the tasks of the reload under way (aborted when it ends; their
