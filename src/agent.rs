@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use crate::{
     check::{self, KillBudget},
     child_env::ChildEnv,
-    config::{self, Argv, Backend, Handover, HealthGate, Location, Resolved},
+    config::{
+        self, Argv, Backend, Handover, HealthGate, Location, ReloadPlan, ReloadSend, Resolved,
+    },
     consul::{Client, Consul, Report, Settings},
     control::{
         Inbox,
@@ -26,12 +28,14 @@ use crate::{
     exit,
     failover::{self, AnyBackend, Failover, Level},
     http, logging,
-    machine::{Machine, Policy},
+    machine::{Machine, Policy, ReloadBy, ReloadPolicy},
     maintenance::Maintenance,
     metrics::Metrics,
     platform,
     process::Children,
+    proxy_notify::NotifySocket,
     redact,
+    reload::Reloader,
     sentinel::{ProxyLink, Sentinel},
     signals,
     state::StateDir,
@@ -155,15 +159,32 @@ async fn supervise(
         // A node an operator put into maintenance stays at standby across restarts.
         let maintenance = Maintenance::load(state.path())?;
         let consul = consul_client(config)?;
-        let policy = policy(config);
+        let plan = config.proxy.reload.plan(&argv);
+        let notify = notify_socket(&plan, control.path())?;
+        let policy = policy(config, &plan);
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             backend = config.backend.name(),
             command = %redact::argv(&argv, config.http.show_argv),
             stop_signal = policy.stop_signal.as_str(),
-            reload = ?policy.reload,
+            reload = %match &plan.send {
+                ReloadSend::Signal(signal) => signal.as_str().to_owned(),
+                ReloadSend::Command(command) => redact::argv(command, config.http.show_argv),
+                ReloadSend::Disabled => "disabled".to_owned(),
+            },
+            reload_check = %plan
+                .check
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |c| redact::argv(c, config.http.show_argv)),
+            reload_confirm = ?plan.confirm.list(),
             control = %control.path().display(),
             "starting"
+        );
+        let reloader = Reloader::new(
+            plan,
+            config.proxy.gate.checks().cloned(),
+            children.clone(),
+            config.http.show_argv,
         );
         let (inbox_tx, inbox_rx) = mpsc::channel(16);
         let inbox = Inbox(inbox_tx);
@@ -199,8 +220,15 @@ async fn supervise(
             metrics: metrics.clone(),
             consul: None,
             sentinel,
+            reloader,
+            notify,
         };
-        tokio::spawn(control.serve(Access::new(group), inbox, state));
+        tokio::spawn(control.serve(
+            Access::new(group),
+            inbox,
+            state,
+            config.proxy.reload.timeout,
+        ));
         // Reporting starts only now: a start that fails above must not leave
         // a registration behind that nobody deregisters.
         if let Some((client, settings)) = consul {
@@ -282,10 +310,40 @@ fn control_group(config: &Resolved) -> Result<Option<(String, nix::unistd::Gid)>
     }
 }
 
-/// The decisions' inputs, as the resolved config gives them.
-fn policy(config: &Resolved) -> Policy {
+/// The proxy's own NOTIFY_SOCKET, `<control socket>.notify`, when READY=1
+/// confirms its reloads: beside the control socket, in the directory the
+/// claim made private, and under its lock.
+fn notify_socket(
+    plan: &ReloadPlan,
+    control: &std::path::Path,
+) -> Result<Option<NotifySocket>, Error> {
+    if !plan.confirm.ready {
+        return Ok(None);
+    }
+    let mut path = control.as_os_str().to_owned();
+    path.push(".notify");
+    NotifySocket::bind(std::path::Path::new(&path))
+        .map(Some)
+        .map_err(|source| Error::Os {
+            what: "binding the proxy's notify socket",
+            source,
+        })
+}
+
+/// The decisions' inputs, as the resolved config gives them, with the
+/// reload planned for the proxy's command line.
+fn policy(config: &Resolved, plan: &ReloadPlan) -> Policy {
     Policy {
-        reload: config.proxy.reload,
+        reload: ReloadPolicy {
+            send: match plan.send {
+                ReloadSend::Signal(signal) => ReloadBy::Signal(signal),
+                ReloadSend::Command(_) => ReloadBy::Command,
+                ReloadSend::Disabled => ReloadBy::Disabled,
+            },
+            check: plan.check.is_some(),
+            confirm: plan.confirm,
+            timeout: plan.timeout,
+        },
         stop_signal: config.proxy.stop_signal,
         stop_timeout: config.proxy.stop_timeout,
         failover_timeout: config.failover.timeout,

@@ -21,7 +21,10 @@ use std::{
 
 use crate::{
     child_env::ChildEnv,
-    config::{Backend, CarpConfig, Handover, KeepalivedConfig, Resolved, RestartPolicy},
+    config::{
+        Backend, CarpConfig, Handover, KeepalivedConfig, Preset, ReloadSend, Resolved,
+        RestartPolicy,
+    },
     failover::carp::output,
     host, platform,
 };
@@ -108,6 +111,9 @@ pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<S
             }
         }
         Backend::Command(_) | Backend::None => {}
+    }
+    if let Some(warning) = caddy_without_reload(config) {
+        out.push(warning);
     }
     if let Some(warning) = shared_socket_dir(&config.control.socket) {
         out.push(warning);
@@ -402,6 +408,19 @@ pub fn keepalived_snippet(k: &KeepalivedConfig) -> String {
 
 fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+/// The caddy preset reloads with `caddy reload --config FILE`, taken from
+/// the proxy's own `--config`; without one, reloads are dropped.
+fn caddy_without_reload(config: &Resolved) -> Option<String> {
+    let reload = &config.proxy.reload;
+    let command = config.proxy.command.as_ref()?;
+    (reload.preset == Preset::Caddy
+        && reload.signal.is_none()
+        && reload.plan(command).send == ReloadSend::Disabled)
+        .then(|| {
+            "the caddy preset reloads with `caddy reload --config FILE`, but [proxy] command has no --config: SIGHUP and `handoff reload` are refused; give caddy --config, or set reload_command".into()
+        })
 }
 
 #[cfg(test)]

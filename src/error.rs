@@ -64,6 +64,10 @@ pub enum Error {
     /// and the node is not up (an unhealthy proxy keeps it down).
     #[error("{0}")]
     TimedOut(String),
+    /// `reload`: the agent's reload failed or was refused; the message says
+    /// why (the checker's own lines, for a failed check).
+    #[error("{0}")]
+    Reload(String),
     /// `down` could not be applied at start: nothing was started, and the
     /// node may still hold the floating IP.
     #[error(
@@ -117,6 +121,7 @@ impl Error {
             | Error::GroupLookup { .. }
             | Error::Encode(_)
             | Error::TimedOut(_)
+            | Error::Reload(_)
             | Error::Os { .. } => exit::FAILURE,
             Error::Interrupted { signal, .. } => exit::interrupted(*signal),
         }

@@ -110,8 +110,11 @@ pub fn spawn(
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let result =
-                tokio::time::timeout(gate.timeout, run(&gate.check, &children, gate.timeout)).await;
+            let result = tokio::time::timeout(
+                gate.timeout,
+                check_once(&gate.check, &children, gate.timeout),
+            )
+            .await;
             let error = match result {
                 Ok(Ok(())) => None,
                 Ok(Err(why)) => {
@@ -152,7 +155,11 @@ pub fn spawn(
 }
 
 /// Runs one check; `Err` says why it failed.
-async fn run(check: &Check, children: &Children, timeout: Duration) -> Result<(), String> {
+pub async fn check_once(
+    check: &Check,
+    children: &Children,
+    timeout: Duration,
+) -> Result<(), String> {
     match check {
         Check::Tcp(addr) => TcpStream::connect(&addr.0)
             .await

@@ -32,6 +32,8 @@ pub struct Metrics {
     maintenance: Gauge,
     proxy_up: Gauge,
     restarts: Counter,
+    reloads: Counter,
+    reload_failures: Counter,
     failover: Histogram,
     backend_failures: Counter,
     consul_errors: Counter,
@@ -56,6 +58,8 @@ impl Metrics {
             maintenance: Gauge::default(),
             proxy_up: Gauge::default(),
             restarts: Counter::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
             // 50 ms .. ~50 s: CARP moves in one advert round trip, keepalived
             // in ~3 x advert_int on a priority drop.
             failover: Histogram::new([
@@ -106,6 +110,16 @@ impl Metrics {
             metrics.restarts.clone(),
         );
         registry.register(
+            "handoff_reloads",
+            "Reloads begun (SIGHUP, handoff reload)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "handoff_reload_failures",
+            "Reloads that failed: the check failed, the send failed, or the reload was not confirmed in time",
+            metrics.reload_failures.clone(),
+        );
+        registry.register(
             "handoff_failover_seconds",
             "From the stop signal to the confirmed move of the floating IP",
             metrics.failover.clone(),
@@ -153,6 +167,16 @@ impl Metrics {
     /// A proxy restart.
     pub fn restarted(&self) {
         self.restarts.inc();
+    }
+
+    /// A reload began.
+    pub fn reload_began(&self) {
+        self.reloads.inc();
+    }
+
+    /// A reload failed.
+    pub fn reload_failed(&self) {
+        self.reload_failures.inc();
     }
 
     /// A confirmed move, `seconds` after the stop began.

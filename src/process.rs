@@ -132,7 +132,22 @@ impl Children {
     /// PDEATHSIG when the *thread* that forked the child exits, not the process
     /// (prctl(2), PR_SET_PDEATHSIG).
     pub fn spawn(&self, command: &mut Command, group: Group) -> io::Result<Spawned> {
+        self.spawn_with(command, group, None)
+    }
+
+    /// [`Children::spawn`], with one variable set after the environment was
+    /// cleaned: the proxy's private `NOTIFY_SOCKET` (`crate::proxy_notify`),
+    /// which would otherwise be removed as the supervisor's.
+    pub fn spawn_with(
+        &self,
+        command: &mut Command,
+        group: Group,
+        variable: Option<(&str, &OsStr)>,
+    ) -> io::Result<Spawned> {
         self.env.apply(command);
+        if let Some((name, value)) = variable {
+            command.env(name, value);
+        }
         if group == Group::Own {
             command.process_group(0);
         }

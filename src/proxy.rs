@@ -64,11 +64,13 @@ impl SpawnError {
 }
 
 impl Proxy {
-    /// Starts `argv` with stdin, stdout and stderr inherited from handoff.
+    /// Starts `argv` with stdin, stdout and stderr inherited from handoff;
+    /// `notify` is its own NOTIFY_SOCKET, if it gets one.
     pub fn spawn(
         children: &Children,
         argv: &Argv,
         group: ProcessGroup,
+        notify: Option<&std::path::Path>,
     ) -> Result<Proxy, SpawnError> {
         let group = match group {
             ProcessGroup::Inherit => Group::Inherit,
@@ -76,8 +78,9 @@ impl Proxy {
         };
         let mut command = Command::new(argv.program());
         command.args(argv.args());
+        let variable = notify.map(|path| ("NOTIFY_SOCKET", path.as_os_str()));
         let spawned = children
-            .spawn(&mut command, group)
+            .spawn_with(&mut command, group, variable)
             .map_err(|source| SpawnError {
                 program: argv.program().into(),
                 source,

@@ -28,7 +28,9 @@ use crate::{
     failover::{BackendHandle, BackendReport, Failover, spawn_worker},
     health::{self, HealthView, Verdict},
     host,
-    machine::{Action, Event, Machine, Note, Notice, Severity, Stopwatch, Timer},
+    machine::{
+        Action, Event, Machine, Note, Notice, ReloadEvent, ReloadStep, Severity, Stopwatch, Timer,
+    },
     maintenance::Maintenance,
     metrics::Metrics,
     notify::Notifier,
@@ -36,7 +38,9 @@ use crate::{
     probe,
     process::Children,
     proxy::{Change, Proxy},
+    proxy_notify::NotifySocket,
     redact,
+    reload::Reloader,
     sentinel::{ProxyLink, ProxyRef},
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
@@ -73,6 +77,10 @@ pub struct Supervisor {
     pub consul: Option<Consul>,
     /// Tells the dead-man's switch which proxy runs (`crate::sentinel`).
     pub sentinel: Option<ProxyLink>,
+    /// Runs the reloads' steps.
+    pub reloader: Reloader,
+    /// The proxy's own NOTIFY_SOCKET, when READY=1 confirms reloads.
+    pub notify: Option<NotifySocket>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -269,6 +277,12 @@ impl Dispatcher {
                     Ask::Status => {
                         let _ = asked.reply.send(self.status());
                     }
+                    Ask::Reload(outcome) => {
+                        // The status now; the outcome once the reload ends.
+                        let _ = asked.reply.send(self.status());
+                        self.parts.reloader.wait(outcome);
+                        return Event::Reload(ReloadEvent::Requested);
+                    }
                     Ask::Maintenance(record) => {
                         // Answered after the machine has acted on it.
                         let on = record.is_some();
@@ -361,6 +375,19 @@ impl Dispatcher {
                 Next::Event(Event::Deadline(timer))
             }
             Some(asked) = parts.inbox.recv() => Next::Asked(asked),
+            Some(report) = parts.reloader.reports.recv() => match parts.reloader.take(report) {
+                Some(event) => Next::Event(Event::Reload(event)),
+                None => Next::Stale,
+            },
+            Some(message) = next_message(parts.notify.as_mut()) => {
+                tracing::debug!(?message, "the proxy notifies");
+                parts.reloader.proxy_said(message.status);
+                if message.ready {
+                    Next::Event(Event::Reload(ReloadEvent::ProxyReady))
+                } else {
+                    Next::Stale
+                }
+            }
         };
         next
     }
@@ -423,6 +450,7 @@ impl Dispatcher {
                     log_note(Note::MoveConfirmed, ms);
                 }
                 Action::CountRestart => self.parts.metrics.restarted(),
+                Action::Reload(step) => self.reload_step(step),
                 // Starting a waiter replaces the one before it.
                 Action::Probe(start) => match (start, &self.parts.probe) {
                     (true, Some(target)) => {
@@ -471,7 +499,13 @@ impl Dispatcher {
 
     /// Starts the proxy (and its health checker); returns the outcome event.
     fn spawn(&mut self) -> Event {
-        match Proxy::spawn(&self.parts.children, &self.parts.argv, self.parts.group) {
+        let notify = self.parts.notify.as_ref().map(NotifySocket::path);
+        match Proxy::spawn(
+            &self.parts.children,
+            &self.parts.argv,
+            self.parts.group,
+            notify,
+        ) {
             Ok(spawned) => {
                 let command = redact::argv(&self.parts.argv, self.parts.show_argv);
                 tracing::info!(pid = spawned.pid().as_raw(), %command, "proxy started");
@@ -503,6 +537,42 @@ impl Dispatcher {
                 tracing::error!(%error, code, "proxy not started");
                 Event::SpawnFailed { code }
             }
+        }
+    }
+
+    /// Carries out a reload's step: the signal here (the proxy's owner
+    /// sends it), the rest in `crate::reload`.
+    fn reload_step(&mut self, step: ReloadStep) {
+        let metrics = &self.parts.metrics;
+        let reloader = &mut self.parts.reloader;
+        match step {
+            ReloadStep::Begin => reloader.begin(metrics),
+            ReloadStep::Check => reloader.check(),
+            ReloadStep::WatchWorkers => {
+                if let Some(proxy) = &self.proxy {
+                    reloader.watch_workers(proxy.pid());
+                }
+            }
+            ReloadStep::Signal(signal) => {
+                self.forget_notices();
+                self.send(signal, None, "reload sent");
+            }
+            ReloadStep::RunCommand => {
+                self.forget_notices();
+                self.parts.reloader.run_command();
+            }
+            ReloadStep::CheckHealth => reloader.check_health(),
+            ReloadStep::Finish(outcome) => reloader.finish(outcome, metrics),
+            ReloadStep::Refuse(refusal) => reloader.refuse(refusal),
+        }
+    }
+
+    /// Drops what the proxy said before a reload's send and is still queued
+    /// (haproxy says READY=1 at its start too): only what follows the send
+    /// may confirm it.
+    fn forget_notices(&mut self) {
+        if let Some(notify) = &mut self.parts.notify {
+            while notify.messages.try_recv().is_ok() {}
         }
     }
 
@@ -592,6 +662,13 @@ fn log_note(note: Note, moved_after_ms: Option<u64>) {
     match note.severity() {
         Severity::Error => tracing::error!(decision = ?note, "{note}"),
         Severity::Info => tracing::info!(decision = ?note, moved_after_ms, "{note}"),
+    }
+}
+
+async fn next_message(notify: Option<&mut NotifySocket>) -> Option<crate::proxy_notify::Message> {
+    match notify {
+        Some(notify) => notify.messages.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -174,11 +174,44 @@ providers:
 EOT
       }
 
-      # Routes. The reload goes through handoff, never around it: handoff
-      # turns SIGHUP into the preset's reload signal, which for traefik is
-      # "drop" (SIGHUP would terminate traefik; its file provider reloads by
-      # itself), for nginx SIGHUP and for haproxy SIGUSR2. Every signal
-      # handoff receives, forwards or drops is logged.
+      # Routes. A reload goes through handoff, never around it. traefik
+      # needs none: its preset drops reloads (SIGHUP would terminate
+      # traefik; its file provider reloads by itself), so the SIGHUP below
+      # is only logged. With nginx, haproxy or caddy in traefik's place, a
+      # template change can reload the proxy in either of two ways:
+      #
+      # - change_mode = "signal" with SIGHUP, as below: handoff checks the
+      #   new config, reloads the proxy and waits for its confirmation
+      #   (handoff(8), SIGNALS), and only logs the outcome.
+      # - change_mode = "script" (Nomad 1.4 and later): Nomad runs
+      #   `handoff reload`, which does the same and exits 1 when the reload
+      #   fails; Nomad records that as a task event ("Template ran script
+      #   ... but it exited with code: 1"):
+      #
+      #     change_mode = "script"
+      #     change_script {
+      #       command = "/usr/local/bin/handoff"
+      #       # No --config: `handoff reload` finds the agent at the default
+      #       # socket, which the config above keeps (/run/handoff/handoff.sock;
+      #       # an /etc/handoff.toml on the node, if any, must agree).
+      #       args = ["reload"]
+      #       # handoff reload waits up to twice reload_timeout (15s) + 10s
+      #       # (a request during a reload waits for it and the next one);
+      #       # Nomad's default of 5s would cut it off.
+      #       timeout = "45s"
+      #       fail_on_error = false
+      #     }
+      #
+      #   fail_on_error = false (Nomad's default), on purpose. true makes
+      #   Nomad kill the task when the script fails, and a failed reload
+      #   means the proxy refused the new config while it still serves the
+      #   old one: the kill would move the floating IP off a healthy node,
+      #   and when Nomad starts the task again, the proxy would start with
+      #   the config it just refused and fail. Both nodes render the same
+      #   template, so both would go down. Alert on the event or on
+      #   handoff_reload_failures_total instead (docs/operations.md,
+      #   "Reloads"). With traefik, keep "signal": its preset refuses
+      #   `handoff reload`, which would fail on every change.
       template {
         destination   = "local/dynamic.yml"
         change_mode   = "signal"

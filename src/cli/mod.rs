@@ -70,6 +70,10 @@ pub enum Command {
     /// Release the maintenance demotion and wait until the node is up; exit 1
     /// when it is not (an unhealthy proxy keeps it down)
     Promote,
+    /// Check the proxy's new config, reload it and wait until the reload is
+    /// confirmed; exit 0 when it is, 1 when it failed (the proxy keeps
+    /// serving its old config), 69 when no agent runs
+    Reload,
     /// Show level, role, maintenance, proxy, health and backend state
     Status {
         /// The JSON of docs/status.md instead of text
@@ -143,6 +147,7 @@ pub fn main(blocked: nix::Result<()>) -> u8 {
             operator::demote(cli.config.as_deref(), reason.as_ref(), no_wait, timeout)
         }),
         Command::Promote => operator::promote(cli.config.as_deref()),
+        Command::Reload => operator::reload(cli.config.as_deref()),
         Command::Status { json } => operator::status(cli.config.as_deref(), json),
         Command::Sentinel => blocked.and_then(|()| sentinel::run(cli.config.as_deref())),
         Command::Down => blocked.and_then(|()| sentinel::down_without_agent(cli.config.as_deref())),

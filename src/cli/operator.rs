@@ -1,4 +1,4 @@
-//! The operator's subcommands: `status`, `demote` and `promote`.
+//! The operator's subcommands: `status`, `demote`, `promote` and `reload`.
 //!
 //! Owns what they print and when they return. They ask the running agent
 //! through the control socket; when no agent runs, `demote` and `promote`
@@ -68,6 +68,33 @@ pub fn status(flag: Option<&Path>, json: bool) -> Result<u8, Error> {
             Err(Error::Unavailable(format!(
                 "{error} (is handoff running?){maintenance}"
             )))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `handoff reload`: the agent checks, sends and confirms a reload; exit 0
+/// once it is confirmed, 1 with the agent's reason when it failed or was
+/// refused, 69 when no agent answers.
+pub fn reload(flag: Option<&Path>) -> Result<u8, Error> {
+    let config = load(flag)?;
+    // The agent ends a reload at reload_timeout, and a request that came
+    // mid-reload waits for the rest of that one too; past the agent's own
+    // limit (twice that, plus a margin) it has answered anyway.
+    let limit = config.proxy.reload.timeout * 2 + ASK_LIMIT;
+    match client::reload(&config.control.socket, limit) {
+        Ok(done) => {
+            let by = if done.confirmed_by.is_empty() {
+                "sent".to_owned()
+            } else {
+                done.confirmed_by.join(", ")
+            };
+            println!("reloaded in {} ms (confirmed by: {by})", done.took_ms);
+            Ok(exit::OK)
+        }
+        Err(ClientError::Agent(why)) => Err(Error::Reload(why)),
+        Err(error @ ClientError::NoAgent { .. }) => {
+            Err(Error::Unavailable(format!("{error} (is handoff running?)")))
         }
         Err(error) => Err(error.into()),
     }

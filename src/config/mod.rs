@@ -16,6 +16,7 @@
 mod endpoint;
 mod error;
 mod preset;
+mod reload;
 mod resolved;
 mod signal;
 mod validate;
@@ -35,6 +36,7 @@ use toml::Spanned;
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConfigErrors};
 pub use preset::Preset;
+pub use reload::{Confirm, Confirmations, ReloadConfig, ReloadPlan, Send as ReloadSend};
 pub use resolved::{
     Backend, CONSUL_EXIT_LIMIT, Check, Control, DOWN_GRACE, Failover, HealthCheck, HealthGate,
     Http, Proxy, Resolved, STARTUP_GATE, StopBudget,
@@ -42,7 +44,7 @@ pub use resolved::{
 pub use signal::{Reload, SignalName};
 pub use values::{
     Argv, DemoteBy, ExitCodeMap, HostPort, HttpUrl, Listen, LogLevel, Probe,
-    duration::{CEILING as DURATION_CEILING, within as duration_within},
+    duration::{CEILING as DURATION_CEILING, RELOAD_CEILING, within as duration_within},
 };
 
 /// Used when neither `--config` nor `$HANDOFF_CONFIG` names a file.
@@ -78,6 +80,15 @@ pub struct ProxyConfig {
     pub preset: Preset,
     /// Overrides the preset's reload translation.
     pub reload_signal: Option<Reload>,
+    /// Run instead of sending a signal to reload (caddy's `caddy reload`).
+    pub reload_command: Option<Spanned<Argv>>,
+    /// Run before a reload is sent; `[]` turns the preset's off.
+    pub reload_check: Option<Spanned<Vec<String>>>,
+    /// What confirms a reload.
+    pub reload_confirm: Option<Spanned<Vec<Confirm>>>,
+    /// Check, send and confirmation together.
+    #[serde(deserialize_with = "values::duration::reload")]
+    pub reload_timeout: Duration,
     /// Overrides the preset's graceful stop signal.
     pub stop_signal: Option<SignalName>,
     /// How long the proxy gets after `stop_signal` before SIGKILL.
@@ -102,6 +113,10 @@ impl Default for ProxyConfig {
             command: None,
             preset: Preset::default(),
             reload_signal: None,
+            reload_command: None,
+            reload_check: None,
+            reload_confirm: None,
+            reload_timeout: Duration::from_secs(15),
             stop_signal: None,
             stop_timeout: Duration::from_secs(10),
             process_group: ProcessGroup::default(),
@@ -120,9 +135,17 @@ impl ProxyConfig {
             .map_or_else(|| self.preset.stop_signal(), |s| s.0)
     }
 
-    /// What SIGHUP becomes: explicit, else the preset's.
-    fn reload(&self) -> Reload {
-        self.reload_signal.unwrap_or_else(|| self.preset.reload())
+    /// The reload keys with the preset, to be planned for the command line.
+    fn reload(&self) -> ReloadConfig {
+        ReloadConfig {
+            preset: self.preset,
+            signal: self.reload_signal,
+            command: self.reload_command.clone().map(Spanned::into_inner),
+            check: self.reload_check.clone().map(Spanned::into_inner),
+            confirm: self.reload_confirm.clone().map(Spanned::into_inner),
+            timeout: self.reload_timeout,
+            health: self.health.is_some(),
+        }
     }
 }
 

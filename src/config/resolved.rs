@@ -22,8 +22,8 @@ use nix::sys::signal::Signal;
 
 use super::{
     Argv, BackendKind, CarpConfig, CommandConfig, Config, ConsulConfig, ExitCodeMap, Handover,
-    HealthConfig, HostPort, HttpUrl, KeepalivedConfig, LogConfig, Probe, ProcessGroup, Reload,
-    RestartPolicy,
+    HealthConfig, HostPort, HttpUrl, KeepalivedConfig, LogConfig, Probe, ProcessGroup,
+    ReloadConfig, RestartPolicy,
 };
 
 /// After the proxy's exit on the stop path, how long the machine waits for
@@ -69,8 +69,9 @@ pub struct Resolved {
 pub struct Proxy {
     /// `[proxy] command`; the command line after `--` wins over it.
     pub command: Option<Argv>,
-    /// What SIGHUP becomes.
-    pub reload: Reload,
+    /// How reloads are sent, checked and confirmed (planned for the
+    /// command line with [`ReloadConfig::plan`]).
+    pub reload: ReloadConfig,
     /// The graceful stop signal.
     pub stop_signal: Signal,
     /// How long the proxy gets after `stop_signal` before SIGKILL.

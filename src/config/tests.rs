@@ -35,17 +35,35 @@ fn empty_file_is_all_defaults() {
 
 #[test]
 fn presets_and_explicit_overrides() {
+    let caddy = Argv(
+        ["caddy", "run", "--config", "/e/Caddyfile"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let caddy_reload = Argv(
+        ["caddy", "reload", "--config", "/e/Caddyfile", "--force"]
+            .map(String::from)
+            .to_vec(),
+    );
     let cases = [
-        ("traefik", Signal::SIGTERM, Reload::Drop),
-        ("nginx", Signal::SIGQUIT, Reload::Send(Signal::SIGHUP)),
-        ("haproxy", Signal::SIGUSR1, Reload::Send(Signal::SIGUSR2)),
-        ("caddy", Signal::SIGTERM, Reload::Drop),
-        ("generic", Signal::SIGTERM, Reload::Send(Signal::SIGHUP)),
+        ("traefik", Signal::SIGTERM, ReloadSend::Disabled),
+        ("nginx", Signal::SIGQUIT, ReloadSend::Signal(Signal::SIGHUP)),
+        (
+            "haproxy",
+            Signal::SIGUSR1,
+            ReloadSend::Signal(Signal::SIGUSR2),
+        ),
+        ("caddy", Signal::SIGTERM, ReloadSend::Command(caddy_reload)),
+        (
+            "generic",
+            Signal::SIGTERM,
+            ReloadSend::Signal(Signal::SIGHUP),
+        ),
     ];
     for (preset, stop, reload) in cases {
         let c = parse_ok(&format!("[proxy]\npreset = \"{preset}\"\n"));
         assert_eq!(
-            (c.proxy.stop_signal(), c.proxy.reload()),
+            (c.proxy.stop_signal(), c.proxy.reload().plan(&caddy).send),
             (stop, reload),
             "{preset}"
         );
@@ -53,9 +71,20 @@ fn presets_and_explicit_overrides() {
     let c =
         parse_ok("[proxy]\npreset = \"nginx\"\nstop_signal = \"TERM\"\nreload_signal = \"drop\"\n");
     assert_eq!(c.proxy.stop_signal(), Signal::SIGTERM);
-    assert_eq!(c.proxy.reload(), Reload::Drop);
+    assert_eq!(c.proxy.reload().plan(&caddy).send, ReloadSend::Disabled);
     let c = parse_ok("[proxy]\npreset = \"traefik\"\nreload_signal = 10\n");
-    assert_eq!(c.proxy.reload(), Reload::Send(Signal::SIGUSR1));
+    assert_eq!(
+        c.proxy.reload().plan(&caddy).send,
+        ReloadSend::Signal(Signal::SIGUSR1)
+    );
+    let c = parse_ok(
+        "[proxy]\npreset = \"caddy\"\nreload_check = []\nreload_confirm = [\"ready\"]\n\
+         reload_timeout = \"3s\"\n",
+    );
+    let plan = c.proxy.reload().plan(&caddy);
+    assert_eq!(plan.check, None, "[] turns the preset's check off");
+    assert_eq!(plan.confirm.list(), [Confirm::Ready]);
+    assert_eq!(plan.timeout, Duration::from_secs(3));
 }
 
 #[test]
@@ -155,6 +184,36 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "or \"drop\"",
     ),
     ("[proxy]\ncommand = []\n", "2:11", "empty command"),
+    (
+        "[proxy]\nreload_command = [\"caddy\", \"reload\"]\nreload_signal = \"HUP\"\n",
+        "2:18",
+        "reload_command and reload_signal are both set",
+    ),
+    (
+        "[proxy]\nreload_check = [\"\"]\n",
+        "2:16",
+        "reload_check has an empty program name",
+    ),
+    (
+        "[proxy]\nreload_confirm = [\"ready\", \"bogus\"]\n",
+        "2:28",
+        "unknown variant `bogus`, expected one of `ready`, `workers`, `health`",
+    ),
+    (
+        "[proxy]\nreload_confirm = [\"health\"]\n",
+        "2:18",
+        "no [proxy.health] check",
+    ),
+    (
+        "[proxy]\nreload_timeout = \"0s\"\n",
+        "2:18",
+        "a reload cannot take no time",
+    ),
+    (
+        "[proxy]\nreload_timeout = \"1h\"\n",
+        "2:18",
+        "longer than the ceiling of 10m",
+    ),
     ("[proxy]\ncommand = \"nginx\"\n", "2:11", "invalid type"),
     (
         "[proxy]\npreset = \"apache\"\n",
@@ -580,7 +639,7 @@ fn resolved_proxy_health_and_consul_take_the_file_s_values() {
          [control]\ngroup = \"root\"\n",
     );
     assert_eq!(r.proxy.stop_signal, Signal::SIGQUIT);
-    assert_eq!(r.proxy.reload, Reload::Drop);
+    assert_eq!(r.proxy.reload.signal, Some(Reload::Drop));
     let Some(check) = r.proxy.gate.checks() else {
         panic!("health checks expected: {:?}", r.proxy.gate)
     };

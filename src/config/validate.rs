@@ -5,7 +5,9 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{BackendKind, Config, ConsulConfig, ControlConfig, FailoverConfig, ProxyConfig};
+use super::{
+    BackendKind, Config, Confirm, ConsulConfig, ControlConfig, FailoverConfig, ProxyConfig,
+};
 use crate::child_env::CONSUL_CREDENTIALS;
 
 pub(super) type Problem = (Option<Range<usize>>, String);
@@ -106,6 +108,7 @@ fn proxy(proxy: &ProxyConfig, problems: &mut Vec<Problem>) {
             problems.push((Some(name.span()), message));
         }
     }
+    reload(proxy, problems);
     let Some(health) = &proxy.health else { return };
     let h = health.get_ref();
     let span = Some(health.span());
@@ -128,6 +131,34 @@ fn proxy(proxy: &ProxyConfig, problems: &mut Vec<Problem>) {
         problems.push((
             span,
             "[proxy.health] timeout is longer than interval; checks would overlap".into(),
+        ));
+    }
+}
+
+/// The reload keys against each other and the health check.
+fn reload(proxy: &ProxyConfig, problems: &mut Vec<Problem>) {
+    if let (Some(command), Some(_)) = (&proxy.reload_command, proxy.reload_signal) {
+        problems.push((
+            Some(command.span()),
+            "reload_command and reload_signal are both set; a reload is either a command or a signal"
+                .into(),
+        ));
+    }
+    if let Some(check) = &proxy.reload_check
+        && check.get_ref().first().is_some_and(String::is_empty)
+    {
+        problems.push((
+            Some(check.span()),
+            "reload_check has an empty program name, expected [\"program\", \"arg\", ...], or [] for no check".into(),
+        ));
+    }
+    if let Some(confirm) = &proxy.reload_confirm
+        && confirm.get_ref().contains(&Confirm::Health)
+        && proxy.health.is_none()
+    {
+        problems.push((
+            Some(confirm.span()),
+            "reload_confirm has \"health\" but there is no [proxy.health] check to run".into(),
         ));
     }
 }

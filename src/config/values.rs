@@ -300,6 +300,9 @@ pub mod duration {
     /// The ceiling of `[consul] deregister_critical_after`, which only
     /// Consul reads (never a timer of ours): 30 days.
     pub const DEREGISTER_CEILING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+    /// The ceiling of `reload_timeout`: a reload still unconfirmed after ten
+    /// minutes is stuck, and `handoff reload` must not wait for a day.
+    pub const RELOAD_CEILING: Duration = Duration::from_secs(10 * 60);
 
     struct Visitor {
         ceiling: Duration,
@@ -336,6 +339,20 @@ pub mod duration {
     /// Deserializes a duration string of at most [`CEILING`].
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         deserializer.deserialize_str(Visitor { ceiling: CEILING })
+    }
+
+    /// Deserializes `reload_timeout`: more than zero (a reload that may
+    /// take no time always fails) and at most [`RELOAD_CEILING`].
+    pub fn reload<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let value = deserializer.deserialize_str(Visitor {
+            ceiling: RELOAD_CEILING,
+        })?;
+        if value.is_zero() {
+            return Err(de::Error::custom(
+                "a reload cannot take no time, expected more than 0",
+            ));
+        }
+        Ok(value)
     }
 
     /// Deserializes a duration string of at most [`DEREGISTER_CEILING`] into

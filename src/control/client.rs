@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use super::protocol::{Command, Request, Response, VERSION};
+use super::protocol::{Command, ReloadDone, Request, Response, VERSION};
 use crate::status::Status;
 
 /// Longest answer the client reads (a status is a few KiB).
@@ -54,6 +54,21 @@ pub enum ClientError {
 
 /// Sends `command` to the agent on `path` and returns its status.
 pub fn request(path: &Path, command: Command, limit: Duration) -> Result<Status, ClientError> {
+    exchange(path, command, limit)?
+        .status
+        .ok_or_else(|| ClientError::Protocol("an answer without status".into()))
+}
+
+/// Asks the agent on `path` for a reload and waits up to `limit` for its
+/// outcome.
+pub fn reload(path: &Path, limit: Duration) -> Result<ReloadDone, ClientError> {
+    exchange(path, Command::Reload, limit)?
+        .reload
+        .ok_or_else(|| ClientError::Protocol("an answer without the reload's outcome".into()))
+}
+
+/// One request, one answer; an error answer is [`ClientError::Agent`].
+fn exchange(path: &Path, command: Command, limit: Duration) -> Result<Response, ClientError> {
     let io = |source: io::Error| ClientError::Io {
         path: path.to_path_buf(),
         source,
@@ -96,9 +111,8 @@ pub fn request(path: &Path, command: Command, limit: Duration) -> Result<Status,
             response.version
         )));
     }
-    match (response.error, response.status) {
-        (Some(error), _) => Err(ClientError::Agent(error)),
-        (None, Some(status)) => Ok(status),
-        (None, None) => Err(ClientError::Protocol("an answer without status".into())),
+    match response.error {
+        Some(error) => Err(ClientError::Agent(error)),
+        None => Ok(response),
     }
 }

@@ -17,6 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{maintenance::Maintenance, status::Status};
 
+use protocol::ReloadDone;
+
+/// How a reload asked for by `handoff reload` ended: confirmed, or why not.
+pub type ReloadAnswer = Result<ReloadDone, String>;
+
 /// A question for the dispatcher's loop; it answers with its status after
 /// acting on it.
 #[derive(Debug)]
@@ -28,12 +33,15 @@ pub struct ToAgent {
 }
 
 /// What the loop is asked.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Ask {
     /// Only the status (also proves the loop is turning).
     Status,
     /// The maintenance record was written (`Some`) or removed (`None`).
     Maintenance(Option<Maintenance>),
+    /// A reload; its outcome goes here once it ended (the status is
+    /// answered at once).
+    Reload(oneshot::Sender<ReloadAnswer>),
 }
 
 /// The dispatcher's inbox, shared by the control and HTTP servers.
@@ -55,5 +63,17 @@ impl Inbox {
         tokio::time::timeout(limit, asked)
             .await
             .map_err(|_| "the agent's loop did not answer in time")?
+    }
+
+    /// Asks for a reload and waits for its outcome: `Err` when the loop does
+    /// not take the request within `limit`, or the reload does not end
+    /// within `limit` after that (the machine ends it at `reload_timeout`).
+    pub async fn reload(&self, limit: Duration) -> Result<ReloadAnswer, &'static str> {
+        let (tx, outcome) = oneshot::channel();
+        self.ask(Ask::Reload(tx), limit).await?;
+        tokio::time::timeout(limit, outcome)
+            .await
+            .map_err(|_| "the reload did not end in time")?
+            .map_err(|_| "the agent is exiting")
     }
 }

@@ -38,6 +38,9 @@ pub enum Command {
     },
     /// Leave maintenance.
     Promote,
+    /// Check, send and confirm a reload of the proxy; answered once it
+    /// ended.
+    Reload,
 }
 
 /// The agent's answer.
@@ -50,6 +53,20 @@ pub struct Response {
     pub error: Option<String>,
     /// The agent's status after the command.
     pub status: Option<Status>,
+    /// A confirmed reload (`reload` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadDone>,
+}
+
+/// A confirmed reload, as `handoff reload` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadDone {
+    /// From its beginning (the check) to its confirmation.
+    pub took_ms: u64,
+    /// What confirmed it (`reload_confirm`'s names), in order; empty when
+    /// being sent was all.
+    pub confirmed_by: Vec<String>,
 }
 
 impl Response {
@@ -59,6 +76,17 @@ impl Response {
             version: VERSION,
             error: None,
             status: Some(status),
+            reload: None,
+        }
+    }
+
+    /// A confirmed reload.
+    pub fn reloaded(done: ReloadDone) -> Response {
+        Response {
+            version: VERSION,
+            error: None,
+            status: None,
+            reload: Some(done),
         }
     }
 
@@ -68,6 +96,7 @@ impl Response {
             version: VERSION,
             error: Some(message.into()),
             status: None,
+            reload: None,
         }
     }
 }
@@ -122,7 +151,7 @@ mod tests {
         /// Every request a client can build is read back as itself, and a
         /// reason that is not one never gets through.
         #[test]
-        fn requests_round_trip(text in proptest::option::of(".{0,300}"), which in 0..3u8) {
+        fn requests_round_trip(text in proptest::option::of(".{0,300}"), which in 0..4u8) {
             let line = serde_json::json!({
                 "version": VERSION,
                 "command": { "name": "demote", "reason": text },
@@ -137,7 +166,8 @@ mod tests {
             let command = match which {
                 0 => Command::Status,
                 1 => Command::Demote { reason },
-                _ => Command::Promote,
+                2 => Command::Promote,
+                _ => Command::Reload,
             };
             let request = Request { version: VERSION, command };
             let line = serde_json::to_string(&request).unwrap();

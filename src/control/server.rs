@@ -232,8 +232,16 @@ impl ControlSocket {
     }
 
     /// Serves requests until the task is dropped; keeps `self` (and so the
-    /// file) alive meanwhile. `state` is where maintenance is recorded.
-    pub async fn serve(self, access: Access, inbox: Inbox, state: Arc<StateDir>) {
+    /// file) alive meanwhile. `state` is where maintenance is recorded;
+    /// `reload_timeout` bounds a reload (the machine ends it then), and a
+    /// `reload` request is answered within a margin of it.
+    pub async fn serve(
+        self,
+        access: Access,
+        inbox: Inbox,
+        state: Arc<StateDir>,
+        reload_timeout: Duration,
+    ) {
         let listener = match UnixListener::from_std(self.listener) {
             Ok(listener) => listener,
             Err(error) => {
@@ -247,6 +255,9 @@ impl ControlSocket {
             inbox,
             state,
             writes: Mutex::new(()),
+            // A request that arrives mid-reload waits for the rest of that
+            // one and all of the next: up to twice reload_timeout.
+            reload_limit: reload_timeout * 2 + LOOP_LIMIT,
         });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
@@ -359,8 +370,8 @@ fn create_dir(dir: &Path) -> Result<bool, ControlError> {
     }
 }
 
-/// Whether `dir` holds nothing but the socket at `path`, its lock and its
-/// temp names, and is not sticky (a sticky directory is shared by design):
+/// Whether `dir` holds nothing but the socket at `path`, its lock, the
+/// proxy's notify socket and their temp names, and is not sticky (a sticky directory is shared by design):
 /// then it is the socket's own, and its mode is the socket's access.
 fn holds_only_the_socket(dir: &Path, path: &Path) -> Result<bool, ControlError> {
     let sticky = fs::metadata(dir)
@@ -374,14 +385,19 @@ fn holds_only_the_socket(dir: &Path, path: &Path) -> Result<bool, ControlError> 
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Ok(false);
     };
-    let (lock, temp) = (format!("{name}.lock"), format!(".{name}."));
+    // `<socket>.notify` is the proxy's notify socket (`crate::proxy_notify`).
+    let (lock, notify, temp) = (
+        format!("{name}.lock"),
+        format!("{name}.notify"),
+        format!(".{name}."),
+    );
     for entry in fs::read_dir(dir).map_err(io_error("listing", dir))? {
         let entry = entry.map_err(io_error("listing", dir))?;
         let entry = entry.file_name().to_string_lossy().into_owned();
         let is_temp = entry
             .strip_prefix(&temp)
             .is_some_and(|rest| rest.strip_suffix(".tmp").is_some());
-        if entry != name && entry != lock && !is_temp {
+        if entry != name && entry != lock && entry != notify && !is_temp {
             return Ok(false);
         }
     }
@@ -433,6 +449,8 @@ struct Context {
     state: Arc<StateDir>,
     /// Maintenance changes, one at a time.
     writes: Mutex<()>,
+    /// How long a `reload` may take to be taken, and then to end.
+    reload_limit: Duration,
 }
 
 impl Context {
@@ -489,6 +507,14 @@ impl Context {
                     Ok(None)
                 })
                 .await
+            }
+            Command::Reload => {
+                tracing::info!(uid, source = "control", "reload requested");
+                match self.inbox.reload(self.reload_limit).await {
+                    Ok(Ok(done)) => Response::reloaded(done),
+                    Ok(Err(why)) => Response::error(format!("reload failed: {why}")),
+                    Err(why) => Response::error(why),
+                }
             }
         }
     }

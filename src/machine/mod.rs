@@ -31,6 +31,7 @@
 //! restarts, deadlines). `tests.rs` holds the tables over all of it.
 
 mod maintenance;
+mod reload;
 mod stop;
 mod vocabulary;
 
@@ -41,7 +42,7 @@ use nix::sys::signal::Signal;
 pub use vocabulary::*;
 
 use crate::{
-    config::{Reload, RestartPolicy},
+    config::RestartPolicy,
     exit,
     failover::{Level, Role, Watch},
     process::ProcessEnd,
@@ -170,6 +171,9 @@ pub struct Machine {
     suspended: bool,
     /// The role is polled eagerly until maintenance has moved the IP away.
     demote_watch: bool,
+    /// The reload under way, if any (it outlives a phase change only to
+    /// be ended by it: `end_reload`).
+    reload: reload::Reload,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -193,6 +197,7 @@ impl Machine {
             verdict: false,
             suspended: false,
             demote_watch: false,
+            reload: reload::Reload::Idle,
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -283,6 +288,7 @@ impl Machine {
                     self.check_move(&mut out);
                 }
             }
+            Event::Reload(event) => self.on_reload(event, &mut out),
         }
         out
     }
@@ -296,23 +302,7 @@ impl Machine {
         if signals::STOP.contains(&signal) || signal == self.policy.stop_signal {
             self.on_stop_signal(out);
         } else if signal == Signal::SIGHUP {
-            match self.policy.reload {
-                // systemd hears of the reload around it.
-                Reload::Send(send) if self.proxy_alive => out.extend([
-                    Action::Notify(Notice::Reloading),
-                    Action::Forward {
-                        received: signal,
-                        send,
-                    },
-                    Action::Notify(Notice::Reloaded),
-                ]),
-                // No proxy: dropped, and systemd hears nothing.
-                Reload::Send(send) => self.forward(signal, send, out),
-                Reload::Drop => out.push(Action::Dropped {
-                    signal,
-                    reason: DropReason::ReloadDisabled,
-                }),
-            }
+            self.on_reload_signal(signal, out);
         } else if signals::PASS_THROUGH.contains(&signal) {
             self.forward(signal, signal, out);
         } else if signal == Signal::SIGTSTP {
@@ -413,6 +403,7 @@ impl Machine {
     fn on_exit(&mut self, end: ProcessEnd, out: &mut Vec<Action>) {
         self.proxy_alive = false;
         self.suspended = false;
+        self.end_reload(ReloadOutcome::ProxyExited, out);
         let code = self.policy.exit_code_map.apply(exit::from_process_end(end));
         self.last_code = code;
         match self.state {
@@ -518,6 +509,7 @@ impl Machine {
             }
             (Timer::Settle, State::Stopping(Step::Settle, _)) => self.send_stop(out),
             (Timer::DemoteWatch, _) => self.end_demote_watch(out),
+            (Timer::Reload, _) => self.reload_timed_out(out),
             (Timer::StopTimeout, State::Stopping(Step::Draining, _)) => {
                 out.push(Action::Note(Note::StopTimedOut));
                 self.kill(out);

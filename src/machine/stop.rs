@@ -5,7 +5,10 @@
 //! and what a second and third stop signal do ([`Machine::escalate`]). The
 //! start sequence is `crate::agent`'s.
 
-use super::{Action, Confirm, Confirmation, Machine, Note, Notice, State, Step, Stopwatch, Timer};
+use super::{
+    Action, Confirm, Confirmation, Machine, Note, Notice, ReloadOutcome, State, Step, Stopwatch,
+    Timer,
+};
 use crate::{exit, failover::Level, failover::Watch};
 
 impl Machine {
@@ -58,8 +61,12 @@ impl Machine {
         // Known not to hold the IP only if the backend said so after our
         // newest level was in place; anything older may be out of date.
         let held = !(self.role.released() && self.role_seq >= self.seq);
-        out.push(Action::Notify(Notice::Stopping));
         self.state = State::Stopping(Step::Failover { held }, stops);
+        // A reload under way ends first (systemd hears its READY=1 before
+        // STOPPING=1), and one queued behind it is refused: the state says
+        // stopping now.
+        self.end_reload(ReloadOutcome::Interrupted, out);
+        out.push(Action::Notify(Notice::Stopping));
         out.push(Action::Stopwatch(Stopwatch::Start));
         if self.demote_watch {
             // The stop's own watch (Fast, then Idle after the move) takes over.

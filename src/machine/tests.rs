@@ -8,13 +8,18 @@ use nix::sys::signal::Signal::{
 };
 
 use super::*;
-use crate::config::{ExitCodeMap, Reload, RestartPolicy};
+use crate::config::{Confirmations, ExitCodeMap, RestartPolicy};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
 fn policy() -> Policy {
     Policy {
-        reload: Reload::Send(SIGHUP),
+        reload: ReloadPolicy {
+            send: ReloadBy::Signal(SIGHUP),
+            check: false,
+            confirm: Confirmations::default(),
+            timeout: S(15),
+        },
         stop_signal: SIGTERM,
         stop_timeout: S(10),
         failover_timeout: S(10),
@@ -241,11 +246,12 @@ fn rules() {
             HEALTHY,
             Event::Signal(SIGHUP),
             vec![
+                Action::Reload(ReloadStep::Begin),
                 Notify(Notice::Reloading),
-                Forward {
-                    received: SIGHUP,
-                    send: SIGHUP,
-                },
+                Arm(Timer::Reload, S(15)),
+                Action::Reload(ReloadStep::Signal(SIGHUP)),
+                Disarm(Timer::Reload),
+                Action::Reload(ReloadStep::Finish(ReloadOutcome::Confirmed)),
                 Notify(Notice::Reloaded),
             ],
             Phase::Running { healthy: true },
@@ -554,20 +560,13 @@ fn rules() {
 #[test]
 fn presets_translate_reload_and_drop() {
     let mut p = policy();
-    p.reload = Reload::Send(SIGUSR2);
+    p.reload.send = ReloadBy::Signal(SIGUSR2);
     let mut m = after(p.clone(), RUNNING);
-    assert_eq!(
-        m.handle(Event::Signal(SIGHUP)),
-        vec![
-            Action::Notify(Notice::Reloading),
-            Action::Forward {
-                received: SIGHUP,
-                send: SIGUSR2
-            },
-            Action::Notify(Notice::Reloaded),
-        ]
+    assert!(
+        m.handle(Event::Signal(SIGHUP))
+            .contains(&Action::Reload(ReloadStep::Signal(SIGUSR2)))
     );
-    p.reload = Reload::Drop;
+    p.reload.send = ReloadBy::Disabled;
     let mut m = after(p, RUNNING);
     assert_eq!(
         m.handle(Event::Signal(SIGHUP)),
@@ -1311,6 +1310,14 @@ struct World {
     timers: Vec<Timer>,
     /// Between `Notify(Reloading)` and `Notify(Reloaded)`.
     reloading: bool,
+    /// Between `ReloadStep::Begin` and `ReloadStep::Finish`.
+    reload: bool,
+    /// The reload's check, command, worker watch or health check runs (and
+    /// so may report).
+    checking: bool,
+    commanding: bool,
+    watching: bool,
+    health_running: bool,
     /// STOPPING=1 went out.
     stop_noticed: bool,
     /// The failover stopwatch was started, and read.
@@ -1351,7 +1358,57 @@ impl World {
             Event::Deadline(t) => self.timers.retain(|x| *x != t),
             Event::ProbeSucceeded => self.probing = false,
             Event::PeerConfirmed => self.confirming = false,
+            Event::Reload(ReloadEvent::Checked(_)) => self.checking = false,
+            Event::Reload(ReloadEvent::CommandDone(_)) => self.commanding = false,
+            Event::Reload(ReloadEvent::NewWorker) => self.watching = false,
+            Event::Reload(ReloadEvent::Healthy) => self.health_running = false,
             _ => {}
+        }
+    }
+
+    /// Checks a reload's step against the invariants.
+    fn reload_step(&mut self, step: ReloadStep, context: &str) {
+        match step {
+            ReloadStep::Begin => {
+                assert!(!self.reload, "{context}: two reloads at once");
+                assert!(
+                    self.alive && !self.stop_seen,
+                    "{context}: a reload begins without a proxy, or after a stop"
+                );
+                self.reload = true;
+            }
+            ReloadStep::Finish(_) => {
+                assert!(self.reload, "{context}: a reload ends that never began");
+                self.reload = false;
+                self.checking = false;
+                self.commanding = false;
+                self.watching = false;
+                self.health_running = false;
+            }
+            ReloadStep::Refuse(_) => {}
+            ReloadStep::Check
+            | ReloadStep::WatchWorkers
+            | ReloadStep::Signal(_)
+            | ReloadStep::RunCommand
+            | ReloadStep::CheckHealth => {
+                assert!(
+                    self.reload && self.alive,
+                    "{context}: a reload step {step:?} outside a reload, or without a proxy"
+                );
+                if let ReloadStep::Signal(_) = step {
+                    assert!(
+                        self.reloading && !self.checking,
+                        "{context}: a reload is sent inside RELOADING=1 .. READY=1, after its check"
+                    );
+                }
+                match step {
+                    ReloadStep::Check => self.checking = true,
+                    ReloadStep::RunCommand => self.commanding = true,
+                    ReloadStep::WatchWorkers => self.watching = true,
+                    ReloadStep::CheckHealth => self.health_running = true,
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -1391,10 +1448,9 @@ impl World {
                     "{context}: signalling a proxy that is not running"
                 );
                 if let Action::Forward { received, .. } = action {
-                    assert_eq!(
-                        *received == SIGHUP,
-                        self.reloading,
-                        "{context}: a reload is forwarded inside RELOADING=1 .. READY=1, nothing else is"
+                    assert!(
+                        *received != SIGHUP,
+                        "{context}: SIGHUP is a reload (ReloadStep), never a forward"
                     );
                 }
             }
@@ -1438,6 +1494,7 @@ impl World {
             Action::Disarm(t) => self.timers.retain(|x| x != t),
             Action::Probe(start) => self.probing = *start,
             Action::ConfirmPeer(start) => self.confirming = *start,
+            Action::Reload(step) => self.reload_step(*step, context),
             Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
         }
     }
@@ -1537,8 +1594,22 @@ fn all_events(world: &World) -> Vec<Event> {
             Timer::Settle,
             Timer::StopTimeout,
             Timer::DemoteWatch,
+            Timer::Reload,
         ]
         .map(Event::Deadline),
+    );
+    v.extend(
+        [
+            ReloadEvent::Requested,
+            ReloadEvent::Checked(true),
+            ReloadEvent::Checked(false),
+            ReloadEvent::CommandDone(true),
+            ReloadEvent::CommandDone(false),
+            ReloadEvent::ProxyReady,
+            ReloadEvent::NewWorker,
+            ReloadEvent::Healthy,
+        ]
+        .map(Event::Reload),
     );
     v.push(Event::ProbeSucceeded);
     v.push(Event::PeerConfirmed);
@@ -1553,11 +1624,17 @@ fn all_events(world: &World) -> Vec<Event> {
 fn possible(world: &World, event: Event) -> bool {
     match event {
         Event::Spawned | Event::SpawnFailed { .. } => world.spawn_pending,
-        Event::ProxyExited(_) | Event::ProxySuspended(_) => world.alive,
+        Event::ProxyExited(_)
+        | Event::ProxySuspended(_)
+        | Event::Reload(ReloadEvent::ProxyReady) => world.alive,
         Event::LevelApplied { level, seq, .. } => world.requests.contains(&(level, seq, false)),
         Event::Deadline(t) => world.timers.contains(&t),
         Event::ProbeSucceeded => world.probing,
         Event::PeerConfirmed => world.confirming,
+        Event::Reload(ReloadEvent::Checked(_)) => world.checking,
+        Event::Reload(ReloadEvent::CommandDone(_)) => world.commanding,
+        Event::Reload(ReloadEvent::NewWorker) => world.watching,
+        Event::Reload(ReloadEvent::Healthy) => world.health_running,
         _ => true,
     }
 }
@@ -1642,6 +1719,11 @@ fn every_phase_times_every_event_keeps_the_invariants() {
                 settle,
                 restart,
                 stop_level,
+                reload: if settle.is_zero() {
+                    policy().reload
+                } else {
+                    full_reload()
+                },
                 ..policy()
             };
             for (name, setup) in setups() {
@@ -1655,6 +1737,21 @@ fn every_phase_times_every_event_keeps_the_invariants() {
         }
     }
     assert!(checked > 500, "only {checked} combinations were possible");
+}
+
+/// A reload with every step: a check, a command, and all three
+/// confirmations.
+fn full_reload() -> ReloadPolicy {
+    ReloadPolicy {
+        send: ReloadBy::Command,
+        check: true,
+        confirm: Confirmations {
+            ready: true,
+            workers: true,
+            health: true,
+        },
+        timeout: S(15),
+    }
 }
 
 /// Deterministic xorshift, so a failure reproduces.
@@ -1712,6 +1809,11 @@ fn random_walks_keep_the_invariants_and_always_end_after_a_stop() {
                 stop_level,
                 probe: walk % 7 == 0,
                 confirm_peer: walk % 4 == 0,
+                reload: if walk % 3 == 1 {
+                    full_reload()
+                } else {
+                    policy().reload
+                },
                 ..policy()
             },
             &[],
@@ -1970,5 +2072,245 @@ fn stop_signals_count_from_the_first_held_one() {
     assert_eq!(
         m.handle(Event::SpawnFailed { code: 127 }),
         vec![Action::Exit(127)]
+    );
+}
+
+// ---- reloads ------------------------------------------------------------------
+
+fn reload_policy(send: ReloadBy, check: bool, ready: bool, workers: bool) -> Policy {
+    Policy {
+        reload: ReloadPolicy {
+            send,
+            check,
+            confirm: Confirmations {
+                ready,
+                workers,
+                health: true,
+            },
+            timeout: S(15),
+        },
+        ..policy()
+    }
+}
+
+const RELOAD: Event = Event::Reload(ReloadEvent::Requested);
+
+fn reload(event: ReloadEvent) -> Event {
+    Event::Reload(event)
+}
+
+/// The reload's steps among `actions`.
+fn steps(actions: &[Action]) -> Vec<ReloadStep> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reload(step) => Some(*step),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_reload_is_checked_then_sent_then_confirmed_in_that_order() {
+    // nginx: check, SIGHUP, a new worker, one health check.
+    let mut m = after(
+        reload_policy(ReloadBy::Signal(SIGHUP), true, false, true),
+        HEALTHY,
+    );
+    let begun = m.handle(RELOAD);
+    assert_eq!(
+        begun,
+        vec![
+            Action::Reload(ReloadStep::Begin),
+            Action::Notify(Notice::Reloading),
+            Action::Arm(Timer::Reload, S(15)),
+            Action::Reload(ReloadStep::Check),
+        ],
+        "nothing is sent before the check passed"
+    );
+    assert_eq!(
+        steps(&m.handle(reload(ReloadEvent::Checked(true)))),
+        [ReloadStep::WatchWorkers, ReloadStep::Signal(SIGHUP)],
+        "the workers are listed before the signal, so a new one is told apart"
+    );
+    assert!(
+        m.handle(reload(ReloadEvent::ProxyReady)).is_empty(),
+        "READY=1 is not what confirms nginx"
+    );
+    assert_eq!(
+        steps(&m.handle(reload(ReloadEvent::NewWorker))),
+        [ReloadStep::CheckHealth]
+    );
+    assert_eq!(
+        m.handle(reload(ReloadEvent::Healthy)),
+        vec![
+            Action::Disarm(Timer::Reload),
+            Action::Reload(ReloadStep::Finish(ReloadOutcome::Confirmed)),
+            Action::Notify(Notice::Reloaded),
+        ]
+    );
+    assert_eq!(m.phase(), Phase::Running { healthy: true });
+}
+
+#[test]
+fn a_failed_check_sends_nothing_and_never_restarts_the_proxy() {
+    let mut m = after(
+        reload_policy(ReloadBy::Signal(SIGHUP), true, false, true),
+        HEALTHY,
+    );
+    m.handle(Event::Signal(SIGHUP));
+    let failed = m.handle(reload(ReloadEvent::Checked(false)));
+    assert_eq!(
+        steps(&failed),
+        [ReloadStep::Finish(ReloadOutcome::CheckFailed)]
+    );
+    assert!(failed.contains(&Action::Notify(Notice::Reloaded)));
+    assert!(
+        !failed.iter().any(|a| matches!(
+            a,
+            Action::SetLevel { .. } | Action::KillProxy | Action::StopProxy(_)
+        )),
+        "the node and the proxy are left alone: {failed:?}"
+    );
+    assert_eq!(m.phase(), Phase::Running { healthy: true });
+}
+
+#[test]
+fn haproxy_ready_without_a_new_worker_is_not_a_confirmation() {
+    // haproxy 2.6 says READY=1 after a failed reload too.
+    let mut m = after(
+        reload_policy(ReloadBy::Signal(SIGUSR2), false, true, true),
+        HEALTHY,
+    );
+    m.handle(RELOAD);
+    assert!(m.handle(reload(ReloadEvent::ProxyReady)).is_empty());
+    assert_eq!(
+        steps(&m.handle(Event::Deadline(Timer::Reload))),
+        [ReloadStep::Finish(ReloadOutcome::TimedOut(
+            Awaited::Confirmation {
+                ready: false,
+                workers: true
+            }
+        ))]
+    );
+    assert_eq!(m.restarts(), 0);
+}
+
+#[test]
+fn caddy_may_say_ready_before_its_reload_command_returns() {
+    let mut m = after(reload_policy(ReloadBy::Command, true, true, false), HEALTHY);
+    m.handle(RELOAD);
+    assert_eq!(
+        steps(&m.handle(reload(ReloadEvent::Checked(true)))),
+        [ReloadStep::RunCommand]
+    );
+    assert!(m.handle(reload(ReloadEvent::ProxyReady)).is_empty());
+    assert_eq!(
+        steps(&m.handle(reload(ReloadEvent::CommandDone(true)))),
+        [ReloadStep::CheckHealth],
+        "READY=1 seen while the command ran counts"
+    );
+    let mut m = after(
+        reload_policy(ReloadBy::Command, false, true, false),
+        HEALTHY,
+    );
+    m.handle(RELOAD);
+    assert_eq!(
+        steps(&m.handle(reload(ReloadEvent::CommandDone(false)))),
+        [ReloadStep::Finish(ReloadOutcome::CommandFailed)]
+    );
+}
+
+#[test]
+fn requests_during_a_reload_queue_one_more_which_begins_when_it_ends() {
+    let mut m = after(
+        reload_policy(ReloadBy::Signal(SIGHUP), true, false, false),
+        HEALTHY,
+    );
+    m.handle(RELOAD);
+    assert!(m.handle(RELOAD).is_empty(), "queued");
+    assert!(m.handle(Event::Signal(SIGHUP)).is_empty(), "folded in");
+    m.handle(reload(ReloadEvent::Checked(true)));
+    let ended = m.handle(reload(ReloadEvent::Healthy));
+    assert_eq!(
+        steps(&ended),
+        [
+            ReloadStep::Finish(ReloadOutcome::Confirmed),
+            ReloadStep::Begin,
+            ReloadStep::Check
+        ],
+        "one more, beginning with its own check"
+    );
+    // A report of the first reload's check cannot confirm the second one:
+    // the dispatcher drops it by number, and the machine waits again.
+    assert_eq!(
+        steps(&m.handle(reload(ReloadEvent::Checked(true)))),
+        [ReloadStep::Signal(SIGHUP), ReloadStep::CheckHealth]
+    );
+}
+
+#[test]
+fn a_stop_or_the_proxy_s_exit_ends_a_reload_and_a_queued_one_is_refused() {
+    let mut m = after(
+        reload_policy(ReloadBy::Signal(SIGHUP), true, false, false),
+        HEALTHY,
+    );
+    m.handle(RELOAD);
+    m.handle(RELOAD);
+    let stop = m.handle(Event::Signal(SIGTERM));
+    assert_eq!(
+        steps(&stop),
+        [
+            ReloadStep::Finish(ReloadOutcome::Interrupted),
+            ReloadStep::Refuse(ReloadRefusal::Stopping)
+        ]
+    );
+    let reloaded = stop
+        .iter()
+        .position(|a| *a == Action::Notify(Notice::Reloaded));
+    let stopping = stop
+        .iter()
+        .position(|a| *a == Action::Notify(Notice::Stopping));
+    assert!(reloaded < stopping, "READY=1 before STOPPING=1: {stop:?}");
+    assert_eq!(
+        steps(&m.handle(RELOAD)),
+        [ReloadStep::Refuse(ReloadRefusal::Stopping)]
+    );
+
+    let mut m = after(
+        Policy {
+            restart: RestartPolicy::Always,
+            ..reload_policy(ReloadBy::Signal(SIGHUP), true, false, false)
+        },
+        HEALTHY,
+    );
+    m.handle(RELOAD);
+    let exited = m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
+    assert_eq!(
+        steps(&exited),
+        [ReloadStep::Finish(ReloadOutcome::ProxyExited)]
+    );
+    assert_eq!(
+        steps(&m.handle(RELOAD)),
+        [ReloadStep::Refuse(ReloadRefusal::NoProxy)]
+    );
+}
+
+#[test]
+fn a_disabled_reload_is_refused_and_its_sighup_dropped() {
+    let mut m = after(
+        reload_policy(ReloadBy::Disabled, false, false, false),
+        HEALTHY,
+    );
+    assert_eq!(
+        steps(&m.handle(RELOAD)),
+        [ReloadStep::Refuse(ReloadRefusal::Disabled)]
+    );
+    assert_eq!(
+        m.handle(Event::Signal(SIGHUP)),
+        vec![Action::Dropped {
+            signal: SIGHUP,
+            reason: DropReason::ReloadDisabled
+        }]
     );
 }

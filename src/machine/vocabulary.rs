@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{ExitCodeMap, Reload, RestartPolicy},
+    config::{Confirmations, ExitCodeMap, RestartPolicy},
     failover::{BackendReport, Level, Role, Watch},
     process::ProcessEnd,
 };
@@ -27,8 +27,9 @@ pub use crate::config::DOWN_GRACE;
 /// The parts of the config that decisions depend on.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// What SIGHUP becomes.
-    pub reload: Reload,
+    /// How a reload (SIGHUP, `handoff reload`) is checked, sent and
+    /// confirmed.
+    pub reload: ReloadPolicy,
     /// Graceful stop signal for the proxy.
     pub stop_signal: Signal,
     /// From stop signal to SIGKILL.
@@ -55,6 +56,31 @@ pub struct Policy {
     /// only once Consul shows another node tagged master and passing, or
     /// Consul cannot say.
     pub confirm_peer: bool,
+}
+
+/// The reload's part of the [`Policy`]: which steps there are (the
+/// dispatcher knows the commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadPolicy {
+    /// How the reload reaches the proxy.
+    pub send: ReloadBy,
+    /// `reload_check` runs first.
+    pub check: bool,
+    /// What must be seen after the send.
+    pub confirm: Confirmations,
+    /// Check, send and confirmation together.
+    pub timeout: Duration,
+}
+
+/// How a reload reaches the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadBy {
+    /// This signal.
+    Signal(Signal),
+    /// `reload_command`.
+    Command,
+    /// Reloads are refused, and SIGHUP dropped.
+    Disabled,
 }
 
 /// Something that happened.
@@ -104,6 +130,26 @@ pub enum Event {
     /// Maintenance was set (`true`) or cleared: a healthy node is held at
     /// `standby` instead of `up` (still a candidate if the peer dies).
     Maintenance(bool),
+    /// A step of a reload.
+    Reload(ReloadEvent),
+}
+
+/// What happens during a reload (`crate::reload` reports the steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadEvent {
+    /// `handoff reload` asks for one (SIGHUP arrives as [`Event::Signal`]).
+    Requested,
+    /// `reload_check` ended: exit 0 (`true`), or not, or timed out.
+    Checked(bool),
+    /// `reload_command` ended: exit 0 (`true`), or not.
+    CommandDone(bool),
+    /// The proxy said READY=1 on handoff's private notify socket.
+    ProxyReady,
+    /// A child of the proxy's main pid appeared that was not there before
+    /// the send.
+    NewWorker,
+    /// The health check passed, after the reload was otherwise confirmed.
+    Healthy,
 }
 
 impl From<BackendReport> for Event {
@@ -135,6 +181,8 @@ pub enum Timer {
     /// How long `handoff demote` keeps the role polled eagerly
     /// (`failover_timeout`) when the IP does not leave.
     DemoteWatch,
+    /// `reload_timeout` is over.
+    Reload,
 }
 
 /// Something the dispatcher must do, in the order given.
@@ -192,8 +240,88 @@ pub enum Action {
     /// Start (`true`) or cancel (`false`) waiting for Consul to show another
     /// node as master.
     ConfirmPeer(bool),
+    /// A step of a reload for the dispatcher (`crate::reload` runs them).
+    Reload(ReloadStep),
     /// Exit handoff with this status. Never emitted while the proxy lives.
     Exit(u8),
+}
+
+/// What the dispatcher does for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadStep {
+    /// A reload begins: count it, and give its outcome to every `handoff
+    /// reload` that asked before now and is not answered yet.
+    Begin,
+    /// Run `reload_check`; reports [`ReloadEvent::Checked`].
+    Check,
+    /// Remember the proxy's children now, before the send, and report
+    /// [`ReloadEvent::NewWorker`] once one appears that is not among them.
+    WatchWorkers,
+    /// Send this signal to the proxy.
+    Signal(Signal),
+    /// Run `reload_command`; reports [`ReloadEvent::CommandDone`].
+    RunCommand,
+    /// Run the health check until it passes; reports [`ReloadEvent::Healthy`].
+    CheckHealth,
+    /// The reload ended; whatever of it still runs is stopped.
+    Finish(ReloadOutcome),
+    /// A `handoff reload` that cannot begin; the callers waiting for the
+    /// next reload get this answer.
+    Refuse(ReloadRefusal),
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Sent, and everything in `reload_confirm` was seen.
+    Confirmed,
+    /// `reload_check` failed: nothing was sent.
+    CheckFailed,
+    /// `reload_command` failed.
+    CommandFailed,
+    /// `reload_timeout` passed while this was awaited.
+    TimedOut(Awaited),
+    /// The proxy exited during the reload.
+    ProxyExited,
+    /// The stop sequence began during the reload.
+    Interrupted,
+}
+
+impl ReloadOutcome {
+    /// Whether the reload is done as asked.
+    pub fn confirmed(self) -> bool {
+        self == ReloadOutcome::Confirmed
+    }
+}
+
+/// What a reload was still waiting for when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// `reload_check` to end.
+    Check,
+    /// `reload_command` to end.
+    Command,
+    /// The confirmations after the send: READY=1 (`ready`) and a new worker
+    /// (`workers`), whichever were configured and not seen yet.
+    Confirmation {
+        /// READY=1 was awaited and not seen.
+        ready: bool,
+        /// A new worker was awaited and not seen.
+        workers: bool,
+    },
+    /// The health check to pass.
+    Health,
+}
+
+/// Why a reload cannot begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadRefusal {
+    /// No proxy runs (starting, or between restarts).
+    NoProxy,
+    /// The stop sequence has begun.
+    Stopping,
+    /// `reload_signal = "drop"` without a `reload_command` (or the preset's).
+    Disabled,
 }
 
 /// What systemd is told (sd_notify(3); `crate::notify` sends it).
@@ -203,10 +331,10 @@ pub enum Notice {
     /// does; systemd only hears the first (`Notifier::ready`), and never
     /// for a level alone (a stop's standby is not readiness).
     Ready,
-    /// RELOADING=1: a reload is about to be passed to the proxy.
+    /// RELOADING=1: a reload begins.
     Reloading,
-    /// READY=1 again: the reload was passed on. The proxy reloads in the
-    /// background and says nothing when done, so this follows at once.
+    /// READY=1 again: the reload ended, confirmed or not (a proxy whose
+    /// reload failed still serves its old config).
     Reloaded,
     /// STOPPING=1, extending systemd's stop timeout to the stop's budget:
     /// the stop sequence began (once per stop).

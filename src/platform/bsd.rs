@@ -34,6 +34,91 @@ pub fn children_of(_parent: Pid) -> Vec<Pid> {
     Vec::new()
 }
 
+/// The children of `parent` (a reload's new workers), from sysctl(2)
+/// `kern.proc` (KERN_PROC_ALL, as kvm_getprocs(3) asks): every process's
+/// `kinfo_proc`, whose `p_ppid` names its parent. Untested on a real
+/// OpenBSD host (scripts/check-openbsd only compiles it).
+#[cfg(target_os = "openbsd")]
+pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
+    let record = std::mem::size_of::<libc::kinfo_proc>();
+    let record_c = libc::c_int::try_from(record).map_err(io::Error::other)?;
+    // The table can grow between asking its size and reading it (ENOMEM):
+    // ask again, with room to spare, a few times.
+    for _ in 0..4 {
+        let mut mib = [
+            libc::CTL_KERN,
+            libc::KERN_PROC,
+            libc::KERN_PROC_ALL,
+            0,
+            record_c,
+            0,
+        ];
+        let mut size: libc::size_t = 0;
+        #[allow(unsafe_code)]
+        // SAFETY: a null buffer asks only for the size, written to `size`.
+        let asked = unsafe {
+            libc::sysctl(
+                mib.as_ptr(),
+                6,
+                std::ptr::null_mut(),
+                &mut size,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if asked == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let count = size / record + 32;
+        mib[5] = libc::c_int::try_from(count).map_err(io::Error::other)?;
+        let mut table: Vec<libc::kinfo_proc> = Vec::with_capacity(count);
+        let mut size = count * record;
+        #[allow(unsafe_code)]
+        // SAFETY: the buffer holds `count` records, `size` says so in bytes,
+        // and the kernel writes at most `size` bytes and stores how many.
+        let read = unsafe {
+            libc::sysctl(
+                mib.as_ptr(),
+                6,
+                table.as_mut_ptr().cast(),
+                &mut size,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if read == -1 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENOMEM) {
+                continue;
+            }
+            return Err(error);
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the kernel initialised `size / record` whole records.
+        unsafe {
+            table.set_len((size / record).min(count));
+        }
+        return Ok(table
+            .iter()
+            .filter(|p| p.p_ppid == parent.as_raw())
+            .map(|p| Pid::from_raw(p.p_pid))
+            .collect());
+    }
+    Err(io::Error::other(
+        "the process table kept growing while it was read",
+    ))
+}
+
+/// The `--cfg handoff_portable` build on Linux has no OpenBSD `kinfo_proc`
+/// to read: the "workers" confirmation reports that it cannot look.
+#[cfg(not(target_os = "openbsd"))]
+pub fn child_pids(_parent: Pid) -> io::Result<Vec<Pid>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "listing a process's children is built for OpenBSD only",
+    ))
+}
+
 /// Reads the signals in `set`, which must already be blocked in every thread.
 pub struct SignalReader {
     set: SigSet,

@@ -62,6 +62,11 @@ pub fn children_of(parent: Pid) -> Vec<Pid> {
         .collect()
 }
 
+/// The children of `parent` (a reload's new workers), from /proc.
+pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
+    Ok(children_of(parent))
+}
+
 /// Field 4 of /proc/<pid>/stat; the name in field 2 may hold spaces and
 /// parentheses, so parse from the last `)`.
 fn parent_pid(stat: &str) -> Option<i32> {

@@ -1,0 +1,248 @@
+//! A reload, in order: [`Machine::request_reload`] (refused, queued, or
+//! begun), `reload_check`, the send (a signal, or `reload_command`), the
+//! confirmations (READY=1, a new worker, in any order), one passing health
+//! check, and [`Machine::finish_reload`]. `reload_timeout` bounds all of it.
+//!
+//! One reload runs at a time. A request during one queues one more, which
+//! begins when it ends: a `handoff reload` asked mid-reload then gets the
+//! outcome of a reload that began after it asked, so one that read the
+//! file it just changed. A failed reload never restarts the proxy: it still
+//! serves the old config (nginx and haproxy keep their workers, caddy rolls
+//! back; docs/proxies-measured.md).
+
+use nix::sys::signal::Signal;
+
+use super::{
+    Action, Awaited, DropReason, Machine, Notice, ReloadBy, ReloadEvent, ReloadOutcome,
+    ReloadRefusal, ReloadStep, State, Timer,
+};
+
+/// Where the reload under way is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reload {
+    /// None runs.
+    Idle,
+    /// One runs.
+    Underway {
+        /// Its step.
+        stage: Stage,
+        /// READY=1 seen since the send.
+        ready: bool,
+        /// A new worker seen since the send.
+        worker: bool,
+        /// Another was asked for meanwhile.
+        again: bool,
+    },
+}
+
+/// A reload's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// `reload_check` runs.
+    Checking,
+    /// `reload_command` runs.
+    Commanding,
+    /// Sent; READY=1 or a new worker awaited.
+    Confirming,
+    /// The health check runs until it passes.
+    Health,
+}
+
+impl Machine {
+    /// SIGHUP: the reload, if there is one; dropped (and logged as a dropped
+    /// signal) when reloads are disabled or no proxy runs.
+    pub(super) fn on_reload_signal(&mut self, signal: Signal, out: &mut Vec<Action>) {
+        let reason = match self.refusal() {
+            Some(ReloadRefusal::Disabled) => DropReason::ReloadDisabled,
+            Some(ReloadRefusal::NoProxy) => DropReason::NoProxy,
+            Some(ReloadRefusal::Stopping) | None => return self.request_reload(out),
+        };
+        out.push(Action::Dropped { signal, reason });
+    }
+
+    /// A reload is asked for (SIGHUP, `handoff reload`).
+    pub(super) fn request_reload(&mut self, out: &mut Vec<Action>) {
+        if let Some(refusal) = self.refusal() {
+            out.push(Action::Reload(ReloadStep::Refuse(refusal)));
+            return;
+        }
+        match &mut self.reload {
+            Reload::Underway { again, .. } => *again = true,
+            Reload::Idle => self.begin_reload(out),
+        }
+    }
+
+    /// Why a reload cannot begin now, if it cannot.
+    fn refusal(&self) -> Option<ReloadRefusal> {
+        if self.policy.reload.send == ReloadBy::Disabled {
+            return Some(ReloadRefusal::Disabled);
+        }
+        match self.state {
+            State::Running { .. } if self.proxy_alive => None,
+            State::Stopping(..) | State::Exiting { .. } | State::Done => {
+                Some(ReloadRefusal::Stopping)
+            }
+            _ => Some(ReloadRefusal::NoProxy),
+        }
+    }
+
+    fn begin_reload(&mut self, out: &mut Vec<Action>) {
+        out.extend([
+            Action::Reload(ReloadStep::Begin),
+            Action::Notify(Notice::Reloading),
+            Action::Arm(Timer::Reload, self.policy.reload.timeout),
+        ]);
+        if self.policy.reload.check {
+            self.reload = Reload::Underway {
+                stage: Stage::Checking,
+                ready: false,
+                worker: false,
+                again: false,
+            };
+            out.push(Action::Reload(ReloadStep::Check));
+        } else {
+            self.send_reload(false, out);
+        }
+    }
+
+    /// The check passed (or there is none): send the reload.
+    fn send_reload(&mut self, again: bool, out: &mut Vec<Action>) {
+        let policy = self.policy.reload;
+        if policy.confirm.workers {
+            out.push(Action::Reload(ReloadStep::WatchWorkers));
+        }
+        let stage = match policy.send {
+            ReloadBy::Signal(signal) => {
+                out.push(Action::Reload(ReloadStep::Signal(signal)));
+                Stage::Confirming
+            }
+            ReloadBy::Command => {
+                out.push(Action::Reload(ReloadStep::RunCommand));
+                Stage::Commanding
+            }
+            // `refusal` never lets a disabled reload begin.
+            ReloadBy::Disabled => return self.finish_reload(ReloadOutcome::Interrupted, out),
+        };
+        self.reload = Reload::Underway {
+            stage,
+            ready: false,
+            worker: false,
+            again,
+        };
+        self.check_confirmed(out);
+    }
+
+    pub(super) fn on_reload(&mut self, event: ReloadEvent, out: &mut Vec<Action>) {
+        if event == ReloadEvent::Requested {
+            return self.request_reload(out);
+        }
+        let Reload::Underway {
+            stage,
+            ready,
+            worker,
+            again,
+        } = &mut self.reload
+        else {
+            return; // a late report about a reload that already ended
+        };
+        match (event, *stage) {
+            (ReloadEvent::Checked(true), Stage::Checking) => {
+                let again = *again;
+                self.send_reload(again, out);
+            }
+            (ReloadEvent::Checked(false), Stage::Checking) => {
+                self.finish_reload(ReloadOutcome::CheckFailed, out);
+            }
+            (ReloadEvent::CommandDone(true), Stage::Commanding) => {
+                *stage = Stage::Confirming;
+                self.check_confirmed(out);
+            }
+            (ReloadEvent::CommandDone(false), Stage::Commanding) => {
+                self.finish_reload(ReloadOutcome::CommandFailed, out);
+            }
+            // caddy says READY=1 before its `caddy reload` returns.
+            (ReloadEvent::ProxyReady, Stage::Commanding | Stage::Confirming) => {
+                *ready = true;
+                self.check_confirmed(out);
+            }
+            (ReloadEvent::NewWorker, Stage::Commanding | Stage::Confirming) => {
+                *worker = true;
+                self.check_confirmed(out);
+            }
+            (ReloadEvent::Healthy, Stage::Health) => {
+                self.finish_reload(ReloadOutcome::Confirmed, out);
+            }
+            // READY=1 at the proxy's start, or before this reload's send.
+            _ => {}
+        }
+    }
+
+    /// While confirming: once everything configured was seen, the health
+    /// check (if configured), else done.
+    fn check_confirmed(&mut self, out: &mut Vec<Action>) {
+        let confirm = self.policy.reload.confirm;
+        let Reload::Underway {
+            stage: stage @ Stage::Confirming,
+            ready,
+            worker,
+            ..
+        } = &mut self.reload
+        else {
+            return;
+        };
+        if (confirm.ready && !*ready) || (confirm.workers && !*worker) {
+            return;
+        }
+        if confirm.health {
+            *stage = Stage::Health;
+            out.push(Action::Reload(ReloadStep::CheckHealth));
+        } else {
+            self.finish_reload(ReloadOutcome::Confirmed, out);
+        }
+    }
+
+    /// `reload_timeout` passed.
+    pub(super) fn reload_timed_out(&mut self, out: &mut Vec<Action>) {
+        let Reload::Underway {
+            stage,
+            ready,
+            worker,
+            ..
+        } = self.reload
+        else {
+            return;
+        };
+        let confirm = self.policy.reload.confirm;
+        let awaited = match stage {
+            Stage::Checking => Awaited::Check,
+            Stage::Commanding => Awaited::Command,
+            Stage::Confirming => Awaited::Confirmation {
+                ready: confirm.ready && !ready,
+                workers: confirm.workers && !worker,
+            },
+            Stage::Health => Awaited::Health,
+        };
+        self.finish_reload(ReloadOutcome::TimedOut(awaited), out);
+    }
+
+    /// The proxy exited, or the stop began: a reload under way ends.
+    pub(super) fn end_reload(&mut self, outcome: ReloadOutcome, out: &mut Vec<Action>) {
+        if matches!(self.reload, Reload::Underway { .. }) {
+            self.finish_reload(outcome, out);
+        }
+    }
+
+    /// The reload ends; a queued one begins, or is refused.
+    fn finish_reload(&mut self, outcome: ReloadOutcome, out: &mut Vec<Action>) {
+        let again = matches!(self.reload, Reload::Underway { again: true, .. });
+        self.reload = Reload::Idle;
+        out.extend([
+            Action::Disarm(Timer::Reload),
+            Action::Reload(ReloadStep::Finish(outcome)),
+            Action::Notify(Notice::Reloaded),
+        ]);
+        if again {
+            self.request_reload(out);
+        }
+    }
+}

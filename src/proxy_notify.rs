@@ -1,0 +1,196 @@
+//! The proxy's own NOTIFY_SOCKET: a datagram socket handoff binds beside the
+//! control socket (`<control socket>.notify`), offered to proxies that speak
+//! sd_notify(3) (haproxy `-Ws`, caddy) when `reload_confirm` has "ready", so
+//! that their READY=1 after a reload confirms it. systemd's socket, if
+//! handoff has one, never reaches the proxy (`crate::child_env`): the proxy's
+//! READY=1 is not handoff's, whose readiness is the health gate.
+//!
+//! Owns: the socket file (mode 0600, placed under a random name and renamed,
+//! removed on drop) and reading its datagrams into [`Message`]s. Anyone who
+//! can write to the socket could fake a READY=1, so only handoff's user can
+//! (and the socket's directory is the control socket's private one); the
+//! proxy must run as that user (haproxy's master and caddy do).
+
+use std::{
+    fs, io,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use tokio::{net::UnixDatagram, sync::mpsc, task::JoinHandle};
+
+use crate::files;
+
+/// Longest datagram read; sd_notify messages are a few lines, and a longer
+/// one is cut here (recv(2) drops the rest of a datagram).
+const DATAGRAM_LIMIT: usize = 4096;
+
+/// Longest `STATUS=` text kept, in bytes.
+const STATUS_LIMIT: usize = 512;
+
+/// What one datagram said, of what handoff reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// READY=1
+    pub ready: bool,
+    /// RELOADING=1
+    pub reloading: bool,
+    /// STOPPING=1
+    pub stopping: bool,
+    /// STATUS=..., cut to [`STATUS_LIMIT`] bytes (caddy says why a load
+    /// failed here).
+    pub status: Option<String>,
+}
+
+/// Reads one datagram: newline-separated `KEY=VALUE` assignments
+/// (sd_notify(3)); anything else is ignored.
+pub fn parse(datagram: &[u8]) -> Message {
+    let text = String::from_utf8_lossy(datagram);
+    let mut message = Message::default();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("READY", "1")) => message.ready = true,
+            Some(("RELOADING", "1")) => message.reloading = true,
+            Some(("STOPPING", "1")) => message.stopping = true,
+            Some(("STATUS", status)) => {
+                let mut end = status.len().min(STATUS_LIMIT);
+                while !status.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.status = Some(status[..end].to_owned());
+            }
+            _ => {}
+        }
+    }
+    message
+}
+
+/// The bound socket and its reader.
+#[derive(Debug)]
+pub struct NotifySocket {
+    path: PathBuf,
+    reader: JoinHandle<()>,
+    /// What the proxy says.
+    pub messages: mpsc::Receiver<Message>,
+}
+
+impl NotifySocket {
+    /// Binds `path` (replacing a socket left there by a dead agent, whose
+    /// control socket lock this agent now holds) and starts reading it.
+    pub fn bind(path: &Path) -> io::Result<NotifySocket> {
+        match fs::symlink_metadata(path) {
+            Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+                fs::remove_file(path)?;
+            }
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let socket = bind_private(path)?;
+        let socket = UnixDatagram::from_std(socket)?;
+        let (tx, messages) = mpsc::channel(16);
+        let reader = tokio::spawn(read(socket, tx));
+        Ok(NotifySocket {
+            path: path.to_path_buf(),
+            reader,
+            messages,
+        })
+    }
+
+    /// Where the proxy sends (its `NOTIFY_SOCKET`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.reader.abort();
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Binds under a fresh random name beside `path`, makes it 0600 and renames
+/// it into place, so it is never reachable with a looser mode.
+fn bind_private(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
+    let temp = files::temp_name(path).map_err(io::Error::other)?;
+    let socket = std::os::unix::net::UnixDatagram::bind(&temp)?;
+    let placed = fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
+        .and_then(|()| fs::rename(&temp, path));
+    if let Err(error) = placed {
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+async fn read(socket: UnixDatagram, tx: mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; DATAGRAM_LIMIT];
+    loop {
+        match socket.recv(&mut buf).await {
+            Ok(len) => {
+                let message = parse(buf.get(..len).unwrap_or_default());
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the proxy's notify socket failed; READY=1 cannot confirm reloads");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_haproxy_and_caddy_send() {
+        // haproxy 2.6 and caddy 2.6, as recorded in docs/proxies-measured.md.
+        assert_eq!(
+            parse(b"READY=1\nMAINPID=25397"),
+            Message {
+                ready: true,
+                ..Message::default()
+            }
+        );
+        assert!(parse(b"RELOADING=1").reloading);
+        assert!(parse(b"STOPPING=1").stopping);
+        let failed = parse(b"STATUS=loading new config: http app module: start: listening on 127.0.0.1:18000: bind: address already in use");
+        assert!(!failed.ready);
+        assert!(failed.status.unwrap().ends_with("address already in use"));
+        assert_eq!(parse(b"READY=0\nREADY\n=1\n\xff"), Message::default());
+        let long = format!("STATUS={}", "é".repeat(STATUS_LIMIT));
+        assert!(parse(long.as_bytes()).status.unwrap().len() <= STATUS_LIMIT);
+    }
+
+    #[tokio::test]
+    async fn a_datagram_sent_to_the_socket_arrives_and_the_file_goes_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handoff.sock.notify");
+        let mut socket = NotifySocket::bind(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        client.send_to(b"RELOADING=1", &path).unwrap();
+        client.send_to(b"READY=1", &path).unwrap();
+        assert!(socket.messages.recv().await.unwrap().reloading);
+        assert!(socket.messages.recv().await.unwrap().ready);
+        drop(socket);
+        assert!(!path.exists());
+        // A stale socket is replaced; anything else is refused.
+        let stale = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        drop(stale);
+        drop(NotifySocket::bind(&path).unwrap());
+        fs::write(&path, "x").unwrap();
+        assert!(NotifySocket::bind(&path).is_err());
+    }
+}
