@@ -4,28 +4,32 @@
 //! backend (`none`: CARP and keepalived cannot run here), plus a short
 //! `reload_timeout` ([`RELOAD_TIMEOUT`]), on 127.0.0.1, with a small proxy
 //! config this file writes (a static body on `/body`, and `/slow` forwarded
-//! to a backend the test runs). Per proxy, in one run (every start costs
-//! the health gate's two seconds):
+//! to a backend the test runs). Two runs per proxy (every start costs the
+//! health gate's two seconds). The first:
 //!
 //! * healthy within its `rise`, and `status --json` shows it;
 //! * under a client loop, `handoff reload` after a good change (item 2):
 //!   exit 0, `reloaded in N ms (confirmed by: ...)` with the preset's
 //!   confirmations, the new body served as it returns (no polling: that is
-//!   what the confirmation is for), and the log in the order check passed,
-//!   sent, confirmed; then a SIGHUP to handoff, which runs the same checked
-//!   reload. No request fails, the same main pid, no restart counted. caddy
-//!   reloads through its preset's `caddy reload` (item 3), like the others;
+//!   what the confirmation is for), and the log in the order requested,
+//!   check passed, sent, confirmed; then a SIGHUP to handoff, which runs
+//!   the same checked reload. No request fails, the same main pid, no
+//!   restart counted. caddy reloads through its preset's `caddy reload`
+//!   (item 3), like the others;
 //! * a config with an unknown directive: `handoff reload` exits 1 with the
 //!   checker's message, nothing is sent, the old body is served, the
 //!   process tree is the same, `handoff_reload_failures_total` went up;
-//! * a config that passes the check but cannot load (a listener on a port
-//!   the test holds; the checks do not bind, docs/proxies-measured.md):
-//!   `handoff reload` exits 1 within the timeout (caddy: at once, from
-//!   `caddy reload`'s own error), the proxy is not restarted, the old body
-//!   is served;
 //! * SIGTERM to handoff with a 3 s request in flight: the request completes,
 //!   no process of the proxy is left, handoff exits with the status named in
-//!   [`Spec::graceful_exit`] (the table in docs/operations.md);
+//!   [`Spec::graceful_exit`] (the table in docs/operations.md).
+//!
+//! The second:
+//!
+//! * a config that passes the check but cannot load (a listener on a port
+//!   the test holds; the checks do not bind, docs/proxies-measured.md):
+//!   `handoff reload` exits 1 at the timeout (caddy: at once, with
+//!   `caddy reload`'s own error), the proxy is not restarted, the old body
+//!   is served (caddy 2.6.2: see [`Spec::failed_load_rolls_back`]);
 //! * kill -9 of the proxy's main pid: handoff exits 137 (the examples set no
 //!   `restart`, so `never`), and no worker is left (nginx's outlive their
 //!   master, docs/proxies-measured.md: handoff's cleanup must kill them).
@@ -117,6 +121,17 @@ struct Spec {
     /// Whether the busy port's failure comes at once (caddy's synchronous
     /// `caddy reload`) rather than at [`RELOAD_TIMEOUT`].
     busy_fails_at_once: bool,
+    /// Whether the old config alone serves after [`Flaw::BusyPort`] failed
+    /// to load. Not caddy 2.6.2: the servers of the failed config that it
+    /// started before the bind error keep listening (caddyserver/caddy#7175,
+    /// fixed by #7176 in 2025), next to the old ones on the same port
+    /// (SO_REUSEPORT), so the failed config's body is served too, from then
+    /// on. Measured here: after one failed load, 20 requests to the site got
+    /// body-v3 and body-v4 mixed, two seconds later still; each further
+    /// failed load added one more listener; a good reload after them left
+    /// the leaked ones serving. Which servers leak depends on the order
+    /// caddy starts them (a Go map's), so some runs leak none.
+    failed_load_rolls_back: bool,
     /// handoff's exit status after a SIGTERM with a request in flight,
     /// measured through handoff (docs/operations.md, "Exit codes"): all
     /// three exit 0 after their graceful stop (nginx after SIGQUIT, haproxy
@@ -138,8 +153,9 @@ const NGINX: Spec = Spec {
     confirmed_by: &["workers", "health"],
     workers: 2,
     check_error: "unknown directive",
-    busy_error: "worker",
+    busy_error: "no new worker process",
     busy_fails_at_once: false,
+    failed_load_rolls_back: true,
     graceful_exit: 0,
     config_name: "nginx.conf",
     config: nginx_config,
@@ -162,8 +178,9 @@ const HAPROXY: Spec = Spec {
     confirmed_by: &["ready", "workers", "health"],
     workers: 1,
     check_error: "unknown keyword",
-    busy_error: "worker",
+    busy_error: "no new worker process",
     busy_fails_at_once: false,
+    failed_load_rolls_back: true,
     graceful_exit: 0,
     config_name: "haproxy.cfg",
     config: haproxy_config,
@@ -179,6 +196,7 @@ const CADDY: Spec = Spec {
     check_error: "unrecognized directive",
     busy_error: "address already in use",
     busy_fails_at_once: true,
+    failed_load_rolls_back: false,
     graceful_exit: 0,
     config_name: "Caddyfile",
     config: caddy_config,
@@ -647,6 +665,23 @@ fn assert_in_order(name: &str, log: &str, texts: &[&str]) {
     }
 }
 
+/// The `took_ms` of the first `reload confirmed` line of `log`.
+fn confirmed_took_ms(name: &str, log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("reload confirmed"))
+        .unwrap_or_else(|| panic!("{name}: no reload confirmed in the log:\n{log}"));
+    let at = line
+        .find("took_ms=")
+        .unwrap_or_else(|| panic!("{name}: no took_ms in {line:?}"));
+    line[at + "took_ms=".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
 /// The first line of `log` with `text` also has `detail`.
 fn assert_line(name: &str, log: &str, text: &str, detail: &str) {
     let line = log
@@ -990,6 +1025,25 @@ impl Running {
         }
     }
 
+    /// [`AT_ONCE`] requests, each answered with one of `bodies`; returns
+    /// how many got another than the first.
+    fn assert_serves_either(&self, bodies: &[&str], when: &str) -> usize {
+        let name = self.spec.name;
+        let mut others = 0;
+        for _ in 0..AT_ONCE {
+            let answer = get(&self.site(), "/body");
+            match answer.as_ref().map(|(code, body)| (*code, body.trim())) {
+                Some((200, body)) if body == bodies[0] => {}
+                Some((200, body)) if bodies.contains(&body) => others += 1,
+                _ => panic!(
+                    "{name}: {when}: {answer:?}, not one of {bodies:?}:\n{}",
+                    self.h.log()
+                ),
+            }
+        }
+        others
+    }
+
     /// The proxy's process tree once the last reload has settled: the main
     /// pid and [`Spec::workers`] children (nginx's and haproxy's old
     /// workers finish their connections first; docs/proxies-measured.md).
@@ -1110,6 +1164,7 @@ impl Running {
         assert_line(name, &log, "reload requested", "signal");
         assert_line(name, &log, "reload sent", self.spec.reload_sent);
         assert!(!log.contains("reload failed"), "{name}:\n{log}");
+        let sighup_ms = confirmed_took_ms(name, &log);
 
         load.wait_answers(load.answered(), 10);
         let seen = load.stop();
@@ -1125,7 +1180,7 @@ impl Running {
         assert_eq!(self.reload_counters(), (2, 0), "{name}: /metrics");
         eprintln!(
             "{name}: reload: `handoff reload` said {took_ms} ms ({:?} for the command), \
-             then SIGHUP; {} requests, 0 failed",
+             the SIGHUP's {sighup_ms} ms; {} requests, 0 failed",
             cli.took,
             seen.bodies.len()
         );
@@ -1206,7 +1261,10 @@ impl Running {
 
     /// A config that passes the check but cannot load: a listener on a port
     /// the test holds. The reload fails within the timeout (caddy: at once),
-    /// the proxy is not restarted and serves the old body.
+    /// the proxy is not restarted and serves the old body (the first: this
+    /// runs on a proxy just started, before the kill, as caddy's leaked
+    /// listeners would cut the graceful stop's request in flight; see
+    /// [`Spec::failed_load_rolls_back`]).
     fn survives_a_busy_port(&self) {
         let name = self.spec.name;
         // std's listener has SO_REUSEADDR but not SO_REUSEPORT: caddy's
@@ -1235,13 +1293,28 @@ impl Running {
                 cli.took
             );
         } else {
+            let not_confirmed = format!("not confirmed within {}s", RELOAD_TIMEOUT.as_secs());
+            assert!(
+                cli.stderr.contains(&not_confirmed),
+                "{name}: the message does not say {not_confirmed:?}: {cli:?}"
+            );
             assert!(
                 cli.took >= RELOAD_TIMEOUT && cli.took <= RELOAD_TIMEOUT + TIMEOUT_MARGIN,
                 "{name}: the failure took {:?}, not the reload_timeout {RELOAD_TIMEOUT:?} (+ {TIMEOUT_MARGIN:?})",
                 cli.took
             );
         }
-        self.assert_serves(BODIES[2], "after a reload that could not load");
+        if self.spec.failed_load_rolls_back {
+            self.assert_serves(BODIES[0], "after a reload that could not load");
+        } else {
+            let leaked = self.assert_serves_either(
+                &[BODIES[0], BODIES[3]],
+                "after a reload that could not load",
+            );
+            eprintln!(
+                "{name}: busy port: {leaked} of {AT_ONCE} answers from the failed config's leaked listener"
+            );
+        }
         let log = self.h.log();
         let log = &log[mark..];
         assert_in_order(
@@ -1379,55 +1452,56 @@ impl Running {
     }
 }
 
-/// Item 2's reloads (good, broken, unloadable), then the graceful stop, in
-/// one run: each start costs the health gate's two seconds.
-fn reloads_refuses_bad_configs_and_stops(spec: &'static Spec) {
+/// The good reloads and the broken config, then the graceful stop, in one
+/// run: each start costs the health gate's two seconds.
+fn reloads_refuses_a_broken_config_and_stops(spec: &'static Spec) {
     let Some(running) = start(spec) else {
         return;
     };
     running.reloads_under_load();
     running.refuses_a_broken_config();
-    running.survives_a_busy_port();
     running.stop_with_a_request_in_flight();
 }
 
-fn killed_leaves_no_process(spec: &'static Spec) {
+/// The config that cannot load, then the kill, in one run.
+fn survives_a_reload_that_cannot_load_and_killed_leaves_no_process(spec: &'static Spec) {
     let Some(running) = start(spec) else {
         return;
     };
+    running.survives_a_busy_port();
     running.kill_main_pid();
 }
 
 #[test]
-fn nginx_reloads_refuses_bad_configs_and_stops_with_a_request_in_flight() {
-    reloads_refuses_bad_configs_and_stops(&NGINX);
+fn nginx_reloads_refuses_a_broken_config_and_stops_with_a_request_in_flight() {
+    reloads_refuses_a_broken_config_and_stops(&NGINX);
 }
 
 #[test]
-fn nginx_killed_leaves_no_worker() {
-    killed_leaves_no_process(&NGINX);
+fn nginx_survives_a_reload_that_cannot_load_and_killed_leaves_no_worker() {
+    survives_a_reload_that_cannot_load_and_killed_leaves_no_process(&NGINX);
 }
 
 #[test]
-fn haproxy_reloads_refuses_bad_configs_and_stops_with_a_request_in_flight() {
-    reloads_refuses_bad_configs_and_stops(&HAPROXY);
+fn haproxy_reloads_refuses_a_broken_config_and_stops_with_a_request_in_flight() {
+    reloads_refuses_a_broken_config_and_stops(&HAPROXY);
 }
 
 #[test]
-fn haproxy_killed_leaves_no_worker() {
-    killed_leaves_no_process(&HAPROXY);
+fn haproxy_survives_a_reload_that_cannot_load_and_killed_leaves_no_worker() {
+    survives_a_reload_that_cannot_load_and_killed_leaves_no_process(&HAPROXY);
 }
 
 /// caddy reloads through its preset's `caddy reload` (issue 15, item 3),
 /// checked and confirmed like the others.
 #[test]
-fn caddy_reloads_refuses_bad_configs_and_stops_with_a_request_in_flight() {
-    reloads_refuses_bad_configs_and_stops(&CADDY);
+fn caddy_reloads_refuses_a_broken_config_and_stops_with_a_request_in_flight() {
+    reloads_refuses_a_broken_config_and_stops(&CADDY);
 }
 
 #[test]
-fn caddy_killed_leaves_no_process() {
-    killed_leaves_no_process(&CADDY);
+fn caddy_survives_a_reload_that_cannot_load_and_killed_leaves_no_process() {
+    survives_a_reload_that_cannot_load_and_killed_leaves_no_process(&CADDY);
 }
 
 /// `handoff reload` with no agent on the socket exits 69, as `status` does
