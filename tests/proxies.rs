@@ -108,6 +108,17 @@ struct Spec {
     /// The preset's default `reload_confirm`, in its order; "health" is in
     /// it as each example has a health check.
     confirmed_by: &'static [&'static str],
+    /// Connections the proxy may close unanswered (an empty reply) in one
+    /// reload under the client loop; any other failure fails the test.
+    /// caddy 2.6.2 opens a new listening socket on each load, next to the
+    /// old one (SO_REUSEPORT), and closes the old one: a connection the
+    /// kernel had queued on the old one is then reset (the SO_REUSEPORT
+    /// caveat, https://lwn.net/Articles/542629/). Measured here under the
+    /// client loop: 1 reset in 16 reloads with the test running `caddy
+    /// reload` itself (before handoff did), 3 in about 80 through handoff,
+    /// all while the other tests of this file ran (none in 20 alone).
+    /// nginx and haproxy keep their listening sockets across a reload: none.
+    resets_per_reload: usize,
     /// The main pid's children once a reload has settled: nginx's
     /// `worker_processes 2`, haproxy's one (threaded) worker, none for caddy.
     workers: usize,
@@ -151,6 +162,7 @@ const NGINX: Spec = Spec {
     stop_signal: "SIGQUIT",
     reload_sent: "SIGHUP",
     confirmed_by: &["workers", "health"],
+    resets_per_reload: 0,
     workers: 2,
     check_error: "unknown directive",
     busy_error: "no new worker process",
@@ -176,6 +188,7 @@ const HAPROXY: Spec = Spec {
     stop_signal: "SIGUSR1",
     reload_sent: "SIGUSR2",
     confirmed_by: &["ready", "workers", "health"],
+    resets_per_reload: 0,
     workers: 1,
     check_error: "unknown keyword",
     busy_error: "no new worker process",
@@ -192,6 +205,7 @@ const CADDY: Spec = Spec {
     stop_signal: "SIGTERM",
     reload_sent: "reload",
     confirmed_by: &["ready", "health"],
+    resets_per_reload: 1,
     workers: 0,
     check_error: "unrecognized directive",
     busy_error: "address already in use",
@@ -468,7 +482,7 @@ struct Seen {
     /// The body of every answered request, in order.
     bodies: Vec<String>,
     /// Every request that got no answer or not a 200 with a known body.
-    failures: Vec<String>,
+    failures: Vec<Option<(u16, String)>>,
 }
 
 impl Seen {
@@ -511,7 +525,7 @@ impl Load {
                     Some((200, body)) if BODIES.contains(&body.trim()) => {
                         seen.bodies.push(body.trim().to_owned());
                     }
-                    other => seen.failures.push(format!("{other:?}")),
+                    other => seen.failures.push(other),
                 }
                 drop(seen);
                 thread::sleep(LOAD_PACE);
@@ -1198,8 +1212,10 @@ impl Running {
 
         load.wait_answers(load.answered(), 10);
         let seen = load.stop();
+        let reset = Some((0, String::new()));
+        let resets = seen.failures.iter().filter(|f| **f == reset).count();
         assert!(
-            seen.failures.is_empty(),
+            seen.failures.iter().all(|f| *f == reset) && resets <= 2 * self.spec.resets_per_reload,
             "{name}: failed requests during the reloads: {:?}\n{}",
             seen.failures,
             self.h.log()
@@ -1210,7 +1226,7 @@ impl Running {
         assert_eq!(self.reload_counters(), (2, 0), "{name}: /metrics");
         eprintln!(
             "{name}: reload: `handoff reload` said {took_ms} ms ({:?} for the command), \
-             the SIGHUP's {sighup_ms} ms; {} requests, 0 failed",
+             the SIGHUP's {sighup_ms} ms; {} requests, {resets} reset",
             cli.took,
             seen.bodies.len()
         );
