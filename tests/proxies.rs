@@ -904,6 +904,37 @@ fn logged_pid(h: &Handoff) -> i32 {
         .unwrap()
 }
 
+impl Drop for Running {
+    /// A test that fails midway must not leave the proxy serving: killing
+    /// handoff (`Handoff`'s drop) leaves nginx's workers alive, re-parented
+    /// to pid 1 (docs/proxies-measured.md), and they would serve on.
+    /// Whatever runs in this lab's directory (handoff and the proxy were
+    /// started there) is this test's.
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            return;
+        }
+        for (pid, _) in processes_in(self.lab.dir.path()) {
+            let _ = kill(Pid::from_raw(pid), SIGKILL);
+        }
+    }
+}
+
+/// Every process whose working directory is `dir`, as (pid, cmdline).
+fn processes_in(dir: &Path) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) {
+            let raw = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&raw).replace('\0', " ")));
+        }
+    }
+    found
+}
+
 impl Running {
     fn site(&self) -> String {
         format!("127.0.0.1:{}", self.ports.site)
