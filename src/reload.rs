@@ -10,7 +10,7 @@
 //! wrong in words (the checker's last lines, the proxy's STATUS=), the
 //! callers waiting, and the log lines and metrics of reloads.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use nix::unistd::Pid;
 use tokio::{
@@ -54,6 +54,7 @@ enum Reported {
     Checked(Result<(), String>),
     CommandDone(Result<(), String>),
     NewWorker,
+    Retired,
     Healthy,
     /// The workers cannot be listed: the confirmation cannot come.
     CannotWatch(String),
@@ -148,6 +149,13 @@ impl Reloader {
                 );
                 ReloadEvent::NewWorker
             }
+            Reported::Retired => {
+                tracing::info!(
+                    took_ms = self.elapsed_ms(),
+                    "reload: the proxy's old workers stopped accepting"
+                );
+                ReloadEvent::Retired
+            }
             Reported::Healthy => ReloadEvent::Healthy,
             Reported::CannotWatch(why) => {
                 tracing::warn!(%why, "reload: cannot list the proxy's workers");
@@ -208,35 +216,56 @@ impl Reloader {
         );
     }
 
-    /// Lists the children of `proxy` now, before the send, and reports the
-    /// first one that was not among them.
+    /// Lists the children of `proxy` now, before the send; then reports
+    /// the first one that was not among them (`workers`), and the moment
+    /// all of those left or retired (`retired`).
     pub fn watch_workers(&mut self, proxy: Pid) {
+        let (want_new, want_retired) = (self.plan.confirm.workers, self.plan.confirm.retired);
         let before = match platform::child_pids(proxy) {
-            Ok(pids) => pids.into_iter().collect::<BTreeSet<_>>(),
+            Ok(pids) => Arc::new(pids.into_iter().collect::<BTreeSet<_>>()),
             Err(error) => {
                 let why = format!("cannot list the proxy's children: {error}");
                 self.spawn(async move { Reported::CannotWatch(why) });
                 return;
             }
         };
-        self.spawn(async move {
-            loop {
+        let (generation, tx) = (self.generation, self.tx.clone());
+        self.tasks.push(tokio::spawn(async move {
+            let report = |what| {
+                let tx = tx.clone();
+                async move { tx.send(Report { generation, what }).await.is_ok() }
+            };
+            let (mut new_seen, mut retired_seen) = (!want_new, !want_retired);
+            while !(new_seen && retired_seen) {
                 tokio::time::sleep(WORKER_POLL).await;
-                let now = tokio::task::spawn_blocking(move || platform::child_pids(proxy)).await;
-                match now {
-                    Ok(Ok(pids)) if pids.iter().any(|pid| !before.contains(pid)) => {
-                        return Reported::NewWorker;
-                    }
-                    Ok(Ok(_)) => {}
+                let before = before.clone();
+                let looked = tokio::task::spawn_blocking(move || look(proxy, &before)).await;
+                let (new, retired) = match looked {
+                    Ok(Ok(seen)) => seen,
                     Ok(Err(error)) => {
-                        return Reported::CannotWatch(format!(
-                            "cannot list the proxy's children: {error}"
-                        ));
+                        let why = format!("cannot list the proxy's children: {error}");
+                        report(Reported::CannotWatch(why)).await;
+                        return;
                     }
-                    Err(error) => return Reported::CannotWatch(error.to_string()),
+                    Err(error) => {
+                        report(Reported::CannotWatch(error.to_string())).await;
+                        return;
+                    }
+                };
+                if new && !new_seen {
+                    new_seen = true;
+                    if !report(Reported::NewWorker).await {
+                        return;
+                    }
+                }
+                if retired && !retired_seen {
+                    retired_seen = true;
+                    if !report(Reported::Retired).await {
+                        return;
+                    }
                 }
             }
-        });
+        }));
     }
 
     /// Runs the health check until it passes.
@@ -339,7 +368,11 @@ impl Reloader {
             ReloadOutcome::TimedOut(Awaited::Command) => {
                 format!("reload_command did not finish within {timeout}")
             }
-            ReloadOutcome::TimedOut(Awaited::Confirmation { ready, workers }) => {
+            ReloadOutcome::TimedOut(Awaited::Confirmation {
+                ready,
+                workers,
+                retired,
+            }) => {
                 let mut missing = Vec::new();
                 if workers {
                     // nginx and haproxy keep their old workers when the new
@@ -347,6 +380,12 @@ impl Reloader {
                     missing.push(detail.unwrap_or_else(|| {
                         "no new worker process: the proxy kept its old workers, so the new config did not load (its error log says why)".into()
                     }));
+                }
+                if retired && !workers {
+                    missing.push(
+                        "the old workers did not stop accepting (nor say they are shutting down)"
+                            .into(),
+                    );
                 }
                 if ready {
                     missing.push("no READY=1 from the proxy".into());
@@ -388,6 +427,19 @@ impl Reloader {
             u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)
         })
     }
+}
+
+/// Whether the proxy has a child not in `before`, and whether every one in
+/// `before` has exited or calls itself "shutting down" (nginx's title for a
+/// worker told to stop: `nginx: worker process is shutting down`).
+fn look(proxy: Pid, before: &BTreeSet<Pid>) -> std::io::Result<(bool, bool)> {
+    let now: BTreeSet<Pid> = platform::child_pids(proxy)?.into_iter().collect();
+    let new = now.iter().any(|pid| !before.contains(pid));
+    let retired = before.iter().all(|pid| {
+        !now.contains(pid)
+            || platform::process_title(*pid).is_ok_and(|title| title.contains("shutting down"))
+    });
+    Ok((new, retired))
 }
 
 /// Runs `argv` within `within`; `Err` is what the operator reads: the

@@ -161,7 +161,7 @@ const NGINX: Spec = Spec {
     name: "nginx",
     stop_signal: "SIGQUIT",
     reload_sent: "SIGHUP",
-    confirmed_by: &["workers", "health"],
+    confirmed_by: &["workers", "retired", "health"],
     resets_per_reload: 0,
     workers: 2,
     check_error: "unknown directive",
@@ -1175,7 +1175,7 @@ impl Running {
     /// SIGHUP to handoff. Each is confirmed by the preset's confirmations
     /// and serves its body as it is confirmed; no request fails. Returns
     /// what went against the spec but let the run go on (the old body
-    /// after a confirmation, a missing `reload requested`), for the caller
+    /// after a confirmation, a missing `reload begins`), for the caller
     /// to fail on after the rest of the run: one such finding should not
     /// hide the others.
     #[must_use]
@@ -1231,10 +1231,10 @@ impl Running {
         let requested = log
             .lines()
             .take_while(|l| !l.contains("reload check passed"))
-            .any(|l| l.contains("reload requested") && l.contains("signal"));
+            .any(|l| l.contains("reload begins") && l.contains("source=\"signal\""));
         if !requested {
             findings.push(format!(
-                "no `reload requested` with source signal before the SIGHUP's check:\n{log}"
+                "no `reload begins` with source signal before the SIGHUP's check:\n{log}"
             ));
         }
         assert_line(name, &log, "reload sent", self.spec.reload_sent);

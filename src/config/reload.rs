@@ -28,6 +28,12 @@ pub enum Confirm {
     Ready,
     /// A child of the proxy's main pid that was not there before the send.
     Workers,
+    /// Every child of the proxy's main pid from before the send has exited
+    /// or calls itself "shutting down" in its process title: nginx starts
+    /// its new workers 100 ms before it tells the old ones to stop
+    /// accepting (`ngx_msleep(100)` in ngx_process_cycle.c), and retitles
+    /// each one it told (`nginx: worker process is shutting down`).
+    Retired,
     /// One pass of the `[proxy.health]` check, after the others.
     Health,
 }
@@ -38,6 +44,7 @@ impl Confirm {
         match self {
             Confirm::Ready => "ready",
             Confirm::Workers => "workers",
+            Confirm::Retired => "retired",
             Confirm::Health => "health",
         }
     }
@@ -46,11 +53,14 @@ impl Confirm {
 /// What must be seen before a reload counts as done; none of them means
 /// "once it was sent".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // a set of independent kinds, as `reload_confirm` lists them
 pub struct Confirmations {
     /// [`Confirm::Ready`]
     pub ready: bool,
     /// [`Confirm::Workers`]
     pub workers: bool,
+    /// [`Confirm::Retired`]
+    pub retired: bool,
     /// [`Confirm::Health`]
     pub health: bool,
 }
@@ -61,6 +71,7 @@ impl Confirmations {
         Confirmations {
             ready: list.contains(&Confirm::Ready),
             workers: list.contains(&Confirm::Workers),
+            retired: list.contains(&Confirm::Retired),
             health: list.contains(&Confirm::Health),
         }
     }
@@ -70,6 +81,7 @@ impl Confirmations {
         [
             (self.ready, Confirm::Ready),
             (self.workers, Confirm::Workers),
+            (self.retired, Confirm::Retired),
             (self.health, Confirm::Health),
         ]
         .into_iter()
@@ -162,16 +174,21 @@ impl ReloadConfig {
 /// (`health`). A disabled reload confirms nothing, and the generic preset
 /// knows nothing of its proxy: done once sent.
 fn preset_confirm(preset: Preset, send: &Send, health: bool) -> Confirmations {
-    let (ready, workers) = match preset {
+    // haproxy's old worker stops accepting once the new one, started with
+    // `-sf <old>`, has bound (haproxy management guide, "Stopping and
+    // restarting"), so its new worker is enough; nginx's old workers keep
+    // accepting for 100 ms after the new ones start.
+    let (ready, workers, retired) = match preset {
         _ if *send == Send::Disabled => return Confirmations::default(),
-        Preset::Nginx => (false, true),
-        Preset::Haproxy => (true, true),
-        Preset::Caddy => (true, false),
+        Preset::Nginx => (false, true, true),
+        Preset::Haproxy => (true, true, false),
+        Preset::Caddy => (true, false, false),
         Preset::Traefik | Preset::Generic => return Confirmations::default(),
     };
     Confirmations {
         ready,
         workers,
+        retired,
         health,
     }
 }
@@ -328,14 +345,14 @@ mod tests {
                     "-g",
                     "daemon off;",
                 ]),
-                &[Confirm::Workers, Confirm::Health],
+                &[Confirm::Workers, Confirm::Retired, Confirm::Health],
             ),
             (
                 Preset::Nginx,
                 &["nginx", "-c/e/n.conf"],
                 Send::Signal(Signal::SIGHUP),
                 Some(&["nginx", "-t", "-c", "/e/n.conf"]),
-                &[Confirm::Workers, Confirm::Health],
+                &[Confirm::Workers, Confirm::Retired, Confirm::Health],
             ),
             (
                 Preset::Haproxy,
@@ -414,7 +431,7 @@ mod tests {
         let plan = c.plan(&argv(&["nginx"]));
         assert_eq!(
             plan.confirm.list(),
-            [Confirm::Workers],
+            [Confirm::Workers, Confirm::Retired],
             "no check, no health"
         );
         c.check = Some(Vec::new());

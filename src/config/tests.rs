@@ -197,7 +197,7 @@ const REJECTED: &[(&str, &str, &str)] = &[
     (
         "[proxy]\nreload_confirm = [\"ready\", \"bogus\"]\n",
         "2:28",
-        "unknown variant `bogus`, expected one of `ready`, `workers`, `health`",
+        "unknown variant `bogus`, expected one of `ready`, `workers`, `retired`, `health`",
     ),
     (
         "[proxy]\nreload_confirm = [\"health\"]\n",

@@ -1,6 +1,6 @@
 //! A reload, in order: [`Machine::request_reload`] (refused, queued, or
 //! begun), `reload_check`, the send (a signal, or `reload_command`), the
-//! confirmations (READY=1, a new worker, in any order), one passing health
+//! confirmations (READY=1, a new worker, the old ones retired, in any order), one passing health
 //! check, and [`Machine::finish_reload`]. `reload_timeout` bounds all of it.
 //!
 //! One reload runs at a time. A request during one queues one more, which
@@ -30,6 +30,8 @@ pub(super) enum Reload {
         ready: bool,
         /// A new worker seen since the send.
         worker: bool,
+        /// The old workers retired since the send.
+        retired: bool,
         /// Another was asked for meanwhile.
         again: bool,
     },
@@ -97,6 +99,7 @@ impl Machine {
                 stage: Stage::Checking,
                 ready: false,
                 worker: false,
+                retired: false,
                 again: false,
             };
             out.push(Action::Reload(ReloadStep::Check));
@@ -108,7 +111,7 @@ impl Machine {
     /// The check passed (or there is none): send the reload.
     fn send_reload(&mut self, again: bool, out: &mut Vec<Action>) {
         let policy = self.policy.reload;
-        if policy.confirm.workers {
+        if policy.confirm.workers || policy.confirm.retired {
             out.push(Action::Reload(ReloadStep::WatchWorkers));
         }
         let stage = match policy.send {
@@ -127,6 +130,7 @@ impl Machine {
             stage,
             ready: false,
             worker: false,
+            retired: false,
             again,
         };
         self.check_confirmed(out);
@@ -140,6 +144,7 @@ impl Machine {
             stage,
             ready,
             worker,
+            retired,
             again,
         } = &mut self.reload
         else {
@@ -169,6 +174,10 @@ impl Machine {
                 *worker = true;
                 self.check_confirmed(out);
             }
+            (ReloadEvent::Retired, Stage::Commanding | Stage::Confirming) => {
+                *retired = true;
+                self.check_confirmed(out);
+            }
             (ReloadEvent::Healthy, Stage::Health) => {
                 self.finish_reload(ReloadOutcome::Confirmed, out);
             }
@@ -185,12 +194,16 @@ impl Machine {
             stage: stage @ Stage::Confirming,
             ready,
             worker,
+            retired,
             ..
         } = &mut self.reload
         else {
             return;
         };
-        if (confirm.ready && !*ready) || (confirm.workers && !*worker) {
+        if (confirm.ready && !*ready)
+            || (confirm.workers && !*worker)
+            || (confirm.retired && !*retired)
+        {
             return;
         }
         if confirm.health {
@@ -207,6 +220,7 @@ impl Machine {
             stage,
             ready,
             worker,
+            retired,
             ..
         } = self.reload
         else {
@@ -219,6 +233,7 @@ impl Machine {
             Stage::Confirming => Awaited::Confirmation {
                 ready: confirm.ready && !ready,
                 workers: confirm.workers && !worker,
+                retired: confirm.retired && !retired,
             },
             Stage::Health => Awaited::Health,
         };

@@ -1360,7 +1360,6 @@ impl World {
             Event::PeerConfirmed => self.confirming = false,
             Event::Reload(ReloadEvent::Checked(_)) => self.checking = false,
             Event::Reload(ReloadEvent::CommandDone(_)) => self.commanding = false,
-            Event::Reload(ReloadEvent::NewWorker) => self.watching = false,
             Event::Reload(ReloadEvent::Healthy) => self.health_running = false,
             _ => {}
         }
@@ -1607,6 +1606,7 @@ fn all_events(world: &World) -> Vec<Event> {
             ReloadEvent::CommandDone(false),
             ReloadEvent::ProxyReady,
             ReloadEvent::NewWorker,
+            ReloadEvent::Retired,
             ReloadEvent::Healthy,
         ]
         .map(Event::Reload),
@@ -1633,7 +1633,7 @@ fn possible(world: &World, event: Event) -> bool {
         Event::PeerConfirmed => world.confirming,
         Event::Reload(ReloadEvent::Checked(_)) => world.checking,
         Event::Reload(ReloadEvent::CommandDone(_)) => world.commanding,
-        Event::Reload(ReloadEvent::NewWorker) => world.watching,
+        Event::Reload(ReloadEvent::NewWorker | ReloadEvent::Retired) => world.watching,
         Event::Reload(ReloadEvent::Healthy) => world.health_running,
         _ => true,
     }
@@ -1748,6 +1748,7 @@ fn full_reload() -> ReloadPolicy {
         confirm: Confirmations {
             ready: true,
             workers: true,
+            retired: true,
             health: true,
         },
         timeout: S(15),
@@ -2085,6 +2086,7 @@ fn reload_policy(send: ReloadBy, check: bool, ready: bool, workers: bool) -> Pol
             confirm: Confirmations {
                 ready,
                 workers,
+                retired: workers,
                 health: true,
             },
             timeout: S(15),
@@ -2137,8 +2139,12 @@ fn a_reload_is_checked_then_sent_then_confirmed_in_that_order() {
         m.handle(reload(ReloadEvent::ProxyReady)).is_empty(),
         "READY=1 is not what confirms nginx"
     );
+    assert!(
+        m.handle(reload(ReloadEvent::NewWorker)).is_empty(),
+        "nginx's old workers accept for 100 ms more: not yet"
+    );
     assert_eq!(
-        steps(&m.handle(reload(ReloadEvent::NewWorker))),
+        steps(&m.handle(reload(ReloadEvent::Retired))),
         [ReloadStep::CheckHealth]
     );
     assert_eq!(
@@ -2189,7 +2195,8 @@ fn haproxy_ready_without_a_new_worker_is_not_a_confirmation() {
         [ReloadStep::Finish(ReloadOutcome::TimedOut(
             Awaited::Confirmation {
                 ready: false,
-                workers: true
+                workers: true,
+                retired: true,
             }
         ))]
     );

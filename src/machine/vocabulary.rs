@@ -148,6 +148,9 @@ pub enum ReloadEvent {
     /// A child of the proxy's main pid appeared that was not there before
     /// the send.
     NewWorker,
+    /// Every child of the proxy's main pid from before the send has exited
+    /// or says it is shutting down.
+    Retired,
     /// The health check passed, after the reload was otherwise confirmed.
     Healthy,
 }
@@ -255,7 +258,8 @@ pub enum ReloadStep {
     /// Run `reload_check`; reports [`ReloadEvent::Checked`].
     Check,
     /// Remember the proxy's children now, before the send, and report
-    /// [`ReloadEvent::NewWorker`] once one appears that is not among them.
+    /// [`ReloadEvent::NewWorker`] once one appears that is not among them,
+    /// and [`ReloadEvent::Retired`] once all of them left or retired.
     WatchWorkers,
     /// Send this signal to the proxy.
     Signal(Signal),
@@ -301,13 +305,16 @@ pub enum Awaited {
     Check,
     /// `reload_command` to end.
     Command,
-    /// The confirmations after the send: READY=1 (`ready`) and a new worker
-    /// (`workers`), whichever were configured and not seen yet.
+    /// The confirmations after the send: READY=1 (`ready`), a new worker
+    /// (`workers`) and the old ones retired (`retired`), whichever were
+    /// configured and not seen yet.
     Confirmation {
         /// READY=1 was awaited and not seen.
         ready: bool,
         /// A new worker was awaited and not seen.
         workers: bool,
+        /// The old workers' retirement was awaited and not seen.
+        retired: bool,
     },
     /// The health check to pass.
     Health,

@@ -110,6 +110,64 @@ pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
     ))
 }
 
+/// What `pid` calls itself: its argv as it reads now (setproctitle(3)),
+/// from sysctl(2) `kern.proc_args` (KERN_PROC_ARGV), as ps(1) reads it. The
+/// buffer holds the argv pointers and then the strings; only the text is
+/// looked at, so the whole buffer is read as text. Untested on a real host.
+#[cfg(target_os = "openbsd")]
+pub fn process_title(pid: Pid) -> io::Result<String> {
+    use nix::libc;
+    let mut size: libc::size_t = 8192;
+    // ENOMEM: the arguments do not fit; try a larger buffer (ARG_MAX is
+    // 512 KiB, but a title is short: a few tries are plenty).
+    for _ in 0..4 {
+        let mib = [
+            libc::CTL_KERN,
+            libc::KERN_PROC_ARGS,
+            pid.as_raw(),
+            libc::KERN_PROC_ARGV,
+        ];
+        let mut buffer = vec![0u8; size];
+        let mut len = size;
+        #[allow(unsafe_code)]
+        // SAFETY: the buffer holds `len` bytes, and the kernel writes at
+        // most that many and stores how many it wrote.
+        let read = unsafe {
+            libc::sysctl(
+                mib.as_ptr(),
+                4,
+                buffer.as_mut_ptr().cast(),
+                &raw mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if read == -1 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENOMEM) {
+                size *= 4;
+                continue;
+            }
+            return Err(error);
+        }
+        buffer.truncate(len);
+        return Ok(String::from_utf8_lossy(&buffer).replace('\0', " "));
+    }
+    Err(io::Error::other(
+        "the process's arguments are too long to read",
+    ))
+}
+
+/// The `--cfg handoff_portable` build on Linux reads no OpenBSD titles: the
+/// "retired" confirmation reports that it cannot look.
+#[cfg(not(target_os = "openbsd"))]
+pub fn process_title(_pid: Pid) -> io::Result<String> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "reading a process's title is built for OpenBSD only",
+    ))
+}
+
 /// The `--cfg handoff_portable` build on Linux has no OpenBSD `kinfo_proc`
 /// to read: the "workers" confirmation reports that it cannot look.
 #[cfg(not(target_os = "openbsd"))]

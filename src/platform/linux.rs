@@ -67,6 +67,13 @@ pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
     Ok(children_of(parent))
 }
 
+/// What `pid` calls itself: its argv as it reads now (nginx rewrites its
+/// own, `setproctitle`), from /proc/<pid>/cmdline with the NULs as spaces.
+pub fn process_title(pid: Pid) -> io::Result<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    Ok(String::from_utf8_lossy(&bytes).replace('\0', " "))
+}
+
 /// Field 4 of /proc/<pid>/stat; the name in field 2 may hold spaces and
 /// parentheses, so parse from the last `)`.
 fn parent_pid(stat: &str) -> Option<i32> {
