@@ -400,6 +400,12 @@ pub async fn run_command<S: AsRef<OsStr>>(
             source,
         })?;
     let pid = spawned.pid;
+    // A caller that gives up (a reload that ended, a health checker aborted
+    // with its proxy) drops this future: the command must not outlive it.
+    let mut guard = KillOnDrop {
+        children,
+        pid: Some(pid),
+    };
     let io_error = |source| CommandError::Io {
         program: program.into(),
         source,
@@ -412,20 +418,40 @@ pub async fn run_command<S: AsRef<OsStr>>(
             .await
             .map_err(|_| io::Error::other("reaper dropped the child"))
     };
-    match tokio::time::timeout(timeout, async { tokio::try_join!(stdout, stderr, exit) }).await {
+    let ran = tokio::time::timeout(timeout, async { tokio::try_join!(stdout, stderr, exit) }).await;
+    if let Ok(Ok(_)) = &ran {
+        guard.pid = None; // reaped: nothing left to kill
+    }
+    match ran {
         Ok(Ok((stdout, stderr, end))) => Ok(CommandOutput {
             end,
             stdout,
             stderr,
         }),
         Ok(Err(source)) => Err(io_error(source)),
+        // The guard kills it; the reaper collects it, and the status is of
+        // no further interest.
         Err(_) => {
-            // The reaper collects it; the status is of no further interest.
-            let _ = children.signal(pid, Signal::SIGKILL, Group::Inherit);
+            drop(guard);
             Err(CommandError::Timeout {
                 program: program.into(),
                 timeout,
             })
+        }
+    }
+}
+
+/// SIGKILLs a command on drop unless it was reaped (`pid` taken). Through
+/// the registry, so a pid that was reaped (and may be reused) is never hit.
+struct KillOnDrop<'a> {
+    children: &'a Children,
+    pid: Option<Pid>,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = self.children.signal(pid, Signal::SIGKILL, Group::Inherit);
         }
     }
 }
