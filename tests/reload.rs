@@ -4,6 +4,8 @@
 //! socket. The real nginx, haproxy and caddy with their presets' checks and
 //! confirmations are tests/proxies.rs.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::{

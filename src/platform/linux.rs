@@ -68,7 +68,7 @@ pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
 }
 
 /// What `pid` calls itself: its argv as it reads now (nginx rewrites its
-/// own, `setproctitle`), from /proc/<pid>/cmdline with the NULs as spaces.
+/// own, `setproctitle`), from `/proc/<pid>/cmdline` with the NULs as spaces.
 pub fn process_title(pid: Pid) -> io::Result<String> {
     let bytes = std::fs::read(format!("/proc/{pid}/cmdline"))?;
     Ok(String::from_utf8_lossy(&bytes).replace('\0', " "))
