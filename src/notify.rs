@@ -1,5 +1,6 @@
 //! systemd notifications (sd_notify(3)) for `Type=notify` units: READY=1 once
-//! the proxy is healthy, RELOADING=1 around a forwarded reload, STOPPING=1 at
+//! the proxy is healthy, RELOADING=1 and READY=1 around a reload (READY=1 once
+//! it is confirmed, or failed: `crate::reload`), STOPPING=1 at
 //! the stop, and EXTEND_TIMEOUT_USEC for the stop budget while handoff waits
 //! for the failover, so `TimeoutStopSec` does not cut the handover short.
 //!
@@ -52,7 +53,7 @@ impl Notifier {
         }
     }
 
-    /// A reload is about to be passed to the proxy.
+    /// A reload begins.
     pub fn reloading(&mut self) {
         if self.ready_sent {
             let usec = monotonic_usec();
@@ -60,8 +61,8 @@ impl Notifier {
         }
     }
 
-    /// The reload was passed on. The proxy reloads asynchronously and says
-    /// nothing when done, so this follows the forward at once.
+    /// The reload ended: confirmed, or failed with the old config still
+    /// serving.
     pub fn reload_passed(&mut self) {
         if self.ready_sent {
             self.send("READY=1");

@@ -6,7 +6,9 @@
 //! READY=1 is not handoff's, whose readiness is the health gate.
 //!
 //! Owns: the socket file (mode 0600, placed under a random name and renamed,
-//! removed on drop) and reading its datagrams into [`Message`]s. Anyone who
+//! removed on drop) and reading its datagrams into [`Message`]s; the
+//! dispatcher reads it in its loop, and drops what is queued at a reload's
+//! send ([`NotifySocket::forget`]). Anyone who
 //! can write to the socket could fake a READY=1, so only handoff's user can
 //! (and the socket's directory is the control socket's private one); the
 //! proxy must run as that user (haproxy's master and caddy do).
@@ -17,7 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tokio::{net::UnixDatagram, sync::mpsc, task::JoinHandle};
+use tokio::net::UnixDatagram;
 
 use crate::files;
 
@@ -65,18 +67,16 @@ pub fn parse(datagram: &[u8]) -> Message {
     message
 }
 
-/// The bound socket and its reader.
+/// The bound socket, read by the dispatcher's loop.
 #[derive(Debug)]
 pub struct NotifySocket {
     path: PathBuf,
-    reader: JoinHandle<()>,
-    /// What the proxy says.
-    pub messages: mpsc::Receiver<Message>,
+    socket: UnixDatagram,
 }
 
 impl NotifySocket {
     /// Binds `path` (replacing a socket left there by a dead agent, whose
-    /// control socket lock this agent now holds) and starts reading it.
+    /// control socket lock this agent now holds).
     pub fn bind(path: &Path) -> io::Result<NotifySocket> {
         match fs::symlink_metadata(path) {
             Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
@@ -91,14 +91,10 @@ impl NotifySocket {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let socket = bind_private(path)?;
-        let socket = UnixDatagram::from_std(socket)?;
-        let (tx, messages) = mpsc::channel(16);
-        let reader = tokio::spawn(read(socket, tx));
+        let socket = UnixDatagram::from_std(bind_private(path)?)?;
         Ok(NotifySocket {
             path: path.to_path_buf(),
-            reader,
-            messages,
+            socket,
         })
     }
 
@@ -106,11 +102,30 @@ impl NotifySocket {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The next datagram (cancel-safe: tokio's `UnixDatagram::recv`).
+    pub async fn next(&self) -> io::Result<Message> {
+        let mut buf = [0u8; DATAGRAM_LIMIT];
+        let len = self.socket.recv(&mut buf).await?;
+        Ok(parse(buf.get(..len).unwrap_or_default()))
+    }
+
+    /// Drops every datagram already sent, read or not: what the proxy said
+    /// before a reload's send must not confirm it (haproxy says READY=1 at
+    /// its start, and after a failed reload too). A READY=1 cannot be tied
+    /// to one reload otherwise: sd_notify carries no reload number.
+    pub fn forget(&self) -> usize {
+        let mut buf = [0u8; DATAGRAM_LIMIT];
+        let mut dropped = 0;
+        while self.socket.try_recv(&mut buf).is_ok() {
+            dropped += 1;
+        }
+        dropped
+    }
 }
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
-        self.reader.abort();
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -128,24 +143,6 @@ fn bind_private(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
     }
     socket.set_nonblocking(true)?;
     Ok(socket)
-}
-
-async fn read(socket: UnixDatagram, tx: mpsc::Sender<Message>) {
-    let mut buf = vec![0u8; DATAGRAM_LIMIT];
-    loop {
-        match socket.recv(&mut buf).await {
-            Ok(len) => {
-                let message = parse(buf.get(..len).unwrap_or_default());
-                if tx.send(message).await.is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reading the proxy's notify socket failed; READY=1 cannot confirm reloads");
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -187,14 +184,17 @@ mod tests {
     async fn a_datagram_sent_to_the_socket_arrives_and_the_file_goes_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("handoff.sock.notify");
-        let mut socket = NotifySocket::bind(&path).unwrap();
+        let socket = NotifySocket::bind(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
         client.send_to(b"RELOADING=1", &path).unwrap();
         client.send_to(b"READY=1", &path).unwrap();
-        assert!(socket.messages.recv().await.unwrap().reloading);
-        assert!(socket.messages.recv().await.unwrap().ready);
+        assert!(socket.next().await.unwrap().reloading);
+        assert!(socket.next().await.unwrap().ready);
+        client.send_to(b"READY=1", &path).unwrap();
+        client.send_to(b"READY=1", &path).unwrap();
+        assert_eq!(socket.forget(), 2, "unread datagrams are dropped");
         drop(socket);
         assert!(!path.exists());
         // A stale socket is replaced; anything else is refused.

@@ -160,7 +160,7 @@ impl Reloader {
             Reported::CannotWatch(why) => {
                 tracing::warn!(%why, "reload: cannot list the proxy's workers");
                 self.detail = Some(why);
-                return None;
+                ReloadEvent::Unconfirmable
             }
         })
     }
@@ -306,6 +306,8 @@ impl Reloader {
     /// logged and counted.
     pub fn finish(&mut self, outcome: ReloadOutcome, metrics: &Metrics) {
         self.stop_tasks();
+        // Reports of this reload still queued are stale from now on.
+        self.generation += 1;
         let took_ms = self.elapsed_ms();
         self.started = None;
         let answer = if outcome.confirmed() {
@@ -325,7 +327,7 @@ impl Reloader {
             let why = self.explain(outcome);
             metrics.reload_failed();
             tracing::error!(took_ms, error = %why, "reload failed");
-            Err(why)
+            Err(format!("reload failed: {why}"))
         };
         for caller in self.current.drain(..) {
             let _ = caller.send(answer.clone());
@@ -339,6 +341,9 @@ impl Reloader {
             ReloadRefusal::Stopping => "handoff is stopping",
             ReloadRefusal::Disabled => {
                 "reloads are disabled (reload_signal = \"drop\" and no reload_command)"
+            }
+            ReloadRefusal::NotHealthy => {
+                "the proxy has not passed its health check since it started (a reload waits for that, at most reload_timeout)"
             }
         };
         tracing::info!(why, "reload refused");
@@ -397,6 +402,10 @@ impl Reloader {
             ),
             ReloadOutcome::ProxyExited => "the proxy exited during the reload".into(),
             ReloadOutcome::Interrupted => "interrupted by the stop".into(),
+            ReloadOutcome::Unconfirmable => format!(
+                "sent, but it cannot be confirmed: {}",
+                detail.unwrap_or_else(|| "the proxy's workers cannot be watched".into())
+            ),
         };
         format!("{why}{status}")
     }
@@ -432,13 +441,17 @@ impl Reloader {
 /// Whether the proxy has a child not in `before`, and whether every one in
 /// `before` has exited or calls itself "shutting down" (nginx's title for a
 /// worker told to stop: `nginx: worker process is shutting down`).
+/// A proxy left without any child had workers that all left: that is a
+/// dying proxy (its children re-parented to handoff, the subreaper), not a
+/// retirement, unless it had none to begin with.
 fn look(proxy: Pid, before: &BTreeSet<Pid>) -> std::io::Result<(bool, bool)> {
     let now: BTreeSet<Pid> = platform::child_pids(proxy)?.into_iter().collect();
     let new = now.iter().any(|pid| !before.contains(pid));
-    let retired = before.iter().all(|pid| {
-        !now.contains(pid)
-            || platform::process_title(*pid).is_ok_and(|title| title.contains("shutting down"))
-    });
+    let retired = (before.is_empty() || !now.is_empty())
+        && before.iter().all(|pid| {
+            !now.contains(pid)
+                || platform::process_title(*pid).is_ok_and(|title| title.contains("shutting down"))
+        });
     Ok((new, retired))
 }
 

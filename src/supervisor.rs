@@ -1,10 +1,12 @@
 //! The dispatcher: one loop that turns happenings into [`Event`]s, asks the
 //! [`Machine`] what to do, and carries the [`Action`]s out in order.
 //!
-//! Owns: the [`Proxy`] (its only owner) and its health checker, the timers
-//! and the clock (the failover stopwatch), the status snapshot, the metrics
-//! and systemd notices, and the log lines for signals, forwards, phases and
-//! decisions. When to notify, count or measure is the machine's decision,
+//! Owns: the [`Proxy`] (its only owner: a reload's signal is sent here) and
+//! its health checker, the timers and the clock (the failover stopwatch),
+//! the proxy's notify socket (read here, its READY=1 an event), the status
+//! snapshot, the metrics and systemd notices, and the log lines for signals,
+//! forwards, phases and decisions. A reload's other steps run in
+//! `crate::reload`. When to notify, count or measure is the machine's decision,
 //! like everything else; this module only carries it out. Every action is
 //! quick and never waits on the backend (the worker does), so a signal is
 //! handled promptly whatever the backend is doing. The control socket and
@@ -379,15 +381,7 @@ impl Dispatcher {
                 Some(event) => Next::Event(Event::Reload(event)),
                 None => Next::Stale,
             },
-            Some(message) = next_message(parts.notify.as_mut()) => {
-                tracing::debug!(?message, "the proxy notifies");
-                parts.reloader.proxy_said(message.status);
-                if message.ready {
-                    Next::Event(Event::Reload(ReloadEvent::ProxyReady))
-                } else {
-                    Next::Stale
-                }
-            }
+            said = next_message(parts.notify.as_ref()) => heard(parts, said),
         };
         next
     }
@@ -571,8 +565,14 @@ impl Dispatcher {
     /// (haproxy says READY=1 at its start too): only what follows the send
     /// may confirm it.
     fn forget_notices(&mut self) {
-        if let Some(notify) = &mut self.parts.notify {
-            while notify.messages.try_recv().is_ok() {}
+        if let Some(notify) = &self.parts.notify {
+            let dropped = notify.forget();
+            if dropped > 0 {
+                tracing::debug!(
+                    dropped,
+                    "the proxy's notices from before the reload's send dropped"
+                );
+            }
         }
     }
 
@@ -665,9 +665,32 @@ fn log_note(note: Note, moved_after_ms: Option<u64>) {
     }
 }
 
-async fn next_message(notify: Option<&mut NotifySocket>) -> Option<crate::proxy_notify::Message> {
+/// What the proxy said on its notify socket: READY=1 is the machine's to
+/// judge (`crate::machine`'s reload), STATUS= the reloader's to keep.
+fn heard(parts: &mut Supervisor, said: std::io::Result<crate::proxy_notify::Message>) -> Next {
+    match said {
+        Ok(message) => {
+            tracing::debug!(?message, "the proxy notifies");
+            parts.reloader.proxy_said(message.status);
+            if message.ready {
+                Next::Event(Event::Reload(ReloadEvent::ProxyReady))
+            } else {
+                Next::Stale
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reading the proxy's notify socket failed; READY=1 cannot confirm reloads");
+            parts.notify = None;
+            Next::Stale
+        }
+    }
+}
+
+async fn next_message(
+    notify: Option<&NotifySocket>,
+) -> std::io::Result<crate::proxy_notify::Message> {
     match notify {
-        Some(notify) => notify.messages.recv().await,
+        Some(notify) => notify.next().await,
         None => std::future::pending().await,
     }
 }

@@ -171,3 +171,21 @@ fn a_proxy_that_never_confirms_fails_the_reload_without_a_restart() {
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
 }
+
+#[test]
+fn a_disabled_reload_is_refused_in_words_and_sends_nothing() {
+    let lab = Lab::new();
+    let config = lab.config("[proxy]\npreset = \"traefik\"\n");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    h.wait_log("healthy: true");
+    let (code, out, err) = finish(reload(&lab, &config));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        err.trim(),
+        "handoff: reload refused: reloads are disabled (reload_signal = \"drop\" and no reload_command)"
+    );
+    assert_eq!(lab.count("signal SIGHUP"), 0);
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+}

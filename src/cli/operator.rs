@@ -78,9 +78,10 @@ pub fn status(flag: Option<&Path>, json: bool) -> Result<u8, Error> {
 /// refused, 69 when no agent answers.
 pub fn reload(flag: Option<&Path>) -> Result<u8, Error> {
     let config = load(flag)?;
-    // The agent ends a reload at reload_timeout, and a request that came
-    // mid-reload waits for the rest of that one too; past the agent's own
-    // limit (twice that, plus a margin) it has answered anyway.
+    // The agent takes the request within 5 s and ends a reload at
+    // reload_timeout; one that came mid-reload waits for the rest of that
+    // one too. The agent answers within 5 s + twice reload_timeout + 1 s,
+    // before this limit.
     let limit = config.proxy.reload.timeout * 2 + ASK_LIMIT;
     match client::reload(&config.control.socket, limit) {
         Ok(done) => {

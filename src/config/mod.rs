@@ -36,7 +36,7 @@ use toml::Spanned;
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConfigErrors};
 pub use preset::Preset;
-pub use reload::{Confirm, Confirmations, ReloadConfig, ReloadPlan, Send as ReloadSend};
+pub use reload::{Confirm, Confirmations, ReloadConfig, ReloadPlan, ReloadSend};
 pub use resolved::{
     Backend, CONSUL_EXIT_LIMIT, Check, Control, DOWN_GRACE, Failover, HealthCheck, HealthGate,
     Http, Proxy, Resolved, STARTUP_GATE, StopBudget,

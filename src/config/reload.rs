@@ -19,6 +19,7 @@ use nix::sys::signal::Signal;
 use serde::Deserialize;
 
 use super::{Argv, Preset, Reload};
+use crate::platform;
 
 /// One thing that confirms a reload (`reload_confirm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -92,7 +93,7 @@ impl Confirmations {
 
 /// How the reload reaches the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Send {
+pub enum ReloadSend {
     /// This signal to the proxy.
     Signal(Signal),
     /// This command runs (caddy's `caddy reload`); exit 0 means it was taken.
@@ -105,7 +106,7 @@ pub enum Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadPlan {
     /// How it is sent.
-    pub send: Send,
+    pub send: ReloadSend,
     /// Run first; a failure sends nothing.
     pub check: Option<Argv>,
     /// What confirms it.
@@ -137,9 +138,9 @@ impl ReloadConfig {
     /// The reload for the proxy started as `argv`.
     pub fn plan(&self, argv: &Argv) -> ReloadPlan {
         let send = match (&self.command, self.signal) {
-            (Some(command), _) => Send::Command(command.clone()),
-            (None, Some(Reload::Send(signal))) => Send::Signal(signal),
-            (None, Some(Reload::Drop)) => Send::Disabled,
+            (Some(command), _) => ReloadSend::Command(command.clone()),
+            (None, Some(Reload::Send(signal))) => ReloadSend::Signal(signal),
+            (None, Some(Reload::Drop)) => ReloadSend::Disabled,
             (None, None) => self.preset_send(argv),
         };
         let check = match &self.check {
@@ -149,7 +150,7 @@ impl ReloadConfig {
         };
         let confirm = match &self.confirm {
             Some(list) => Confirmations::of(list),
-            None => preset_confirm(self.preset, &send, self.health),
+            None => preset_confirm(self.preset, argv, &send, self.health),
         };
         ReloadPlan {
             send,
@@ -159,13 +160,13 @@ impl ReloadConfig {
         }
     }
 
-    fn preset_send(&self, argv: &Argv) -> Send {
+    fn preset_send(&self, argv: &Argv) -> ReloadSend {
         match self.preset.reload() {
-            Reload::Send(signal) => Send::Signal(signal),
+            Reload::Send(signal) => ReloadSend::Signal(signal),
             Reload::Drop if self.preset == Preset::Caddy => {
-                caddy_reload(argv).map_or(Send::Disabled, Send::Command)
+                caddy_reload(argv).map_or(ReloadSend::Disabled, ReloadSend::Command)
             }
-            Reload::Drop => Send::Disabled,
+            Reload::Drop => ReloadSend::Disabled,
         }
     }
 }
@@ -173,16 +174,23 @@ impl ReloadConfig {
 /// The preset's confirmations; "health" only with a health check
 /// (`health`). A disabled reload confirms nothing, and the generic preset
 /// knows nothing of its proxy: done once sent.
-fn preset_confirm(preset: Preset, send: &Send, health: bool) -> Confirmations {
+fn preset_confirm(preset: Preset, argv: &Argv, send: &ReloadSend, health: bool) -> Confirmations {
     // haproxy's old worker stops accepting once the new one, started with
     // `-sf <old>`, has bound (haproxy management guide, "Stopping and
     // restarting"), so its new worker is enough; nginx's old workers keep
     // accepting for 100 ms after the new ones start.
+    // READY=1 only where the proxy sends it: on Linux, haproxy under -Ws
+    // only (-W alone is master-worker without sd_notify; haproxy(1)).
+    let notifies = platform::PROXIES_NOTIFY;
     let (ready, workers, retired) = match preset {
-        _ if *send == Send::Disabled => return Confirmations::default(),
+        _ if *send == ReloadSend::Disabled => return Confirmations::default(),
         Preset::Nginx => (false, true, true),
-        Preset::Haproxy => (true, true, false),
-        Preset::Caddy => (true, false, false),
+        Preset::Haproxy => (
+            notifies && argv.args().iter().any(|a| a == "-Ws"),
+            true,
+            false,
+        ),
+        Preset::Caddy => (notifies, false, false),
         Preset::Traefik | Preset::Generic => return Confirmations::default(),
     };
     Confirmations {
@@ -248,10 +256,12 @@ fn caddy_reload(argv: &Argv) -> Option<Argv> {
     Some(Argv(reload))
 }
 
-/// caddy's `--config` and `--adapter` values.
+/// caddy's `--config` and `--adapter` values (Go's flag package takes
+/// `-config` as well).
 fn caddy_config(argv: &Argv) -> Option<(String, Option<String>)> {
-    let config = value_of(argv, "--config")?;
-    Some((config, value_of(argv, "--adapter")))
+    let config = value_of(argv, "--config").or_else(|| value_of(argv, "-config"))?;
+    let adapter = value_of(argv, "--adapter").or_else(|| value_of(argv, "-adapter"));
+    Some((config, adapter))
 }
 
 /// The value of `name` (`--name V` or `--name=V`), the last one winning as
@@ -318,7 +328,7 @@ mod tests {
         type Case<'a> = (
             Preset,
             &'a [&'a str],
-            Send,
+            ReloadSend,
             Option<&'a [&'a str]>,
             &'a [Confirm],
         );
@@ -334,7 +344,7 @@ mod tests {
                     "-g",
                     "daemon off;",
                 ],
-                Send::Signal(Signal::SIGHUP),
+                ReloadSend::Signal(Signal::SIGHUP),
                 Some(&[
                     "/usr/sbin/nginx",
                     "-t",
@@ -350,7 +360,7 @@ mod tests {
             (
                 Preset::Nginx,
                 &["nginx", "-c/e/n.conf"],
-                Send::Signal(Signal::SIGHUP),
+                ReloadSend::Signal(Signal::SIGHUP),
                 Some(&["nginx", "-t", "-c", "/e/n.conf"]),
                 &[Confirm::Workers, Confirm::Retired, Confirm::Health],
             ),
@@ -359,7 +369,7 @@ mod tests {
                 &[
                     "haproxy", "-Ws", "-f", "/a.cfg", "-f", "/conf.d", "-S", "/m.sock",
                 ],
-                Send::Signal(Signal::SIGUSR2),
+                ReloadSend::Signal(Signal::SIGUSR2),
                 Some(&["haproxy", "-c", "-f", "/a.cfg", "-f", "/conf.d"]),
                 &[Confirm::Ready, Confirm::Workers, Confirm::Health],
             ),
@@ -373,7 +383,7 @@ mod tests {
                     "--adapter",
                     "caddyfile",
                 ],
-                Send::Command(argv(&[
+                ReloadSend::Command(argv(&[
                     "caddy",
                     "reload",
                     "--config",
@@ -395,7 +405,7 @@ mod tests {
             (
                 Preset::Caddy,
                 &["caddy", "run", "--config=/e/c.json"],
-                Send::Command(argv(&[
+                ReloadSend::Command(argv(&[
                     "caddy",
                     "reload",
                     "--config",
@@ -406,12 +416,24 @@ mod tests {
                 &[Confirm::Ready, Confirm::Health],
             ),
             // Without --config there is no file to reload from.
-            (Preset::Caddy, &["caddy", "run"], Send::Disabled, None, &[]),
-            (Preset::Traefik, &["traefik"], Send::Disabled, None, &[]),
+            (
+                Preset::Caddy,
+                &["caddy", "run"],
+                ReloadSend::Disabled,
+                None,
+                &[],
+            ),
+            (
+                Preset::Traefik,
+                &["traefik"],
+                ReloadSend::Disabled,
+                None,
+                &[],
+            ),
             (
                 Preset::Generic,
                 &["proxy"],
-                Send::Signal(Signal::SIGHUP),
+                ReloadSend::Signal(Signal::SIGHUP),
                 None,
                 &[],
             ),
@@ -420,8 +442,26 @@ mod tests {
             let plan = config(*preset).plan(&argv(command));
             assert_eq!(plan.send, *send, "{preset:?} {command:?}");
             assert_eq!(plan.check, check.map(argv), "{preset:?} {command:?}");
-            assert_eq!(plan.confirm.list(), *confirm, "{preset:?} {command:?}");
+            // Where proxies send no READY=1 (OpenBSD), no preset waits for one.
+            let confirm: Vec<Confirm> = confirm
+                .iter()
+                .copied()
+                .filter(|c| *c != Confirm::Ready || platform::PROXIES_NOTIFY)
+                .collect();
+            assert_eq!(plan.confirm.list(), confirm, "{preset:?} {command:?}");
         }
+        let w = config(Preset::Haproxy).plan(&argv(&["haproxy", "-W", "-f", "/a.cfg"]));
+        assert_eq!(
+            w.confirm.list(),
+            [Confirm::Workers, Confirm::Health],
+            "-W without s: no sd_notify"
+        );
+        let go = config(Preset::Caddy).plan(&argv(&["caddy", "run", "-config", "/e/c.json"]));
+        assert_eq!(
+            go.check,
+            Some(argv(&["caddy", "validate", "--config", "/e/c.json"])),
+            "Go's flag package takes -config too"
+        );
     }
 
     #[test]
@@ -440,11 +480,11 @@ mod tests {
         let plan = c.plan(&argv(&["nginx"]));
         assert_eq!(plan.check, None, "reload_check = [] turns it off");
         assert_eq!(plan.confirm.list(), [Confirm::Ready]);
-        assert_eq!(plan.send, Send::Command(argv(&["/bin/reload-it"])));
+        assert_eq!(plan.send, ReloadSend::Command(argv(&["/bin/reload-it"])));
         let mut c = config(Preset::Haproxy);
         c.signal = Some(Reload::Drop);
         let plan = c.plan(&argv(&["haproxy", "-f", "/a.cfg"]));
-        assert_eq!(plan.send, Send::Disabled);
+        assert_eq!(plan.send, ReloadSend::Disabled);
         assert_eq!(plan.confirm, Confirmations::default());
     }
 }

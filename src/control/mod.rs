@@ -1,5 +1,5 @@
-//! The control socket: how `handoff status`, `demote` and `promote` reach the
-//! running agent, and how the agent's other servers (HTTP) ask its loop.
+//! The control socket: how `handoff status`, `demote`, `promote` and
+//! `reload` reach the running agent, and how the agent's other servers (HTTP) ask its loop.
 //!
 //! Owns: the socket's lifecycle and access checks ([`server`]), the client
 //! side ([`client`]), and [`ToAgent`], the one way into the dispatcher's
@@ -66,12 +66,16 @@ impl Inbox {
     }
 
     /// Asks for a reload and waits for its outcome: `Err` when the loop does
-    /// not take the request within `limit`, or the reload does not end
-    /// within `limit` after that (the machine ends it at `reload_timeout`).
-    pub async fn reload(&self, limit: Duration) -> Result<ReloadAnswer, &'static str> {
+    /// not take the request within `take`, or the reload does not end within
+    /// `end` after that (the machine ends it at `reload_timeout`).
+    pub async fn reload(
+        &self,
+        take: Duration,
+        end: Duration,
+    ) -> Result<ReloadAnswer, &'static str> {
         let (tx, outcome) = oneshot::channel();
-        self.ask(Ask::Reload(tx), limit).await?;
-        tokio::time::timeout(limit, outcome)
+        self.ask(Ask::Reload(tx), take).await?;
+        tokio::time::timeout(end, outcome)
             .await
             .map_err(|_| "the reload did not end in time")?
             .map_err(|_| "the agent is exiting")

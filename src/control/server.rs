@@ -65,6 +65,9 @@ pub const IO_LIMIT: Duration = Duration::from_secs(2);
 pub const MAX_CONNECTIONS: usize = 16;
 /// How long the loop may take to answer.
 const LOOP_LIMIT: Duration = Duration::from_secs(5);
+/// Most `reload` requests waiting for an outcome at once (each holds a
+/// connection slot for up to twice `reload_timeout`).
+const RELOADS_WAITING: usize = 4;
 
 /// The control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -256,14 +259,18 @@ impl ControlSocket {
             state,
             writes: Mutex::new(()),
             // A request that arrives mid-reload waits for the rest of that
-            // one and all of the next: up to twice reload_timeout.
-            reload_limit: reload_timeout * 2 + LOOP_LIMIT,
+            // one and all of the next: up to twice reload_timeout (the
+            // machine ends each at reload_timeout; a second is a margin).
+            reload_limit: reload_timeout * 2 + Duration::from_secs(1),
+            reloads: Semaphore::new(RELOADS_WAITING),
         });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             // Wait for a free slot before accepting: further clients queue in
-            // the kernel's backlog, and a slot frees within IO_LIMIT at most,
-            // so half-open connections can delay `status` but never lock it out.
+            // the kernel's backlog, and a slot frees within IO_LIMIT at most
+            // (a `reload` waiting for its outcome holds one longer, but only
+            // RELOADS_WAITING of them can), so half-open connections can
+            // delay `status` but never lock it out.
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -449,8 +456,10 @@ struct Context {
     state: Arc<StateDir>,
     /// Maintenance changes, one at a time.
     writes: Mutex<()>,
-    /// How long a `reload` may take to be taken, and then to end.
+    /// How long a `reload` may take to end once the loop took it.
     reload_limit: Duration,
+    /// `reload` requests waiting for their outcome.
+    reloads: Semaphore,
 }
 
 impl Context {
@@ -509,10 +518,19 @@ impl Context {
                 .await
             }
             Command::Reload => {
+                // Each waits up to twice reload_timeout on a connection
+                // slot: a few at a time, so `status` always gets one.
+                let Ok(_waiting) = self.reloads.try_acquire() else {
+                    return Response::error(format!(
+                        "reload refused: {RELOADS_WAITING} reloads are waiting already"
+                    ));
+                };
                 tracing::info!(uid, source = "control", "reload requested");
-                match self.inbox.reload(self.reload_limit).await {
+                match self.inbox.reload(LOOP_LIMIT, self.reload_limit).await {
                     Ok(Ok(done)) => Response::reloaded(done),
-                    Ok(Err(why)) => Response::error(format!("reload failed: {why}")),
+                    // The reloader's words: "reload failed: ..." or
+                    // "reload refused: ...".
+                    Ok(Err(why)) => Response::error(why),
                     Err(why) => Response::error(why),
                 }
             }

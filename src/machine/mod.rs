@@ -167,6 +167,9 @@ pub struct Machine {
     maintenance: bool,
     /// The health gate's last verdict on the current proxy.
     verdict: bool,
+    /// The current proxy has passed its health gate at least once (a
+    /// reload waits for that: `machine/reload.rs`).
+    passed_gate: bool,
     /// The current proxy is stopped (WSTOPPED).
     suspended: bool,
     /// The role is polled eagerly until maintenance has moved the IP away.
@@ -195,6 +198,7 @@ impl Machine {
             peer: Confirmation::Idle,
             maintenance: false,
             verdict: false,
+            passed_gate: false,
             suspended: false,
             demote_watch: false,
             reload: reload::Reload::Idle,
@@ -336,6 +340,7 @@ impl Machine {
         };
         self.proxy_alive = true;
         self.verdict = false;
+        self.passed_gate = false;
         self.suspended = false;
         self.state = State::Running { healthy: false };
         if let Some(gate) = self.policy.startup_gate {
@@ -372,6 +377,10 @@ impl Machine {
             Level::Down
         };
         self.request(level, out);
+        if healthy && !self.passed_gate {
+            self.passed_gate = true;
+            self.release_held_reload(out);
+        }
     }
 
     fn on_suspended(&mut self, suspended: bool, out: &mut Vec<Action>) {

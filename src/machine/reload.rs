@@ -22,6 +22,12 @@ use super::{
 pub(super) enum Reload {
     /// None runs.
     Idle,
+    /// One was asked for before the proxy first passed its health gate: it
+    /// begins once it does (nginx dies of a SIGHUP that arrives before it
+    /// installed its handlers, and a just-started proxy's workers and
+    /// READY=1 would confirm a reload that never happened), or is refused
+    /// at `reload_timeout`.
+    Held,
     /// One runs.
     Underway {
         /// Its step.
@@ -57,7 +63,9 @@ impl Machine {
         let reason = match self.refusal() {
             Some(ReloadRefusal::Disabled) => DropReason::ReloadDisabled,
             Some(ReloadRefusal::NoProxy) => DropReason::NoProxy,
-            Some(ReloadRefusal::Stopping) | None => return self.request_reload(out),
+            Some(ReloadRefusal::Stopping | ReloadRefusal::NotHealthy) | None => {
+                return self.request_reload(out);
+            }
         };
         out.push(Action::Dropped { signal, reason });
     }
@@ -70,7 +78,20 @@ impl Machine {
         }
         match &mut self.reload {
             Reload::Underway { again, .. } => *again = true,
-            Reload::Idle => self.begin_reload(out),
+            Reload::Held => {}
+            Reload::Idle if self.passed_gate => self.begin_reload(out),
+            Reload::Idle => {
+                self.reload = Reload::Held;
+                out.push(Action::Arm(Timer::Reload, self.policy.reload.timeout));
+            }
+        }
+    }
+
+    /// The proxy passed its health gate: a held reload begins.
+    pub(super) fn release_held_reload(&mut self, out: &mut Vec<Action>) {
+        if self.reload == Reload::Held {
+            self.reload = Reload::Idle;
+            self.begin_reload(out);
         }
     }
 
@@ -181,6 +202,10 @@ impl Machine {
             (ReloadEvent::Healthy, Stage::Health) => {
                 self.finish_reload(ReloadOutcome::Confirmed, out);
             }
+            // The workers cannot be listed: what was awaited cannot come.
+            (ReloadEvent::Unconfirmable, Stage::Commanding | Stage::Confirming) => {
+                self.finish_reload(ReloadOutcome::Unconfirmable, out);
+            }
             // READY=1 at the proxy's start, or before this reload's send.
             _ => {}
         }
@@ -216,6 +241,13 @@ impl Machine {
 
     /// `reload_timeout` passed.
     pub(super) fn reload_timed_out(&mut self, out: &mut Vec<Action>) {
+        if self.reload == Reload::Held {
+            self.reload = Reload::Idle;
+            out.push(Action::Reload(ReloadStep::Refuse(
+                ReloadRefusal::NotHealthy,
+            )));
+            return;
+        }
         let Reload::Underway {
             stage,
             ready,
@@ -240,10 +272,18 @@ impl Machine {
         self.finish_reload(ReloadOutcome::TimedOut(awaited), out);
     }
 
-    /// The proxy exited, or the stop began: a reload under way ends.
+    /// The proxy exited, or the stop began: a reload under way ends, and a
+    /// held one is refused.
     pub(super) fn end_reload(&mut self, outcome: ReloadOutcome, out: &mut Vec<Action>) {
-        if matches!(self.reload, Reload::Underway { .. }) {
-            self.finish_reload(outcome, out);
+        match self.reload {
+            Reload::Underway { .. } => self.finish_reload(outcome, out),
+            Reload::Held => {
+                self.reload = Reload::Idle;
+                out.push(Action::Disarm(Timer::Reload));
+                let refusal = self.refusal().unwrap_or(ReloadRefusal::NoProxy);
+                out.push(Action::Reload(ReloadStep::Refuse(refusal)));
+            }
+            Reload::Idle => {}
         }
     }
 

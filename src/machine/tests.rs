@@ -561,7 +561,7 @@ fn rules() {
 fn presets_translate_reload_and_drop() {
     let mut p = policy();
     p.reload.send = ReloadBy::Signal(SIGUSR2);
-    let mut m = after(p.clone(), RUNNING);
+    let mut m = after(p.clone(), HEALTHY);
     assert!(
         m.handle(Event::Signal(SIGHUP))
             .contains(&Action::Reload(ReloadStep::Signal(SIGUSR2)))
@@ -1608,6 +1608,7 @@ fn all_events(world: &World) -> Vec<Event> {
             ReloadEvent::NewWorker,
             ReloadEvent::Retired,
             ReloadEvent::Healthy,
+            ReloadEvent::Unconfirmable,
         ]
         .map(Event::Reload),
     );
@@ -1633,7 +1634,9 @@ fn possible(world: &World, event: Event) -> bool {
         Event::PeerConfirmed => world.confirming,
         Event::Reload(ReloadEvent::Checked(_)) => world.checking,
         Event::Reload(ReloadEvent::CommandDone(_)) => world.commanding,
-        Event::Reload(ReloadEvent::NewWorker | ReloadEvent::Retired) => world.watching,
+        Event::Reload(
+            ReloadEvent::NewWorker | ReloadEvent::Retired | ReloadEvent::Unconfirmable,
+        ) => world.watching,
         Event::Reload(ReloadEvent::Healthy) => world.health_running,
         _ => true,
     }
@@ -2319,5 +2322,50 @@ fn a_disabled_reload_is_refused_and_its_sighup_dropped() {
             signal: SIGHUP,
             reason: DropReason::ReloadDisabled
         }]
+    );
+}
+
+#[test]
+fn a_reload_asked_before_the_first_health_pass_waits_for_it() {
+    let p = reload_policy(ReloadBy::Signal(SIGHUP), true, false, true);
+    let mut m = after(p.clone(), RUNNING);
+    assert_eq!(
+        m.handle(RELOAD),
+        vec![Action::Arm(Timer::Reload, S(15))],
+        "held: nothing is sent to a proxy that may not handle it yet"
+    );
+    assert!(m.handle(Event::Signal(SIGHUP)).is_empty(), "folded in");
+    let healthy = m.handle(Event::Deadline(Timer::HealthGate));
+    assert_eq!(
+        steps(&healthy),
+        [ReloadStep::Begin, ReloadStep::Check],
+        "it begins once the proxy passed its gate: {healthy:?}"
+    );
+    // Never healthy: refused at reload_timeout.
+    let mut m = after(p.clone(), RUNNING);
+    m.handle(RELOAD);
+    assert_eq!(
+        steps(&m.handle(Event::Deadline(Timer::Reload))),
+        [ReloadStep::Refuse(ReloadRefusal::NotHealthy)]
+    );
+    // A stop refuses it at once.
+    let mut m = after(p, RUNNING);
+    m.handle(RELOAD);
+    assert_eq!(
+        steps(&m.handle(Event::Signal(SIGTERM))),
+        [ReloadStep::Refuse(ReloadRefusal::Stopping)]
+    );
+}
+
+#[test]
+fn workers_that_cannot_be_watched_fail_the_reload_at_once() {
+    let mut m = after(
+        reload_policy(ReloadBy::Signal(SIGHUP), false, false, true),
+        HEALTHY,
+    );
+    m.handle(RELOAD);
+    assert_eq!(
+        steps(&m.handle(reload(ReloadEvent::Unconfirmable))),
+        [ReloadStep::Finish(ReloadOutcome::Unconfirmable)]
     );
 }

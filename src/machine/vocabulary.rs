@@ -153,6 +153,9 @@ pub enum ReloadEvent {
     Retired,
     /// The health check passed, after the reload was otherwise confirmed.
     Healthy,
+    /// What confirms the reload cannot be watched (the proxy's workers
+    /// cannot be listed).
+    Unconfirmable,
 }
 
 impl From<BackendReport> for Event {
@@ -289,6 +292,8 @@ pub enum ReloadOutcome {
     ProxyExited,
     /// The stop sequence began during the reload.
     Interrupted,
+    /// What confirms it cannot be watched.
+    Unconfirmable,
 }
 
 impl ReloadOutcome {
@@ -329,6 +334,9 @@ pub enum ReloadRefusal {
     Stopping,
     /// `reload_signal = "drop"` without a `reload_command` (or the preset's).
     Disabled,
+    /// The proxy did not pass its health gate within `reload_timeout` of
+    /// the request (a reload waits for a starting proxy's first pass).
+    NotHealthy,
 }
 
 /// What systemd is told (sd_notify(3); `crate::notify` sends it).

@@ -251,6 +251,11 @@ pub fn carp_preempt() -> Option<bool> {
     }
 }
 
+/// No proxy says READY=1 here: caddy's sd_notify is Linux-only
+/// (notify_other.go is a no-op), and haproxy's needs USE_SYSTEMD, a Linux
+/// build option. A reload cannot be confirmed by "ready".
+pub const PROXIES_NOTIFY: bool = false;
+
 /// systemd does not exist here: nothing to notify.
 pub fn sd_notify(_socket: &std::ffi::OsStr, _message: &str) -> io::Result<()> {
     Ok(())

@@ -62,9 +62,27 @@ pub fn children_of(parent: Pid) -> Vec<Pid> {
         .collect()
 }
 
-/// The children of `parent` (a reload's new workers), from /proc.
+/// The children of `parent` (a reload's new workers), polled every 10 ms
+/// during a reload: from `/proc/<pid>/task/<tid>/children` (proc(5); a few
+/// small reads, where [`children_of`] reads every process's stat), and
+/// through [`children_of`] on a kernel built without `CONFIG_PROC_CHILDREN`.
 pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
-    Ok(children_of(parent))
+    let tasks = std::fs::read_dir(format!("/proc/{parent}/task"))?;
+    let mut pids = Vec::new();
+    for task in tasks {
+        let path = task?.path().join("children");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => pids.extend(
+                text.split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .map(Pid::from_raw),
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(children_of(parent)),
+            // The task ended between the listing and the read.
+            Err(_) => {}
+        }
+    }
+    Ok(pids)
 }
 
 /// What `pid` calls itself: its argv as it reads now (nginx rewrites its
@@ -253,6 +271,10 @@ pub const CARP: bool = false;
 pub fn carp_preempt() -> Option<bool> {
     None
 }
+
+/// Whether proxies speak sd_notify(3) here: haproxy built with USE_SYSTEMD
+/// (Debian's is) under `-Ws`, and caddy (its `notify` package), on Linux.
+pub const PROXIES_NOTIFY: bool = true;
 
 /// Sends `message` to systemd's notification socket, `$NOTIFY_SOCKET`
 /// (sd_notify(3)): a path, or an abstract name written `@name`.
