@@ -5,6 +5,7 @@
 //! dispatcher fills it in (`crate::supervisor`); the CLI only reads it.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     time::{Duration, UNIX_EPOCH},
 };
@@ -15,6 +16,7 @@ use crate::{
     consul::ConsulStatus,
     failover::{Level, Role},
     health::HealthView,
+    hooks::{DutyStatus, LastRun},
     machine::PhaseName,
     maintenance::Maintenance,
 };
@@ -53,6 +55,12 @@ pub struct Status {
     pub backend: BackendStatus,
     /// Consul reporting; `null` while it is not configured.
     pub consul: Option<ConsulStatus>,
+    /// The last run of each `[hooks]` hook that ran, by its key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<String, LastRun>,
+    /// The `[[duty]]` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duties: Vec<DutyStatus>,
 }
 
 /// The agent process.
