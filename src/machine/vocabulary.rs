@@ -26,6 +26,7 @@ pub use crate::config::DOWN_GRACE;
 
 /// The parts of the config that decisions depend on.
 #[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of the config, not a hidden enum
 pub struct Policy {
     /// How a reload (SIGHUP, `handoff reload`) is checked, sent and
     /// confirmed.
