@@ -60,6 +60,7 @@ pub mod exit;
 pub mod failover;
 pub mod files;
 pub mod health;
+pub mod hooks;
 pub mod host;
 pub mod http;
 pub mod logging;

@@ -85,10 +85,11 @@ fn check_on_a_node(config: &Path, extra: &[&str]) -> Option<(i32, String, String
 /// The keys of the config section `section` ("" for the top level), as the
 /// parser lists them when it meets an unknown one.
 fn keys_of(lab: &Lab, section: &str) -> Option<Vec<String>> {
-    let header = if section.is_empty() {
-        String::new()
-    } else {
-        format!("[{section}]\n")
+    // `[[duty]]` is an array of tables.
+    let header = match section {
+        "" => String::new(),
+        "duty" => "[[duty]]\n".to_owned(),
+        _ => format!("[{section}]\n"),
     };
     let path = lab.path("probe.toml");
     std::fs::write(&path, format!("{header}__probe__ = 1\n")).unwrap();
@@ -146,10 +147,17 @@ fn the_key_probe_finds_every_section() {
         [
             "consul",
             "control",
+            "duty",
             "failover",
             "failover.carp",
             "failover.command",
             "failover.keepalived",
+            "hooks",
+            "hooks.on_backup",
+            "hooks.on_fault",
+            "hooks.on_maintenance",
+            "hooks.on_master",
+            "hooks.on_stop",
             "http",
             "log",
             "proxy",
@@ -167,7 +175,8 @@ fn toml_keys(text: &str) -> BTreeMap<String, Vec<String>> {
     for line in text.lines() {
         let line = line.trim_start_matches('#').trim();
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            name.clone_into(&mut section);
+            // `[[duty]]`: an array of tables.
+            name.trim_start_matches('[').clone_into(&mut section);
         } else if let Some((key, _)) = line.split_once('=') {
             let key = key.trim();
             if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
@@ -184,7 +193,10 @@ fn man_keys(text: &str) -> BTreeMap<String, Vec<String>> {
     let mut section = String::new();
     for line in text.lines() {
         if let Some(name) = line.strip_prefix(".Ss [") {
-            name.trim_end_matches(']').clone_into(&mut section);
+            // `[[duty]]`: an array of tables.
+            name.trim_start_matches('[')
+                .trim_end_matches(']')
+                .clone_into(&mut section);
         } else if let Some(rest) = line.strip_prefix(".It Ic ") {
             let names = rest.split(" Pq").next().unwrap();
             for name in names.split(" , ") {
