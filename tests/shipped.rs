@@ -332,6 +332,10 @@ fn every_example_config_passes_check_with_its_preset_and_a_health_check() {
     let mut seen = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
+        // config/examples/acme/: the scripts acme-on-master.toml runs.
+        if path.is_dir() {
+            continue;
+        }
         let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
         if let Some((code, out, err)) = check_on_a_node(&path, &[]) {
             assert_eq!(code, 0, "{name}: {err}");
@@ -340,11 +344,13 @@ fn every_example_config_passes_check_with_its_preset_and_a_health_check() {
         let config: toml::Table = read(&format!("config/examples/{name}.toml"))
             .parse()
             .unwrap();
-        assert_eq!(
-            config["proxy"]["preset"].as_str(),
-            Some(name.as_str()),
-            "{name}"
-        );
+        // Named after their preset, but for the one example of a use.
+        let preset = if name == "acme-on-master" {
+            "nginx"
+        } else {
+            name.as_str()
+        };
+        assert_eq!(config["proxy"]["preset"].as_str(), Some(preset), "{name}");
         assert!(
             config["proxy"]["health"]["http"].as_str().is_some(),
             "{name}: no http health check"
@@ -352,7 +358,10 @@ fn every_example_config_passes_check_with_its_preset_and_a_health_check() {
         seen.push(name);
     }
     seen.sort();
-    assert_eq!(seen, ["caddy", "haproxy", "nginx", "traefik"]);
+    assert_eq!(
+        seen,
+        ["acme-on-master", "caddy", "haproxy", "nginx", "traefik"]
+    );
     let (code, _, err) = check(&repo("config/demo.toml"), &[]);
     assert_eq!(code, 0, "config/demo.toml: {err}");
 }
