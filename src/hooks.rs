@@ -518,34 +518,31 @@ async fn wait(
     }
 }
 
+/// One log line per run: `hook ran hook=on_master ...`, `duty ran duty=...`.
 fn log_run(what: &str, name: &str, outcome: Outcome, exit: Option<u8>, took: Duration) {
-    let took_ms = millis(took);
-    match outcome {
-        Outcome::Ok => tracing::info!(
-            what,
-            name,
-            result = outcome.name(),
-            exit,
-            took_ms,
-            "{what} ran"
-        ),
-        Outcome::Timeout => {
+    let (took_ms, result) = (millis(took), outcome.name());
+    let failed = outcome != Outcome::Ok;
+    match (what, outcome) {
+        ("hook", Outcome::Timeout) => {
             tracing::warn!(
-                what,
-                name,
-                result = outcome.name(),
+                hook = name,
+                result,
                 took_ms,
-                "{what} timed out: its process group was killed"
+                "hook timed out: its process group was killed"
             );
         }
-        _ => tracing::warn!(
-            what,
-            name,
-            result = outcome.name(),
-            exit,
-            took_ms,
-            "{what} ran"
-        ),
+        ("hook", _) if failed => tracing::warn!(hook = name, result, exit, took_ms, "hook ran"),
+        ("hook", _) => tracing::info!(hook = name, result, exit, took_ms, "hook ran"),
+        (_, Outcome::Timeout) => {
+            tracing::warn!(
+                duty = name,
+                result,
+                took_ms,
+                "duty timed out: its process group was killed"
+            );
+        }
+        _ if failed => tracing::warn!(duty = name, result, exit, took_ms, "duty ran"),
+        _ => tracing::info!(duty = name, result, exit, took_ms, "duty ran"),
     }
 }
 
