@@ -43,8 +43,18 @@ impl Machine {
         if hook != HookName::OnMaintenance && self.role_seq < self.seq {
             return;
         }
+        // The role's hook is compared with the last role's, not with
+        // `on_stop`: a master still master after its stop's first level
+        // (keepalived's peer takes over one master-down interval after a
+        // graceful standby) runs no second `on_master`; the role the move
+        // brings runs its hook, after `stopping`.
+        let previous = if self.stop_hooked {
+            Some(HookName::OnStop)
+        } else {
+            self.hooked
+        };
         let reason = if self.reconciled {
-            if hook == HookName::OnMaintenance || self.hooked == Some(HookName::OnMaintenance) {
+            if hook == HookName::OnMaintenance || previous == Some(HookName::OnMaintenance) {
                 HookReason::Maintenance
             } else {
                 HookReason::Role
@@ -58,10 +68,11 @@ impl Machine {
         if self.hooked != Some(hook) {
             out.push(Action::Hook(HookCall {
                 hook,
-                previous: self.hooked,
+                previous,
                 reason,
             }));
             self.hooked = Some(hook);
+            self.stop_hooked = false;
         }
     }
 
@@ -88,7 +99,7 @@ impl Machine {
                 previous: self.hooked,
                 reason: HookReason::Stop,
             }));
-            self.hooked = Some(HookName::OnStop);
+            self.stop_hooked = true;
         }
     }
 }

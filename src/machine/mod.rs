@@ -178,8 +178,11 @@ pub struct Machine {
     /// The reload under way, if any (it outlives a phase change only to
     /// be ended by it: `end_reload`).
     reload: reload::Reload,
-    /// The last hook asked for (`hooks.rs`).
+    /// The last role's or maintenance's hook asked for (`hooks.rs`).
     hooked: Option<HookName>,
+    /// `on_stop` was asked for since: the next role hook's previous role
+    /// is `stopping`.
+    stop_hooked: bool,
     /// The role was first known after the start, and its hook asked for.
     reconciled: bool,
     /// Some proxy of this agent passed its health gate.
@@ -212,6 +215,7 @@ impl Machine {
             demote_watch: false,
             reload: reload::Reload::Idle,
             hooked: None,
+            stop_hooked: false,
             reconciled: false,
             ever_healthy: false,
             duties_on: false,

@@ -2507,6 +2507,28 @@ fn a_planned_stop_runs_on_stop_at_once_then_the_move_s_role() {
 }
 
 #[test]
+fn a_master_still_master_after_its_stop_s_level_runs_no_second_on_master() {
+    // Found by tests/keepalived.rs: after a graceful standby, keepalived's
+    // peer takes the VIP only one master-down interval later, so the stop's
+    // level is answered while the node is still master.
+    let mut m = after(hooks_policy(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    m.handle(Event::Signal(SIGTERM));
+    m.handle(applied(Level::Down, 3));
+    assert!(
+        hooks_of(&m.handle(seen(Role::Master, 3))).is_empty(),
+        "on_master already ran for this role"
+    );
+    assert_eq!(
+        hooks_of(&m.handle(seen(Role::Backup, 3))),
+        [call(
+            HookName::OnBackup,
+            Some(HookName::OnStop),
+            HookReason::Role
+        )]
+    );
+}
+
+#[test]
 fn a_crash_stops_duties_at_once_and_fault_follows() {
     let mut m = after(
         Policy {
