@@ -210,6 +210,7 @@ async fn supervise(
             config.backend.vips(),
             children.clone(),
             metrics.clone(),
+            sentinel.clone(),
         );
         // The supervisor runs on this (main) thread: it forks the proxy, and
         // Linux's PDEATHSIG fires when the forking *thread* exits.

@@ -31,6 +31,7 @@ use crate::{
     machine::{HookCall, HookName},
     metrics::Metrics,
     process::{Children, Group, ProcessEnd},
+    sentinel::ProxyLink,
 };
 
 /// After SIGTERM, how long a stopped duty's group gets before SIGKILL.
@@ -120,6 +121,9 @@ pub struct Hooks {
     pub ended: mpsc::Receiver<Ended>,
     last: BTreeMap<HookName, LastRun>,
     duties: Vec<Duty>,
+    /// Tells the dead-man's switch which process groups run, so that it
+    /// kills them if the agent dies (`crate::sentinel`).
+    sentinel: Option<ProxyLink>,
 }
 
 impl Hooks {
@@ -131,6 +135,7 @@ impl Hooks {
         vips: &[std::net::IpAddr],
         children: Children,
         metrics: Arc<Metrics>,
+        sentinel: Option<ProxyLink>,
     ) -> Hooks {
         let commands = [
             (HookName::OnMaster, &hooks.on_master),
@@ -158,6 +163,7 @@ impl Hooks {
             ended,
             last: BTreeMap::new(),
             duties: duties.iter().cloned().map(Duty::new).collect(),
+            sentinel,
         }
     }
 
@@ -264,8 +270,15 @@ impl Hooks {
             "hook started"
         );
         let (tx, metrics, timeout) = (self.tx.clone(), self.metrics.clone(), command.timeout);
+        let sentinel = self.sentinel.clone();
+        if let Some(link) = &sentinel {
+            link.group(pid.as_raw(), true);
+        }
         let task = tokio::spawn(async move {
             let (outcome, exit) = wait(spawned.exit, pid, timeout).await;
+            if let Some(link) = &sentinel {
+                link.group(pid.as_raw(), false);
+            }
             let took = started.elapsed();
             log_run("hook", hook.key(), outcome, exit, took);
             metrics.hook_ran(hook.key(), outcome.name(), Some(took.as_secs_f64()));
@@ -311,9 +324,14 @@ impl Hooks {
     pub fn duties(&mut self, on: bool) {
         for duty in &mut self.duties {
             if on {
-                duty.start(self.children.clone(), self.metrics.clone(), &self.vips);
+                duty.start(
+                    self.children.clone(),
+                    self.metrics.clone(),
+                    &self.vips,
+                    self.sentinel.clone(),
+                );
             } else {
-                duty.stop();
+                duty.stop(self.sentinel.as_ref());
             }
         }
         if !self.duties.is_empty() {
@@ -330,7 +348,9 @@ impl Hooks {
     /// what the move queued behind it) at most `limit`, then kills what
     /// still runs; stops the duties.
     pub async fn finish(&mut self, limit: Duration) {
-        self.duties(false);
+        if self.duties.iter().any(|d| d.task.is_some()) {
+            self.duties(false);
+        }
         let deadline = Instant::now() + limit;
         while self.busy() {
             match tokio::time::timeout_at(deadline, self.ended.recv()).await {
@@ -378,7 +398,13 @@ impl Duty {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn start(&mut self, children: Children, metrics: Arc<Metrics>, vips: &str) {
+    fn start(
+        &mut self,
+        children: Children,
+        metrics: Arc<Metrics>,
+        vips: &str,
+        sentinel: Option<ProxyLink>,
+    ) {
         if self.task.is_some() {
             return;
         }
@@ -413,7 +439,14 @@ impl Duty {
                     s.next_at = None;
                 }
                 let pid = spawned.pid;
+                tracing::info!(duty = %name, pid = pid.as_raw(), "duty started");
+                if let Some(link) = &sentinel {
+                    link.group(pid.as_raw(), true);
+                }
                 let (outcome, exit) = wait(spawned.exit, pid, config.timeout()).await;
+                if let Some(link) = &sentinel {
+                    link.group(pid.as_raw(), false);
+                }
                 let took = started.elapsed();
                 log_run("duty", &name, outcome, exit, took);
                 metrics.duty_ran(&name, outcome.name());
@@ -431,7 +464,7 @@ impl Duty {
 
     /// The node left `up` or master: no new run, and the one under way is
     /// stopped at once (SIGTERM to its group, SIGKILL after [`DUTY_GRACE`]).
-    fn stop(&mut self) {
+    fn stop(&mut self, sentinel: Option<&ProxyLink>) {
         let Some(task) = self.task.take() else {
             return;
         };
@@ -439,6 +472,10 @@ impl Duty {
         let mut s = self.shared();
         s.next_at = None;
         if let Some(pid) = s.running.take() {
+            if let Some(link) = sentinel {
+                // The aborted task will not say so; the group is killed here.
+                link.group(pid.as_raw(), false);
+            }
             tracing::info!(duty = %self.config.name.get_ref(), pid = pid.as_raw(), "duty stopped: this node is no longer master at level up");
             s.last = Some(LastRun {
                 result: Outcome::Stopped,
