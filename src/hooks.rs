@@ -263,7 +263,7 @@ impl Hooks {
             }
         };
         let pid = spawned.pid;
-        tracing::info!(
+        tracing::debug!(
             hook = hook.key(),
             pid = pid.as_raw(),
             reason = newest.call.reason.name(),
@@ -439,7 +439,7 @@ impl Duty {
                     s.next_at = None;
                 }
                 let pid = spawned.pid;
-                tracing::info!(duty = %name, pid = pid.as_raw(), "duty started");
+                tracing::debug!(duty = %name, pid = pid.as_raw(), "duty started");
                 if let Some(link) = &sentinel {
                     link.group(pid.as_raw(), true);
                 }

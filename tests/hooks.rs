@@ -80,7 +80,16 @@ fn a_slow_hook_is_killed_with_its_children_and_never_holds_the_stop() {
         &[slow, hook("on_backup", ""), hook("on_stop", "")].concat(),
     );
     let mut h = lab.run(Some(&config), &lab.proxy(&[]));
-    h.wait_log("hook started hook=\"on_master\"");
+    // The slow hook runs once its child wrote its pid.
+    let deadline = Instant::now() + SOON;
+    while std::fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the slow hook never ran: {}",
+            h.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let started = Instant::now();
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
