@@ -27,6 +27,7 @@ use crate::{
     error::Error,
     exit,
     failover::{self, AnyBackend, Failover, Level},
+    hooks::Hooks,
     http, logging,
     machine::{Machine, Policy, ReloadBy, ReloadPolicy},
     maintenance::Maintenance,
@@ -203,6 +204,14 @@ async fn supervise(
             );
             tokio::spawn(serve);
         }
+        let hooks = Hooks::new(
+            &config.hooks,
+            &config.duties,
+            config.backend.vips(),
+            children.clone(),
+            metrics.clone(),
+            sentinel.clone(),
+        );
         // The supervisor runs on this (main) thread: it forks the proxy, and
         // Linux's PDEATHSIG fires when the forking *thread* exits.
         let mut supervisor = Supervisor {
@@ -222,6 +231,8 @@ async fn supervise(
             sentinel,
             reloader,
             notify,
+            hooks,
+            hooks_exit_limit: config.budget.on_stop,
         };
         tokio::spawn(control.serve(
             Access::new(group),
@@ -362,5 +373,7 @@ fn policy(config: &Resolved, plan: &ReloadPlan) -> Policy {
         },
         probe: config.failover.probe.is_some(),
         confirm_peer: config.consul.as_ref().is_some_and(|c| c.confirm_peer),
+        hooks: config.hooks.each().next().is_some(),
+        duties: !config.duties.is_empty(),
     }
 }

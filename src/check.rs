@@ -65,8 +65,13 @@ impl KillBudget {
 /// One line describing the stop budget, for `check`'s output.
 pub fn budget_line(config: &Resolved) -> String {
     let budget = config.budget;
+    let on_stop = if budget.on_stop.is_zero() {
+        String::new()
+    } else {
+        format!(" + on_stop {}", show(budget.on_stop))
+    };
     format!(
-        "stop budget {} = failover_timeout {} + settle {} + stop_timeout {} + exit {}",
+        "stop budget {} = failover_timeout {} + settle {} + stop_timeout {} + exit {}{on_stop}",
         show(budget.total()),
         show(budget.failover_timeout),
         show(budget.settle),

@@ -33,6 +33,8 @@
 //!   CARP (a counted share of a group's demote counter, with a crash-safe
 //!   ledger), keepalived (a track file), commands, none.
 //! * [`health`]: the promotion gate; [`probe`]: proof the peer serves the VIP.
+//! * [`hooks`]: role-change hooks and master-only duties, run when the
+//!   machine asks; never waited for by the failover.
 //! * [`reload`]: a reload's check, command and confirmations, run for the
 //!   machine's steps; [`proxy_notify`]: the proxy's own NOTIFY_SOCKET, whose
 //!   READY=1 confirms a reload (never its health).
@@ -60,6 +62,7 @@ pub mod exit;
 pub mod failover;
 pub mod files;
 pub mod health;
+pub mod hooks;
 pub mod host;
 pub mod http;
 pub mod logging;

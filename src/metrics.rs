@@ -21,6 +21,13 @@ const ROLES: [(Role, &str); 4] = [
 ];
 
 type RoleLabels = Vec<(String, String)>;
+type Labels = Vec<(String, String)>;
+
+/// 10 ms .. 5 min: a hook touches a file in ms, a certificate renewal
+/// takes a minute.
+fn hook_buckets() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0])
+}
 
 /// The metrics and their registry.
 #[derive(Debug)]
@@ -34,6 +41,9 @@ pub struct Metrics {
     restarts: Counter,
     reloads: Counter,
     reload_failures: Counter,
+    hook_runs: Family<Labels, Counter>,
+    hook_duration: Family<Labels, Histogram>,
+    duty_runs: Family<Labels, Counter>,
     failover: Histogram,
     backend_failures: Counter,
     consul_errors: Counter,
@@ -60,6 +70,9 @@ impl Metrics {
             restarts: Counter::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            hook_runs: Family::default(),
+            hook_duration: Family::new_with_constructor(hook_buckets),
+            duty_runs: Family::default(),
             // 50 ms .. ~50 s: CARP moves in one advert round trip, keepalived
             // in ~3 x advert_int on a priority drop.
             failover: Histogram::new([
@@ -109,16 +122,7 @@ impl Metrics {
             "Proxy restarts",
             metrics.restarts.clone(),
         );
-        registry.register(
-            "handoff_reloads",
-            "Reloads begun (SIGHUP, handoff reload)",
-            metrics.reloads.clone(),
-        );
-        registry.register(
-            "handoff_reload_failures",
-            "Reloads that failed: the check failed, the send failed, or the reload was not confirmed in time",
-            metrics.reload_failures.clone(),
-        );
+        register_operations(&mut registry, &metrics);
         registry.register(
             "handoff_failover_seconds",
             "From the stop signal to the confirmed move of the floating IP",
@@ -169,6 +173,29 @@ impl Metrics {
         self.restarts.inc();
     }
 
+    /// A hook ended (`seconds`: how long it ran, for one that ran).
+    pub fn hook_ran(&self, hook: &str, result: &str, seconds: Option<f64>) {
+        let labels = vec![
+            ("hook".to_owned(), hook.to_owned()),
+            ("result".to_owned(), result.to_owned()),
+        ];
+        self.hook_runs.get_or_create(&labels).inc();
+        if let Some(seconds) = seconds {
+            self.hook_duration
+                .get_or_create(&vec![("hook".to_owned(), hook.to_owned())])
+                .observe(seconds);
+        }
+    }
+
+    /// A duty's run ended.
+    pub fn duty_ran(&self, duty: &str, result: &str) {
+        let labels = vec![
+            ("duty".to_owned(), duty.to_owned()),
+            ("result".to_owned(), result.to_owned()),
+        ];
+        self.duty_runs.get_or_create(&labels).inc();
+    }
+
     /// A reload began.
     pub fn reload_began(&self) {
         self.reloads.inc();
@@ -209,4 +236,34 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The operators' and the node's work besides the failover: reloads, hooks
+/// and duties.
+fn register_operations(registry: &mut Registry, metrics: &Metrics) {
+    registry.register(
+        "handoff_reloads",
+        "Reloads begun (SIGHUP, handoff reload)",
+        metrics.reloads.clone(),
+    );
+    registry.register(
+        "handoff_reload_failures",
+        "Reloads that failed: the check failed, the send failed, or the reload was not confirmed in time",
+        metrics.reload_failures.clone(),
+    );
+    registry.register(
+        "handoff_hook_runs",
+        "Role-change hook runs, by hook and result (ok, failed, timeout, skipped)",
+        metrics.hook_runs.clone(),
+    );
+    registry.register(
+        "handoff_hook_duration_seconds",
+        "How long role-change hooks ran",
+        metrics.hook_duration.clone(),
+    );
+    registry.register(
+        "handoff_duty_runs",
+        "Master-only duty runs, by duty and result (ok, failed, timeout, stopped)",
+        metrics.duty_runs.clone(),
+    );
 }

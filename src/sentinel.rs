@@ -30,6 +30,7 @@
 //! applies a level (`crate::failover`).
 
 use std::{
+    collections::BTreeSet,
     io::{self, BufRead, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -60,6 +61,9 @@ const RELEASE: &str = "release";
 /// The line that names the proxy now running: `proxy PID group` (its own
 /// process group) or `proxy PID` (handoff's).
 const PROXY: &str = "proxy";
+/// The line that names the process groups of the hooks and duties running
+/// now: `groups PGID PGID ...` (the whole set each time).
+const GROUPS: &str = "groups";
 /// How long a released sentinel may take to exit before the agent stops
 /// waiting for it (it exits in microseconds).
 const EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -77,6 +81,7 @@ pub struct Sentinel {
     release: oneshot::Sender<bool>,
     task: JoinHandle<()>,
     proxy: Arc<watch::Sender<Option<ProxyRef>>>,
+    groups: Arc<watch::Sender<BTreeSet<i32>>>,
 }
 
 /// The proxy the agent runs now, as the sentinel must know it to kill what
@@ -109,15 +114,46 @@ impl ProxyRef {
     }
 }
 
-/// The dispatcher's side: tells the sentinel which proxy runs.
+/// The agent's side: tells the sentinel which proxy runs, and which hook
+/// and duty process groups.
 #[derive(Debug, Clone)]
-pub struct ProxyLink(Arc<watch::Sender<Option<ProxyRef>>>);
+pub struct ProxyLink {
+    proxy: Arc<watch::Sender<Option<ProxyRef>>>,
+    groups: Arc<watch::Sender<BTreeSet<i32>>>,
+}
 
 impl ProxyLink {
     /// A proxy was started.
     pub fn started(&self, proxy: ProxyRef) {
-        self.0.send_replace(Some(proxy));
+        self.proxy.send_replace(Some(proxy));
     }
+
+    /// A hook's or duty's process group started (`true`) or ended: a dead
+    /// agent's sentinel kills the ones still running, since only their
+    /// leader gets the parent-death signal (a script's children do not).
+    pub fn group(&self, pgid: i32, running: bool) {
+        self.groups.send_modify(|groups| {
+            if running {
+                groups.insert(pgid);
+            } else {
+                groups.remove(&pgid);
+            }
+        });
+    }
+}
+
+/// `groups PGID ...`, parsed; `None` for another line.
+fn parse_groups(line: &str) -> Option<BTreeSet<i32>> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some(GROUPS) {
+        return None;
+    }
+    Some(
+        words
+            .filter_map(|w| w.parse().ok())
+            .filter(|pgid| *pgid > 1)
+            .collect(),
+    )
 }
 
 /// One running sentinel process.
@@ -136,6 +172,19 @@ impl Process {
             && let Err(error) = self.pipe.write_all(proxy.line().as_bytes())
         {
             tracing::warn!(%error, "cannot tell the sentinel about the proxy");
+        }
+    }
+
+    /// Names the hook and duty process groups running now.
+    fn tell_groups(&mut self, groups: &BTreeSet<i32>) {
+        let mut line = GROUPS.to_owned();
+        for pgid in groups {
+            line.push(' ');
+            line.push_str(&pgid.to_string());
+        }
+        line.push('\n');
+        if let Err(error) = self.pipe.write_all(line.as_bytes()) {
+            tracing::warn!(%error, "cannot tell the sentinel about the hooks' groups");
         }
     }
 
@@ -166,12 +215,18 @@ impl Sentinel {
         let (release, mut released) = oneshot::channel::<bool>();
         let proxy = Arc::new(watch::Sender::new(None));
         let mut proxies = proxy.subscribe();
+        let groups = Arc::new(watch::Sender::new(BTreeSet::new()));
+        let mut group_sets = groups.subscribe();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     Ok(()) = proxies.changed() => {
                         let current = *proxies.borrow_and_update();
                         process.tell(current);
+                    }
+                    Ok(()) = group_sets.changed() => {
+                        let current = group_sets.borrow_and_update().clone();
+                        process.tell_groups(&current);
                     }
                     clean = &mut released => {
                         // A dropped sender is not a clean exit.
@@ -188,6 +243,8 @@ impl Sentinel {
                                 tracing::info!(pid = next.pid.as_raw(), "sentinel started");
                                 process = next;
                                 process.tell(*proxies.borrow());
+                                let current = group_sets.borrow().clone();
+                                process.tell_groups(&current);
                             }
                             Err(error) => {
                                 tracing::error!(%error, "cannot start the sentinel; keepalived's tracking (if configured) is the only net");
@@ -202,12 +259,16 @@ impl Sentinel {
             release,
             task,
             proxy,
+            groups,
         })
     }
 
     /// What the dispatcher tells the sentinel through.
     pub fn link(&self) -> ProxyLink {
-        ProxyLink(self.proxy.clone())
+        ProxyLink {
+            proxy: self.proxy.clone(),
+            groups: self.groups.clone(),
+        }
     }
 
     /// The agent is exiting. With `down_confirmed`, tells the sentinel to do
@@ -311,6 +372,20 @@ fn kill_left_behind(proxy: ProxyRef) {
     }
 }
 
+/// SIGKILLs the dead agent's hook and duty process groups still running.
+fn kill_groups(groups: &BTreeSet<i32>) {
+    use nix::{sys::signal, unistd::Pid};
+    for pgid in groups {
+        match signal::killpg(Pid::from_raw(*pgid), signal::Signal::SIGKILL) {
+            Ok(()) => tracing::warn!(pgid, "killed a hook's or duty's process group"),
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(error) => {
+                tracing::warn!(pgid, %error, "cannot kill a hook's or duty's process group");
+            }
+        }
+    }
+}
+
 /// Takes the state dir's lock once the dead `agent` let go of it: the
 /// kernel closes a dead process's files in no set order, so the pipe's end
 /// of file can come first. `None` when another (new) agent holds it.
@@ -347,6 +422,7 @@ pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
     logging::init(&config.log);
     let agent = nix::unistd::getppid().as_raw();
     let mut proxy = None;
+    let mut groups = BTreeSet::new();
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         if line == RELEASE {
@@ -354,12 +430,17 @@ pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
         }
         if let Some(named) = ProxyRef::parse(&line) {
             proxy = Some(named);
+        } else if let Some(named) = parse_groups(&line) {
+            groups = named;
         }
     }
     tracing::error!(
         agent,
         "handoff run died without a clean exit: taking this node down"
     );
+    // First: a duty is master-only work, and the peer may start its own
+    // as soon as it takes over.
+    kill_groups(&groups);
     let Some(state) = lock_after(agent, &config.control.state_dir)? else {
         // A new agent (Restart=on-failure) already holds the node: it
         // applies `down` itself before anything else.

@@ -5,6 +5,7 @@
 //! dispatcher fills it in (`crate::supervisor`); the CLI only reads it.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     time::{Duration, UNIX_EPOCH},
 };
@@ -15,6 +16,7 @@ use crate::{
     consul::ConsulStatus,
     failover::{Level, Role},
     health::HealthView,
+    hooks::{DutyStatus, LastRun},
     machine::PhaseName,
     maintenance::Maintenance,
 };
@@ -53,6 +55,12 @@ pub struct Status {
     pub backend: BackendStatus,
     /// Consul reporting; `null` while it is not configured.
     pub consul: Option<ConsulStatus>,
+    /// The last run of each `[hooks]` hook that ran, by its key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: BTreeMap<String, LastRun>,
+    /// The `[[duty]]` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duties: Vec<DutyStatus>,
 }
 
 /// The agent process.
@@ -219,7 +227,37 @@ impl Status {
         }
         out.push('\n');
         self.render_consul(&mut out);
+        self.render_hooks(&mut out);
         out
+    }
+
+    /// One line per hook that ran, and per duty.
+    fn render_hooks(&self, out: &mut String) {
+        let run = |r: &LastRun| {
+            let exit = r.exit.map(|e| format!(", exit {e}")).unwrap_or_default();
+            format!(
+                "{}{exit}, {} ms, at {}",
+                r.result.name(),
+                r.took_ms,
+                rfc3339(r.at)
+            )
+        };
+        for (hook, last) in &self.hooks {
+            let _ = writeln!(out, "hook         {hook}: {}", run(last));
+        }
+        for duty in &self.duties {
+            let state = match (duty.running, duty.next_in_ms) {
+                (true, _) => "running".to_owned(),
+                (false, Some(ms)) => format!("next in {}", seconds(ms / 1000)),
+                (false, None) => "off (not master at level up)".to_owned(),
+            };
+            let last = duty
+                .last
+                .as_ref()
+                .map(|r| format!("; last {}", run(r)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "duty         {}: {state}{last}", duty.name);
+        }
     }
 
     fn render_consul(&self, out: &mut String) {

@@ -29,6 +29,7 @@ use crate::{
     exit,
     failover::{BackendHandle, BackendReport, Failover, spawn_worker},
     health::{self, HealthView, Verdict},
+    hooks::Hooks,
     host,
     machine::{
         Action, Event, Machine, Note, Notice, ReloadEvent, ReloadStep, Severity, Stopwatch, Timer,
@@ -83,6 +84,10 @@ pub struct Supervisor {
     pub reloader: Reloader,
     /// The proxy's own NOTIFY_SOCKET, when READY=1 confirms reloads.
     pub notify: Option<NotifySocket>,
+    /// Role-change hooks and master-only duties.
+    pub hooks: Hooks,
+    /// How long the exit waits for hooks (`on_stop`'s timeout).
+    pub hooks_exit_limit: Duration,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -382,6 +387,10 @@ impl Dispatcher {
                 None => Next::Stale,
             },
             said = next_message(parts.notify.as_ref()) => heard(parts, said),
+            Some(ended) = parts.hooks.ended.recv() => {
+                parts.hooks.ended(ended);
+                Next::Stale
+            }
         };
         next
     }
@@ -445,6 +454,9 @@ impl Dispatcher {
                 }
                 Action::CountRestart => self.parts.metrics.restarted(),
                 Action::Reload(step) => self.reload_step(step),
+                Action::Hook(call) => self.parts.hooks.call(call),
+                Action::CancelStopHook => self.parts.hooks.cancel_stop(),
+                Action::Duties(on) => self.parts.hooks.duties(on),
                 // Starting a waiter replaces the one before it.
                 Action::Probe(start) => match (start, &self.parts.probe) {
                     (true, Some(target)) => {
@@ -474,6 +486,10 @@ impl Dispatcher {
                     self.clean_up_after_dead_proxy().await;
                     self.probe.cancel();
                     self.peer.cancel();
+                    // on_stop ran beside the move; its timeout is in the
+                    // stop budget.
+                    let on_stop = self.parts.hooks_exit_limit;
+                    self.parts.hooks.finish(on_stop).await;
                     if let Some(consul) = self.parts.consul.take() {
                         consul.shutdown().await;
                     }
@@ -653,6 +669,8 @@ impl Dispatcher {
                 details: self.backend.details(),
             },
             consul: self.parts.consul.as_ref().map(Consul::status),
+            hooks: self.parts.hooks.last_runs(),
+            duties: self.parts.hooks.duty_status(),
         }
     }
 }

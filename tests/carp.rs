@@ -744,3 +744,77 @@ fn f17_after_the_agent_died_the_sentinel_kills_what_the_proxy_left_behind() {
     assert_eq!(cluster.edge(&lab, "a"), 50);
     h.assert_logged("killed what the proxy left behind");
 }
+
+#[test]
+fn a_planned_stop_runs_on_stop_then_on_backup_while_the_peer_runs_on_master() {
+    use common::hook_log::{hooks_of, hooks_toml, mark, raw_lines, render, wait_after};
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, 0);
+    let hooks = |node| hooks_toml(node, &["on_master", "on_backup", "on_fault", "on_stop"]);
+    let log = || render(&lab.events());
+    // a (advskew 0) is master once healthy; b (advskew 100) joins as backup.
+    let mut a = lab.run(
+        Some(&cluster.config(&lab, "a", &hooks("a"))),
+        &lab.proxy(&[]),
+    );
+    wait_after(&lab, 0, "a on_master", SOON);
+    let mut command = lab.agent_command(Some(&cluster.config(&lab, "b", &hooks("b"))));
+    command.arg("run").arg("--").args(lab.proxy(&[]));
+    let mut b = Handoff::spawn(command, lab.path("handoff-b.stderr"));
+    wait_after(&lab, 0, "b on_backup", SOON);
+    // A planned stop of a: its down (+50) hands master to b at once.
+    let stop = mark(&lab, "planned stop of a");
+    a.signal(SIGTERM);
+    assert_eq!(a.code(SOON), 0, "{}", a.log());
+    wait_after(&lab, stop, "b on_master", SOON);
+    let end = mark(&lab, "stop of b");
+    println!(
+        "event log of the planned stop of a:\n{}",
+        raw_lines(&lab, stop, end)
+    );
+    let start = hooks_of(&lab, "a", 0, stop);
+    assert!(
+        start == ["on_master master unknown start"]
+            || start
+                == [
+                    "on_backup backup unknown start",
+                    "on_master master backup role"
+                ],
+        "{}",
+        log()
+    );
+    assert_eq!(
+        hooks_of(&lab, "b", 0, stop),
+        ["on_backup backup unknown start"],
+        "{}",
+        log()
+    );
+    assert_eq!(
+        hooks_of(&lab, "a", stop, end),
+        [
+            "on_stop stopping master stop",
+            "on_backup backup stopping role"
+        ],
+        "{}",
+        log()
+    );
+    assert_eq!(
+        hooks_of(&lab, "b", stop, end),
+        ["on_master master backup role"],
+        "{}",
+        log()
+    );
+    // b's stop: its down makes it the worse node, and a (still down, but
+    // with the lower advskew at equal demotion) master in the simulator.
+    b.signal(SIGTERM);
+    assert_eq!(b.code(SOON), 0, "{}", b.log());
+    assert_eq!(
+        hooks_of(&lab, "b", end, i128::MAX),
+        [
+            "on_stop stopping master stop",
+            "on_backup backup stopping role"
+        ],
+        "{}",
+        log()
+    );
+}

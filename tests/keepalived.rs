@@ -15,10 +15,11 @@ use common::netns::{Cluster, DEFAULT_TIMING, lab_available, watch_vip};
 
 use std::{
     os::unix::process::CommandExt,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use common::{Handoff, Lab, SOON, consul::Consul, output};
+use common::{Handoff, Lab, SOON, consul::Consul, hook_log, output};
 use nix::sys::signal::Signal::{SIGINT, SIGKILL, SIGTERM};
 
 /// Starts a healthy handoff on a, and waits until a (promoted) holds the VIP.
@@ -586,5 +587,270 @@ fn f23_a_stop_of_an_unhealthy_node_with_no_peer_never_raises_it() {
             .unwrap()
             .trim(),
         "-254"
+    );
+}
+
+/// Issue 16's lab: nodes a and b, each with `on_master`, `on_backup`,
+/// `on_fault` and `on_stop` hooks and one duty, all writing the shared event
+/// log (`common::hook_log`), keepalived as config/keepalived.conf ships it
+/// (notify_fifo, vrrp_track_process). a hands over gracefully; b stops fast
+/// at the end, when its peer is gone (graceful would wait failover_timeout
+/// for a peer to take over). Both restart a crashed proxy after 1 s.
+struct HookLab {
+    cluster: Cluster,
+    lab: Lab,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+impl HookLab {
+    fn new() -> HookLab {
+        let lab = Lab::new();
+        let cluster = Cluster::with_options(&lab, [-254, -254], "", DEFAULT_TIMING, true, true);
+        let script = hook_log::duty_script(&lab, 20);
+        let config = |node: &str, handover: &str| {
+            let extra = format!(
+                "[proxy]\nrestart = \"on-failure\"\n{}{}",
+                hook_log::hooks_toml(node, &["on_master", "on_backup", "on_fault", "on_stop"]),
+                hook_log::duty_toml(node, &script)
+            );
+            let path = cluster.config(&lab, node, &extra);
+            let text = std::fs::read_to_string(&path).unwrap().replace(
+                "[failover.keepalived]\n",
+                &format!(
+                    "[failover.keepalived]\nhandover = \"{handover}\"\nnotify_fifo = \"{}\"\ninstance = \"VI_1\"\n",
+                    cluster.notify_fifo_path(node).display()
+                ),
+            );
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (a, b) = (config("a", "graceful"), config("b", "fast"));
+        HookLab { cluster, lab, a, b }
+    }
+
+    fn start(&self, node: &str) -> Handoff {
+        let config = if node == "a" { &self.a } else { &self.b };
+        self.cluster
+            .handoff(&self.lab, node, config, &self.lab.proxy(&[]))
+    }
+
+    /// Waits for `prefix` after `since`.
+    fn wait(&self, since: i128, prefix: &str) -> common::Event {
+        hook_log::wait_after(&self.lab, since, prefix, Duration::from_secs(15))
+    }
+
+    /// Fails unless `node`'s hook lines between the marks are `expected`.
+    fn assert_hooks(&self, node: &str, since: i128, until: i128, expected: &[&str]) {
+        assert_eq!(
+            hook_log::hooks_of(&self.lab, node, since, until),
+            expected,
+            "{node}'s hooks:\n{}",
+            self.log()
+        );
+    }
+
+    /// The hook lines of a start: the role known first, once, with reason
+    /// `start`. A node that starts while its peer holds the VIP sees backup
+    /// first (keepalived leaves FAULT for BACKUP, and a preempting node
+    /// takes the VIP only after its master-down timer, about 3 advert
+    /// intervals), so `on_master` follows as a role change when it wins.
+    fn assert_start(&self, node: &str, since: i128, until: i128) {
+        let hooks = hook_log::hooks_of(&self.lab, node, since, until);
+        let won_later = [
+            "on_backup backup unknown start",
+            "on_master master backup role",
+        ];
+        assert!(
+            hooks == won_later || hooks == ["on_master master unknown start"],
+            "{node}'s start ran {hooks:?}:\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        hook_log::render(&self.lab.events())
+    }
+
+    /// The start: a alone, then b once a holds the VIP.
+    fn phase_start(&self) -> (Handoff, Handoff) {
+        let a = self.start("a");
+        self.wait(0, "a on_master");
+        let b = self.start("b");
+        self.wait(0, "b on_backup");
+        self.wait(0, "a duty-start");
+        (a, b)
+    }
+
+    /// A planned stop of the master a (SIGINT, graceful). Returns its mark.
+    ///
+    /// a ends as backup: its keepalived instance is in FAULT once a is down
+    /// (-254 is below -253) and stays there without its agent (the tracked
+    /// process, weight 0), but handoff's keepalived backend reads the role
+    /// from the VIP (src/failover/keepalived.rs): absent is backup, so
+    /// `on_backup` runs (HANDOFF_ROLE=backup), never `on_fault`.
+    fn phase_planned_stop(&self, mut a: Handoff) -> i128 {
+        let stop = hook_log::mark(&self.lab, "planned stop of a");
+        a.signal(SIGINT);
+        assert_eq!(a.code(SOON), 0, "{}", a.log());
+        self.wait(stop, "b on_master");
+        let b_duty = self.wait(stop, "b duty-start");
+        let until = hook_log::mark(&self.lab, "planned stop of a done");
+        self.assert_start("a", 0, stop);
+        self.assert_hooks("b", 0, stop, &["on_backup backup unknown start"]);
+        self.assert_hooks(
+            "a",
+            stop,
+            until,
+            &[
+                "on_stop stopping master stop",
+                "on_backup backup stopping role",
+            ],
+        );
+        self.assert_hooks("b", stop, until, &["on_master master backup role"]);
+        // a's level left up at the stop's start: its duty stopped then,
+        // long before b was master.
+        assert!(
+            self.wait(stop, "a duty-stop").ns < b_duty.ns,
+            "{}",
+            self.log()
+        );
+        a.assert_logged("duty stopped");
+        println!(
+            "event log of the planned stop of a:\n{}",
+            hook_log::raw_lines(&self.lab, stop, until)
+        );
+        until
+    }
+
+    /// A restart of a: its start hook once, for the role it finds; then it
+    /// wins the VIP back (250 over 240), and b's duty stops before a's
+    /// starts. Returns a and the phase's end.
+    fn phase_restart(&self, since: i128) -> (Handoff, i128) {
+        let a = self.start("a");
+        self.wait(since, "a on_master");
+        self.wait(since, "b on_backup");
+        let a_duty = self.wait(since, "a duty-start");
+        let until = hook_log::mark(&self.lab, "restart of a done");
+        self.assert_start("a", since, until);
+        self.assert_hooks("b", since, until, &["on_backup backup master role"]);
+        assert!(
+            self.wait(since, "b duty-stop").ns < a_duty.ns,
+            "{}",
+            self.log()
+        );
+        (a, until)
+    }
+
+    /// A crash of a's proxy (restarted 1 s later): a goes down and b takes
+    /// the VIP; a, healthy again, takes it back. a runs `on_backup`, not
+    /// `on_fault` ([`HookLab::phase_planned_stop`] says why). Returns the
+    /// pid of the work of a's duty, which runs again.
+    fn phase_proxy_crash(&self, a: &Handoff, since: i128) -> i32 {
+        let proxy = common::proxy_pid_of(&self.lab, a.pid().as_raw());
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(proxy), SIGKILL).unwrap();
+        let b_master = self.wait(since, "b on_master");
+        let back = self.wait(since, "a on_master");
+        self.wait(b_master.ns, "b on_backup");
+        let work = self.wait(back.ns, "a duty-work ");
+        let until = hook_log::mark(&self.lab, "crash of a's proxy done");
+        self.assert_hooks(
+            "a",
+            since,
+            until,
+            &[
+                "on_backup backup master role",
+                "on_master master backup role",
+            ],
+        );
+        self.assert_hooks(
+            "b",
+            since,
+            until,
+            &[
+                "on_master master backup role",
+                "on_backup backup master role",
+            ],
+        );
+        work.what["a duty-work ".len()..].parse().unwrap()
+    }
+
+    /// A SIGKILL of a's agent: no hook on a, the sentinel (and keepalived's
+    /// process tracking) take a down, b runs `on_master` and its duty.
+    /// Returns the phase's end and whether a's duty's work (`work`) was
+    /// still alive once b's duty started.
+    fn phase_agent_kill(&self, mut a: Handoff, since: i128, work: i32) -> (i128, bool) {
+        a.signal(SIGKILL);
+        let _ = a.wait(SOON);
+        self.wait(since, "b on_master");
+        self.wait(since, "b duty-start");
+        let work_alive = common::alive(work);
+        if work_alive {
+            // Ours to clean up: the orphan would sleep on past the test.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(work), SIGKILL);
+        }
+        let until = hook_log::mark(&self.lab, "SIGKILL of a's agent done");
+        self.assert_hooks("a", since, until, &[]);
+        self.assert_hooks("b", since, until, &["on_master master backup role"]);
+        assert_eq!(
+            std::fs::read_to_string(self.cluster.track_file("a"))
+                .unwrap()
+                .trim(),
+            "-254"
+        );
+        (until, work_alive)
+    }
+}
+
+/// Issue 16 against real keepalived ([`HookLab`]), in phases: the start, a
+/// planned stop of the master a, a restart of a, a crash of a's proxy, a
+/// SIGKILL of a's agent, and b's own stop. Order is read from the shared
+/// event log; the duty must never run on both nodes at once.
+#[test]
+fn hooks_follow_the_roles_in_order_and_the_duty_runs_on_one_node_at_a_time() {
+    if !lab_available() {
+        return;
+    }
+    let l = HookLab::new();
+    let timer = Instant::now();
+    let mut took = Vec::new();
+    let (a, mut b) = l.phase_start();
+    took.push(("start", timer.elapsed()));
+    let restart = l.phase_planned_stop(a);
+    took.push(("planned stop", timer.elapsed()));
+    let (a, crash) = l.phase_restart(restart);
+    took.push(("restart", timer.elapsed()));
+    let work = l.phase_proxy_crash(&a, crash);
+    took.push(("proxy crash", timer.elapsed()));
+    let kill = hook_log::mark(&l.lab, "SIGKILL of a's agent");
+    let (end, work_alive) = l.phase_agent_kill(a, kill, work);
+    took.push(("agent SIGKILL", timer.elapsed()));
+    // b's own stop (fast): on_stop, then the backup it leaves as.
+    b.signal(SIGTERM);
+    assert_eq!(b.code(SOON), 0, "{}", b.log());
+    l.assert_hooks(
+        "b",
+        end,
+        i128::MAX,
+        &[
+            "on_stop stopping master stop",
+            "on_backup backup stopping role",
+        ],
+    );
+    took.push(("stop of b", timer.elapsed()));
+    println!("phases done at {took:?}");
+
+    assert!(
+        !l.lab.whats().iter().any(|w| w.contains(" on_fault ")),
+        "{}",
+        l.log()
+    );
+    // a's last run ended, as far as its agent knew, with the agent.
+    let runs = hook_log::duty_runs(&l.lab.events(), &[("a", "phase SIGKILL of a's agent")]);
+    hook_log::assert_one_duty_at_a_time(&runs, &l.log());
+    assert!(
+        !work_alive,
+        "a's duty kept working (pid {work}) after its agent was SIGKILLed, while b's ran:\n{}",
+        l.log()
     );
 }

@@ -15,6 +15,7 @@
 
 mod endpoint;
 mod error;
+mod hooks;
 mod preset;
 mod reload;
 mod resolved;
@@ -35,6 +36,7 @@ use toml::Spanned;
 
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConfigErrors};
+pub use hooks::{DEFAULT_HOOK_TIMEOUT, DutyConfig, HookCommand, HooksConfig};
 pub use preset::Preset;
 pub use reload::{Confirm, Confirmations, ReloadConfig, ReloadPlan, ReloadSend};
 pub use resolved::{
@@ -68,6 +70,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[hooks]`
+    pub hooks: HooksConfig,
+    /// `[[duty]]`
+    pub duty: Vec<DutyConfig>,
 }
 
 /// `[proxy]`: the child handoff runs and how it is signalled.

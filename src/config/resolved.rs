@@ -21,9 +21,9 @@ use std::{
 use nix::sys::signal::Signal;
 
 use super::{
-    Argv, BackendKind, CarpConfig, CommandConfig, Config, ConsulConfig, ExitCodeMap, Handover,
-    HealthConfig, HostPort, HttpUrl, KeepalivedConfig, LogConfig, Probe, ProcessGroup,
-    ReloadConfig, RestartPolicy,
+    Argv, BackendKind, CarpConfig, CommandConfig, Config, ConsulConfig, DutyConfig, ExitCodeMap,
+    Handover, HealthConfig, HooksConfig, HostPort, HttpUrl, KeepalivedConfig, LogConfig, Probe,
+    ProcessGroup, ReloadConfig, RestartPolicy,
 };
 
 /// After the proxy's exit on the stop path, how long the machine waits for
@@ -62,6 +62,10 @@ pub struct Resolved {
     pub http: Http,
     /// `[log]`
     pub log: LogConfig,
+    /// `[hooks]`
+    pub hooks: HooksConfig,
+    /// `[[duty]]`
+    pub duties: Vec<DutyConfig>,
 }
 
 /// `[proxy]` with the preset applied.
@@ -206,12 +210,15 @@ pub struct StopBudget {
     pub stop_timeout: Duration,
     /// [`DOWN_GRACE`], plus [`CONSUL_EXIT_LIMIT`] with `[consul]`.
     pub exit: Duration,
+    /// `[hooks.on_stop]`'s timeout: the exit waits for it (and what the
+    /// move queued behind it) at most that long.
+    pub on_stop: Duration,
 }
 
 impl StopBudget {
     /// The whole budget.
     pub fn total(&self) -> Duration {
-        self.failover_timeout + self.settle + self.stop_timeout + self.exit
+        self.failover_timeout + self.settle + self.stop_timeout + self.exit + self.on_stop
     }
 }
 
@@ -251,6 +258,8 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
         control,
         http,
         log,
+        hooks,
+        duty,
     } = config;
     let backend_kind = failover.backend();
     let backend = match backend_kind {
@@ -287,6 +296,10 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
         settle: failover.settle,
         stop_timeout: proxy.stop_timeout,
         exit,
+        on_stop: hooks
+            .on_stop
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.get_ref().timeout),
     };
     let (reload, stop_signal) = (proxy.reload(), proxy.stop_signal());
     let gate = proxy
@@ -329,6 +342,8 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
             show_argv: http.show_argv,
         },
         log,
+        hooks,
+        duties: duty,
     }
 }
 

@@ -557,6 +557,7 @@ fn resolved_defaults_are_applied_once() {
     assert_eq!(
         r.budget,
         StopBudget {
+            on_stop: Duration::ZERO,
             failover_timeout: Duration::from_secs(10),
             settle: Duration::ZERO,
             stop_timeout: Duration::from_secs(10),

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::hooks::duty_name_problem;
 use super::{
     BackendKind, Config, Confirm, ConsulConfig, ControlConfig, FailoverConfig, ProxyConfig,
 };
@@ -18,6 +19,7 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     failover(&config.failover, &mut problems);
     proxy(&config.proxy, &mut problems);
     control(&config.control, &mut problems);
+    hooks(config, &mut problems);
     if let Some(consul) = &config.consul {
         self::consul(consul, &mut problems);
     }
@@ -184,6 +186,45 @@ fn keep_env_problem(name: &str) -> Option<String> {
         ))
     } else {
         None
+    }
+}
+
+/// Hook and duty users exist; duty names are names, and unique; a duty's
+/// interval is one.
+fn hooks(config: &Config, problems: &mut Vec<Problem>) {
+    let users = config
+        .hooks
+        .each()
+        .filter_map(|(_, hook)| hook.get_ref().user.as_ref())
+        .chain(config.duty.iter().filter_map(|d| d.user.as_ref()));
+    for user in users {
+        let name = user.get_ref();
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push((Some(user.span()), format!("user `{name}` does not exist"))),
+            Err(e) => problems.push((
+                Some(user.span()),
+                format!("cannot look up user `{name}`: {e}"),
+            )),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for duty in &config.duty {
+        let name = duty.name.get_ref();
+        if let Some(problem) = duty_name_problem(name) {
+            problems.push((Some(duty.name.span()), problem));
+        } else if !seen.insert(name.clone()) {
+            problems.push((
+                Some(duty.name.span()),
+                format!("a second duty named `{name}`"),
+            ));
+        }
+        if duty.every < std::time::Duration::from_secs(1) || duty.jitter >= duty.every {
+            problems.push((
+                Some(duty.name.span()),
+                format!("duty `{name}`: every must be at least 1s and jitter less than every"),
+            ));
+        }
     }
 }
 

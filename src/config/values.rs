@@ -355,6 +355,16 @@ pub mod duration {
         Ok(value)
     }
 
+    /// Deserializes a duration string of at most [`CEILING`] into `Some`
+    /// (absent keys stay `None` through `#[serde(default)]`).
+    pub fn optional<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        deserializer
+            .deserialize_str(Visitor { ceiling: CEILING })
+            .map(Some)
+    }
+
     /// Deserializes a duration string of at most [`DEREGISTER_CEILING`] into
     /// `Some` (absent keys stay `None` through `#[serde(default)]`).
     pub fn deregister<'de, D: Deserializer<'de>>(

@@ -30,6 +30,7 @@
 //! exists only in it) and the rest (start, health, the proxy's exit,
 //! restarts, deadlines). `tests.rs` holds the tables over all of it.
 
+mod hooks;
 mod maintenance;
 mod reload;
 mod stop;
@@ -177,6 +178,17 @@ pub struct Machine {
     /// The reload under way, if any (it outlives a phase change only to
     /// be ended by it: `end_reload`).
     reload: reload::Reload,
+    /// The last role's or maintenance's hook asked for (`hooks.rs`).
+    hooked: Option<HookName>,
+    /// `on_stop` was asked for since: the next role hook's previous role
+    /// is `stopping`.
+    stop_hooked: bool,
+    /// The role was first known after the start, and its hook asked for.
+    reconciled: bool,
+    /// Some proxy of this agent passed its health gate.
+    ever_healthy: bool,
+    /// Duties may run.
+    duties_on: bool,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -202,6 +214,11 @@ impl Machine {
             suspended: false,
             demote_watch: false,
             reload: reload::Reload::Idle,
+            hooked: None,
+            stop_hooked: false,
+            reconciled: false,
+            ever_healthy: false,
+            duties_on: false,
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -294,6 +311,9 @@ impl Machine {
             }
             Event::Reload(event) => self.on_reload(event, &mut out),
         }
+        if self.state != State::Done {
+            self.follow_role(&mut out);
+        }
         out
     }
 
@@ -379,6 +399,7 @@ impl Machine {
         self.request(level, out);
         if healthy && !self.passed_gate {
             self.passed_gate = true;
+            self.ever_healthy = true;
             self.release_held_reload(out);
         }
     }

@@ -67,6 +67,8 @@ impl Machine {
         // stopping now.
         self.end_reload(ReloadOutcome::Interrupted, out);
         out.push(Action::Notify(Notice::Stopping));
+        // Never waited for: it runs beside the move (`hooks.rs`).
+        self.stop_hook(stops, out);
         out.push(Action::Stopwatch(Stopwatch::Start));
         if self.demote_watch {
             // The stop's own watch (Fast, then Idle after the move) takes over.
@@ -107,6 +109,10 @@ impl Machine {
         let State::Stopping(step, stops) = self.state else {
             return;
         };
+        if stops == 2 && self.policy.hooks {
+            // The operator wants the stop over: `on_stop` goes too.
+            out.push(Action::CancelStopHook);
+        }
         if stops >= 3 && step != Step::Killed {
             out.push(Action::Note(Note::KillRequested));
             self.kill(out);

@@ -30,6 +30,8 @@ fn policy() -> Policy {
         stop_level: Level::Down,
         probe: false,
         confirm_peer: false,
+        hooks: false,
+        duties: false,
     }
 }
 
@@ -1312,6 +1314,10 @@ struct World {
     reloading: bool,
     /// Between `ReloadStep::Begin` and `ReloadStep::Finish`.
     reload: bool,
+    /// `on_stop` was asked for.
+    stop_hooked: bool,
+    /// Duties are on.
+    duties: bool,
     /// The reload's check, command, worker watch or health check runs (and
     /// so may report).
     checking: bool,
@@ -1361,6 +1367,31 @@ impl World {
             Event::Reload(ReloadEvent::Checked(_)) => self.checking = false,
             Event::Reload(ReloadEvent::CommandDone(_)) => self.commanding = false,
             Event::Reload(ReloadEvent::Healthy) => self.health_running = false,
+            _ => {}
+        }
+    }
+
+    /// Checks a hook or a duties switch against the invariants.
+    fn hooks_and_duties(&mut self, action: &Action, context: &str) {
+        match action {
+            Action::Hook(call) if call.hook == HookName::OnStop => {
+                assert!(
+                    self.stop_seen && !self.stop_hooked,
+                    "{context}: on_stop without a stop, or twice"
+                );
+                self.stop_hooked = true;
+            }
+            Action::Duties(on) => {
+                assert!(
+                    !*on || (self.alive && !self.stop_seen && self.applied == Some(Level::Up)),
+                    "{context}: duties on without a proxy at level up, or after a stop"
+                );
+                assert_ne!(
+                    *on, self.duties,
+                    "{context}: duties switched to what they were"
+                );
+                self.duties = *on;
+            }
             _ => {}
         }
     }
@@ -1494,6 +1525,9 @@ impl World {
             Action::Probe(start) => self.probing = *start,
             Action::ConfirmPeer(start) => self.confirming = *start,
             Action::Reload(step) => self.reload_step(*step, context),
+            Action::Hook(_) | Action::Duties(_) | Action::CancelStopHook => {
+                self.hooks_and_duties(action, context);
+            }
             Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
         }
     }
@@ -1722,6 +1756,8 @@ fn every_phase_times_every_event_keeps_the_invariants() {
                 settle,
                 restart,
                 stop_level,
+                hooks: restart == RestartPolicy::Always,
+                duties: stop_level == Level::Standby,
                 reload: if settle.is_zero() {
                     policy().reload
                 } else {
@@ -1818,6 +1854,8 @@ fn random_walks_keep_the_invariants_and_always_end_after_a_stop() {
                 } else {
                     policy().reload
                 },
+                hooks: walk % 2 == 1,
+                duties: walk % 3 != 0,
                 ..policy()
             },
             &[],
@@ -2367,5 +2405,184 @@ fn workers_that_cannot_be_watched_fail_the_reload_at_once() {
     assert_eq!(
         steps(&m.handle(reload(ReloadEvent::Unconfirmable))),
         [ReloadStep::Finish(ReloadOutcome::Unconfirmable)]
+    );
+}
+
+// ---- role-change hooks and duties ------------------------------------------------
+
+fn hooks_policy() -> Policy {
+    Policy {
+        hooks: true,
+        duties: true,
+        ..policy()
+    }
+}
+
+fn hooks_of(actions: &[Action]) -> Vec<Action> {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Hook(_) | Action::Duties(_) | Action::CancelStopHook
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+fn call(hook: HookName, previous: Option<HookName>, reason: HookReason) -> Action {
+    Action::Hook(HookCall {
+        hook,
+        previous,
+        reason,
+    })
+}
+
+#[test]
+fn the_first_role_after_the_start_runs_its_hook_once_and_the_start_s_fault_none() {
+    let mut m = Machine::new(hooks_policy());
+    m.start();
+    assert!(hooks_of(&m.handle(DOWN1)).is_empty());
+    assert!(
+        hooks_of(&m.handle(seen(Role::Fault, 1))).is_empty(),
+        "the start's own down: no on_fault"
+    );
+    m.handle(Event::Spawned);
+    m.handle(Event::Deadline(Timer::HealthGate));
+    assert!(
+        hooks_of(&m.handle(seen(Role::Backup, 1))).is_empty(),
+        "a role seen before the up was applied is not the node's role yet"
+    );
+    m.handle(UP2);
+    assert_eq!(
+        hooks_of(&m.handle(seen(Role::Master, 2))),
+        [
+            Action::Duties(true),
+            call(HookName::OnMaster, None, HookReason::Start)
+        ]
+    );
+    assert!(
+        hooks_of(&m.handle(seen(Role::Master, 2))).is_empty(),
+        "the same role again runs nothing"
+    );
+}
+
+#[test]
+fn a_planned_stop_runs_on_stop_at_once_then_the_move_s_role() {
+    let mut m = after(hooks_policy(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    let stop = m.handle(Event::Signal(SIGTERM));
+    assert_eq!(
+        hooks_of(&stop),
+        [
+            call(HookName::OnStop, Some(HookName::OnMaster), HookReason::Stop),
+            Action::Duties(false),
+        ],
+        "duties stop with the down request, before the backend is polled"
+    );
+    let set_down = stop.iter().position(|a| {
+        matches!(
+            a,
+            Action::SetLevel {
+                level: Level::Down,
+                ..
+            }
+        )
+    });
+    assert!(set_down.is_some(), "{stop:?}");
+    m.handle(applied(Level::Down, 3));
+    assert_eq!(
+        hooks_of(&m.handle(seen(Role::Backup, 3))),
+        [call(
+            HookName::OnBackup,
+            Some(HookName::OnStop),
+            HookReason::Role
+        )]
+    );
+    assert_eq!(
+        hooks_of(&m.handle(Event::Signal(SIGTERM))),
+        [Action::CancelStopHook],
+        "a second stop signal: on_stop goes"
+    );
+}
+
+#[test]
+fn a_master_still_master_after_its_stop_s_level_runs_no_second_on_master() {
+    // Found by tests/keepalived.rs: after a graceful standby, keepalived's
+    // peer takes the VIP only one master-down interval later, so the stop's
+    // level is answered while the node is still master.
+    let mut m = after(hooks_policy(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    m.handle(Event::Signal(SIGTERM));
+    m.handle(applied(Level::Down, 3));
+    assert!(
+        hooks_of(&m.handle(seen(Role::Master, 3))).is_empty(),
+        "on_master already ran for this role"
+    );
+    assert_eq!(
+        hooks_of(&m.handle(seen(Role::Backup, 3))),
+        [call(
+            HookName::OnBackup,
+            Some(HookName::OnStop),
+            HookReason::Role
+        )]
+    );
+}
+
+#[test]
+fn a_crash_stops_duties_at_once_and_fault_follows() {
+    let mut m = after(
+        Policy {
+            restart: RestartPolicy::Always,
+            ..hooks_policy()
+        },
+        &with(HEALTHY, &[seen(Role::Master, 2)]),
+    );
+    assert_eq!(
+        hooks_of(&m.handle(Event::ProxyExited(ProcessEnd::Signaled(9)))),
+        [Action::Duties(false)]
+    );
+    m.handle(applied(Level::Down, 3));
+    assert_eq!(
+        hooks_of(&m.handle(seen(Role::Fault, 3))),
+        [call(
+            HookName::OnFault,
+            Some(HookName::OnMaster),
+            HookReason::Role
+        )]
+    );
+}
+
+#[test]
+fn maintenance_runs_its_hook_and_promote_runs_the_role_s_again() {
+    let mut m = after(hooks_policy(), &with(HEALTHY, &[seen(Role::Master, 2)]));
+    assert_eq!(
+        hooks_of(&m.handle(Event::Maintenance(true))),
+        [
+            Action::Duties(false),
+            call(
+                HookName::OnMaintenance,
+                Some(HookName::OnMaster),
+                HookReason::Maintenance
+            )
+        ]
+    );
+    m.handle(applied(Level::Standby, 3));
+    assert!(
+        hooks_of(&m.handle(seen(Role::Backup, 3))).is_empty(),
+        "in maintenance the role changes run nothing"
+    );
+    assert!(
+        hooks_of(&m.handle(Event::Maintenance(false))).is_empty(),
+        "promoted: the role is known once the backend answers the up"
+    );
+    m.handle(applied(Level::Up, 4));
+    assert_eq!(
+        hooks_of(&m.handle(seen(Role::Backup, 4))),
+        [call(
+            HookName::OnBackup,
+            Some(HookName::OnMaintenance),
+            HookReason::Maintenance
+        )],
+        "released: the node's real role again (the peer kept the IP)"
     );
 }

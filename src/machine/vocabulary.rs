@@ -26,6 +26,7 @@ pub use crate::config::DOWN_GRACE;
 
 /// The parts of the config that decisions depend on.
 #[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of the config, not a hidden enum
 pub struct Policy {
     /// How a reload (SIGHUP, `handoff reload`) is checked, sent and
     /// confirmed.
@@ -56,6 +57,10 @@ pub struct Policy {
     /// only once Consul shows another node tagged master and passing, or
     /// Consul cannot say.
     pub confirm_peer: bool,
+    /// `[hooks]` has a hook: role changes are announced ([`Action::Hook`]).
+    pub hooks: bool,
+    /// `[[duty]]` has a duty: [`Action::Duties`] switches them.
+    pub duties: bool,
 }
 
 /// The reload's part of the [`Policy`]: which steps there are (the
@@ -248,8 +253,92 @@ pub enum Action {
     ConfirmPeer(bool),
     /// A step of a reload for the dispatcher (`crate::reload` runs them).
     Reload(ReloadStep),
+    /// Run a role-change hook (`crate::hooks` queues it; hooks run one at a
+    /// time and never hold anything up).
+    Hook(HookCall),
+    /// A second stop signal: `on_stop` is skipped if queued, killed if
+    /// running.
+    CancelStopHook,
+    /// Start (`true`) or stop (`false`) the master-only duties.
+    Duties(bool),
     /// Exit handoff with this status. Never emitted while the proxy lives.
     Exit(u8),
+}
+
+/// A role-change hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HookName {
+    /// The backend reports this node as master.
+    OnMaster,
+    /// ... as backup.
+    OnBackup,
+    /// ... as fault.
+    OnFault,
+    /// An operator holds this node in maintenance.
+    OnMaintenance,
+    /// The stop sequence began.
+    OnStop,
+}
+
+impl HookName {
+    /// Its key in `[hooks]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            HookName::OnMaster => "on_master",
+            HookName::OnBackup => "on_backup",
+            HookName::OnFault => "on_fault",
+            HookName::OnMaintenance => "on_maintenance",
+            HookName::OnStop => "on_stop",
+        }
+    }
+
+    /// The role it announces (`HANDOFF_ROLE`).
+    pub fn role(self) -> &'static str {
+        match self {
+            HookName::OnMaster => "master",
+            HookName::OnBackup => "backup",
+            HookName::OnFault => "fault",
+            HookName::OnMaintenance => "maintenance",
+            HookName::OnStop => "stopping",
+        }
+    }
+}
+
+/// Why a hook runs (`HANDOFF_REASON`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookReason {
+    /// The first role known after the start: side effects are reconciled,
+    /// whatever the previous agent left.
+    Start,
+    /// The backend reported another role.
+    Role,
+    /// Maintenance was set or cleared.
+    Maintenance,
+    /// The stop sequence began.
+    Stop,
+}
+
+impl HookReason {
+    /// Its name in `HANDOFF_REASON`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookReason::Start => "start",
+            HookReason::Role => "role",
+            HookReason::Maintenance => "maintenance",
+            HookReason::Stop => "stop",
+        }
+    }
+}
+
+/// One hook to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookCall {
+    /// Which.
+    pub hook: HookName,
+    /// The hook (so the role) before it, if any ran since the start.
+    pub previous: Option<HookName>,
+    /// Why now.
+    pub reason: HookReason,
 }
 
 /// What the dispatcher does for a reload.

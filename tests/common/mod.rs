@@ -8,6 +8,7 @@
 
 pub mod carp_sim;
 pub mod consul;
+pub mod hook_log;
 pub mod netns;
 
 use std::{
