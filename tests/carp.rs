@@ -62,8 +62,9 @@ fn a_foreign_share_is_preserved() {
     );
 }
 
-/// The figure (19-21 ms alone: the exit reaped, `down` decided, the
-/// simulated ifconfig spawned) is scripts/bench's; this bound only catches a
+/// The figure is 19-21 ms when this test runs alone (the exit reaped, `down`
+/// decided, the simulated ifconfig spawned; docs/benchmarks.md measures the
+/// same reaction with keepalived: 7 ms); this bound only catches a
 /// regression to a poll or a timer. It is 25 times the figure: in CI the
 /// rest of this file's agents run beside it on 2 cores, and one run took
 /// 207 ms there.
