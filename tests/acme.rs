@@ -28,13 +28,12 @@ mod common;
 
 use std::{
     fs,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{Handoff, Lab, SOON};
+use common::{Handoff, Lab, SOON, free_ports, locate, repo};
 use nix::sys::signal::Signal::SIGTERM;
 
 /// The certificate's name; pebble-challtestsrv answers 127.0.0.1 for it.
@@ -48,35 +47,6 @@ const ISSUANCE: Duration = Duration::from_secs(60);
 /// How long an agent may take to exit after SIGTERM: nginx's graceful stop
 /// of an idle server takes milliseconds.
 const EXIT: Duration = Duration::from_secs(20);
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// `n` distinct ports free right now on 127.0.0.1: all held until all are
-/// chosen, so none is picked twice.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
-
-/// Where `tool` is: on PATH, or in the sbin directories a user's PATH lacks.
-fn locate(tool: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .ok()?;
-    let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if out.status.success() && found.starts_with('/') {
-        return Some(PathBuf::from(found));
-    }
-    ["/usr/sbin", "/usr/local/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(tool))
-        .find(|p| p.is_file())
-}
 
 /// Waits until `file` contains `text`, at most `limit`; returns the file.
 fn wait_file(file: &Path, text: &str, limit: Duration) -> String {

@@ -265,7 +265,7 @@ fn failover_timings(consul_addr: Option<&str>) -> Timings {
 fn f07_consul_down_hanging_or_failing_delays_demote_and_stop_by_less_than_a_second() {
     let base = failover_timings(None);
     println!("without consul: {base:?}");
-    let dead = common::consul::free_ports::<1>()[0];
+    let dead = common::free_ports::<1>()[0];
     let (_hanging, hanging) = hanging_listener();
     let failing = failing_server();
     for (what, addr) in [
@@ -614,7 +614,7 @@ fn https_with_the_consul_tls_variables() {
     let dir = lab.dir.path();
     make_certificates(dir);
     let file = |name: &str| dir.join(name).display().to_string();
-    let [https] = common::consul::free_ports::<1>();
+    let [https] = common::free_ports::<1>();
     let hcl = format!(
         "ports {{ https = {https} }} ca_file = \"{}\" cert_file = \"{}\" key_file = \"{}\" verify_incoming_https = true",
         file("consul-agent-ca.pem"),

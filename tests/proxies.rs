@@ -50,7 +50,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -60,7 +60,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Handoff, Lab, SOON};
+use common::{Handoff, Lab, SOON, free_ports, locate};
 use nix::{
     sys::signal::{
         Signal::{SIGHUP, SIGKILL, SIGTERM},
@@ -240,15 +240,6 @@ struct Ports {
     backend: u16,
 }
 
-/// A port free right now on 127.0.0.1 (the kernel's pick, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// nginx's side of the example (a stub_status server), without `daemon`:
 /// the example passes `-g 'daemon off;'`, and both is a "duplicate"
 /// error. The temp paths are nginx's defaults moved into the lab (`-p`).
@@ -361,22 +352,6 @@ fn caddy_config(ports: &Ports, body: &str, flaw: Flaw) -> String {
          {flaw}\
          }}\n"
     )
-}
-
-/// Where `tool` is: on PATH, or in the sbin directories a user's PATH lacks.
-fn locate(tool: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .ok()?;
-    let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if out.status.success() && found.starts_with('/') {
-        return Some(PathBuf::from(found));
-    }
-    ["/usr/sbin", "/usr/local/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(tool))
-        .find(|p| p.is_file())
 }
 
 /// A tiny HTTP backend the proxies forward `/slow` to: it answers after
@@ -826,9 +801,9 @@ fn start(spec: &'static Spec) -> Option<Running> {
     let lab = Lab::new();
     let backend = Backend::start();
     let ports = Ports {
-        health: free_port(),
-        site: free_port(),
-        admin: free_port(),
+        health: free_ports::<1>()[0],
+        site: free_ports::<1>()[0],
+        admin: free_ports::<1>()[0],
         backend: backend.addr.port(),
     };
     let proxy_config = lab.path(spec.config_name);

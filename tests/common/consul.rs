@@ -4,7 +4,6 @@
 //! scripts/install-consul unpacked under target/.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -36,18 +35,6 @@ pub fn binary() -> PathBuf {
     unpacked
 }
 
-/// Free loopback TCP ports (bound, then released for Consul to take).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect();
-    ports.try_into().expect("N ports")
-}
-
 /// A running dev agent.
 pub struct Consul {
     child: Option<Child>,
@@ -76,7 +63,7 @@ impl Consul {
 
     /// A dev agent with extra `-hcl` config.
     pub fn start_with(lab: &Lab, hcl: Option<String>, token: Option<String>) -> Consul {
-        let [http, server, lan, wan] = free_ports();
+        let [http, server, lan, wan] = super::free_ports();
         let mut consul = Consul {
             child: None,
             port: http,

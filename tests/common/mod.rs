@@ -565,3 +565,37 @@ pub fn http_send(addr: &str, request: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((code, body))
 }
+
+/// `N` distinct loopback TCP ports free right now: all held until all are
+/// chosen, so none is picked twice; released for the caller's servers.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect();
+    ports.try_into().expect("N ports")
+}
+
+/// The repository's `path`.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Where `tool` is: on PATH, or in the sbin directories a user's PATH lacks.
+pub fn locate(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && found.starts_with('/') {
+        return Some(PathBuf::from(found));
+    }
+    ["/usr/sbin", "/usr/local/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.is_file())
+}
