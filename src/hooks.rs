@@ -22,7 +22,6 @@ use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
 };
-use serde::{Deserialize, Serialize};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
@@ -32,65 +31,11 @@ use crate::{
     metrics::Metrics,
     process::{Children, Group, ProcessEnd},
     sentinel::ProxyLink,
+    status::{DutyStatus, LastRun, Outcome},
 };
 
 /// After SIGTERM, how long a stopped duty's group gets before SIGKILL.
 const DUTY_GRACE: Duration = Duration::from_secs(2);
-
-/// How a run ended, for status, logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// Exit 0.
-    Ok,
-    /// Another exit, or killed by a signal, or it could not start.
-    Failed,
-    /// Killed past its timeout.
-    Timeout,
-    /// Superseded by a newer change before it ran.
-    Skipped,
-    /// A duty stopped because the node left `up` or master.
-    Stopped,
-}
-
-impl Outcome {
-    /// Its name in logs, metrics and status.
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Timeout => "timeout",
-            Outcome::Skipped => "skipped",
-            Outcome::Stopped => "stopped",
-        }
-    }
-}
-
-/// The last run of one hook or duty, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastRun {
-    /// How it ended.
-    pub result: Outcome,
-    /// Its exit status, when it exited.
-    pub exit: Option<u8>,
-    /// How long it ran.
-    pub took_ms: u64,
-    /// When it ended, in seconds since the Unix epoch.
-    pub at: u64,
-}
-
-/// What `status` shows of one duty.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DutyStatus {
-    /// Its name.
-    pub name: String,
-    /// A run is under way.
-    pub running: bool,
-    /// Milliseconds until the next start, while duties are on.
-    pub next_in_ms: Option<u64>,
-    /// Its last run.
-    pub last: Option<LastRun>,
-}
 
 /// A hook's run ended.
 #[derive(Debug)]

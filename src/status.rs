@@ -16,7 +16,6 @@ use crate::{
     consul::ConsulStatus,
     failover::{Level, Role},
     health::HealthView,
-    hooks::{DutyStatus, LastRun},
     machine::PhaseName,
     maintenance::Maintenance,
 };
@@ -327,4 +326,60 @@ fn seconds(s: u64) -> String {
 
 fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// How a hook's or duty's run ended (`crate::hooks`), for status, logs and
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Exit 0.
+    Ok,
+    /// Another exit, or killed by a signal, or it could not start.
+    Failed,
+    /// Killed past its timeout.
+    Timeout,
+    /// Superseded by a newer change before it ran.
+    Skipped,
+    /// A duty stopped because the node left `up` or master.
+    Stopped,
+}
+
+impl Outcome {
+    /// Its name in logs, metrics and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Skipped => "skipped",
+            Outcome::Stopped => "stopped",
+        }
+    }
+}
+
+/// The last run of one hook or duty, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// How it ended.
+    pub result: Outcome,
+    /// Its exit status, when it exited.
+    pub exit: Option<u8>,
+    /// How long it ran.
+    pub took_ms: u64,
+    /// When it ended, in seconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// What `status` shows of one duty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DutyStatus {
+    /// Its name.
+    pub name: String,
+    /// A run is under way.
+    pub running: bool,
+    /// Milliseconds until the next start, while duties are on.
+    pub next_in_ms: Option<u64>,
+    /// Its last run.
+    pub last: Option<LastRun>,
 }
