@@ -148,6 +148,30 @@ pub fn temp_name(path: &Path) -> Result<PathBuf, FileError> {
     Ok(dir_of(path).join(format!(".{name}.{random}.tmp")))
 }
 
+/// Binds a socket beside `path` under a fresh [`temp_name`] with `bind`
+/// (bind(2) fails with EADDRINUSE on anything already there, a symlink
+/// included, and never follows it), trying another name [`TRIES`] times at
+/// most. The caller sets its mode and renames it into place.
+pub fn bind_beside<S>(
+    path: &Path,
+    bind: impl Fn(&Path) -> io::Result<S>,
+) -> Result<(S, PathBuf), FileError> {
+    for _ in 0..TRIES {
+        let temp = temp_name(path)?;
+        match bind(&temp) {
+            Ok(socket) => return Ok((socket, temp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                tracing::warn!(path = %temp.display(), "a random socket name was taken; trying another");
+            }
+            Err(e) => return Err(io_error("binding", &temp)(e)),
+        }
+    }
+    Err(io_error("binding a temp socket for", path)(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("{TRIES} random names in a row were taken"),
+    )))
+}
+
 /// Creates a new file beside `path` under a [`temp_name`], exclusively and
 /// without following a link, with exactly `mode`.
 fn create_temp(path: &Path, mode: u32) -> Result<(File, PathBuf), FileError> {

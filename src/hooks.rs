@@ -49,7 +49,7 @@ pub struct Ended {
 struct Queued {
     call: HookCall,
     seen_at: SystemTime,
-    seen_monotonic_ns: i128,
+    seen_monotonic_ns: u128,
 }
 
 /// The hook runner and the duties.
@@ -122,7 +122,7 @@ impl Hooks {
         self.queue.push_back(Queued {
             call,
             seen_at: SystemTime::now(),
-            seen_monotonic_ns: monotonic_ns(),
+            seen_monotonic_ns: host::monotonic().as_nanos(),
         });
         self.next();
     }
@@ -159,24 +159,14 @@ impl Hooks {
         let Some(newest) = self.queue.pop_back() else {
             return;
         };
-        for skipped in self.queue.drain(..) {
-            let hook = skipped.call.hook;
+        let superseded: Vec<HookName> = self.queue.drain(..).map(|q| q.call.hook).collect();
+        for hook in superseded {
             tracing::info!(
                 hook = hook.key(),
                 newer = newest.call.hook.key(),
                 "hook skipped: superseded"
             );
-            self.metrics
-                .hook_ran(hook.key(), Outcome::Skipped.name(), None);
-            self.last.insert(
-                hook,
-                LastRun {
-                    result: Outcome::Skipped,
-                    exit: None,
-                    took_ms: 0,
-                    at: host::unix_now(),
-                },
-            );
+            self.record(hook, Outcome::Skipped, None, Duration::ZERO);
         }
         let hook = newest.call.hook;
         let Some(command) = self.commands.get(&hook).cloned() else {
@@ -252,7 +242,7 @@ impl Hooks {
     }
 
     /// Whether a hook runs or waits.
-    pub fn busy(&self) -> bool {
+    fn busy(&self) -> bool {
         self.running.is_some() || !self.queue.is_empty()
     }
 
@@ -340,7 +330,7 @@ impl Duty {
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, DutyShared> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared)
     }
 
     fn start(
@@ -551,13 +541,6 @@ fn unix_seconds(at: SystemTime) -> String {
         |_| "0".to_owned(),
         |d| format!("{}.{:06}", d.as_secs(), d.subsec_micros()),
     )
-}
-
-/// CLOCK_MONOTONIC in nanoseconds.
-fn monotonic_ns() -> i128 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
-    })
 }
 
 #[cfg(test)]

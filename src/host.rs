@@ -24,6 +24,14 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// CLOCK_MONOTONIC (clock_gettime(2)): time that only grows, as systemd's
+/// MONOTONIC_USEC and the hooks' HANDOFF_SEEN_MONOTONIC_NS want it; zero if
+/// the clock cannot be read.
+pub fn monotonic() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(std::time::Duration::ZERO, std::time::Duration::from)
+}
+
 /// Why `program` cannot be run, if it cannot: it must be an executable file
 /// at its path, or, for a bare name, on PATH (as execvp(3) looks it up).
 pub fn not_runnable(program: &Path) -> Option<String> {

@@ -13,7 +13,7 @@
 
 use std::{ffi::OsString, time::Duration};
 
-use crate::platform;
+use crate::{host, platform};
 
 /// The notifier; a no-op without `$NOTIFY_SOCKET`.
 #[derive(Debug)]
@@ -56,7 +56,9 @@ impl Notifier {
     /// A reload begins.
     pub fn reloading(&mut self) {
         if self.ready_sent {
-            let usec = monotonic_usec();
+            // CLOCK_MONOTONIC in microseconds, as RELOADING=1 wants it
+            // (sd_notify(3)).
+            let usec = host::monotonic().as_micros();
             self.send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
         }
     }
@@ -74,11 +76,4 @@ impl Notifier {
         let usec = budget.as_micros();
         self.send(&format!("STOPPING=1\nEXTEND_TIMEOUT_USEC={usec}\nSTATUS=moving the floating IP, then stopping the proxy"));
     }
-}
-
-/// CLOCK_MONOTONIC in microseconds, as RELOADING=1 wants it (sd_notify(3)).
-fn monotonic_usec() -> i128 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        i128::from(t.tv_sec()) * 1_000_000 + i128::from(t.tv_nsec()) / 1_000
-    })
 }

@@ -133,8 +133,8 @@ impl Drop for NotifySocket {
 /// Binds under a fresh random name beside `path`, makes it 0600 and renames
 /// it into place, so it is never reachable with a looser mode.
 fn bind_private(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
-    let temp = files::temp_name(path).map_err(io::Error::other)?;
-    let socket = std::os::unix::net::UnixDatagram::bind(&temp)?;
+    let (socket, temp) = files::bind_beside(path, |p| std::os::unix::net::UnixDatagram::bind(p))
+        .map_err(io::Error::other)?;
     let placed = fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
         .and_then(|()| fs::rename(&temp, path));
     if let Err(error) = placed {

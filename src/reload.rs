@@ -110,11 +110,6 @@ impl Reloader {
         }
     }
 
-    /// The plan.
-    pub fn plan(&self) -> &ReloadPlan {
-        &self.plan
-    }
-
     /// `handoff reload` waits for the next reload that begins (or for why
     /// none can).
     pub fn wait(&mut self, reply: oneshot::Sender<ReloadAnswer>) {

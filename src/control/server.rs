@@ -307,7 +307,8 @@ impl Claim {
     pub fn bind(self) -> Result<ControlSocket, ControlError> {
         let Claim { path, lock, group } = self;
         let path = path.as_path();
-        let (listener, temp) = bind_temp(path)?;
+        let (listener, temp) =
+            files::bind_beside(path, |p| std::os::unix::net::UnixListener::bind(p))?;
         let placed = (|| {
             // By path: fchmod(2) on the socket's descriptor leaves the file
             // alone. Safe: the name is random and fresh, and nobody but root
@@ -335,26 +336,6 @@ impl Claim {
             },
         })
     }
-}
-
-/// Binds a listener beside `path` under a fresh random name (bind(2) fails
-/// with EADDRINUSE on anything already there, a symlink included, and never
-/// follows it), trying another name [`files::TRIES`] times at most.
-fn bind_temp(path: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), ControlError> {
-    for _ in 0..files::TRIES {
-        let temp = files::temp_name(path)?;
-        match std::os::unix::net::UnixListener::bind(&temp) {
-            Ok(listener) => return Ok((listener, temp)),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                tracing::warn!(path = %temp.display(), "a random socket name was taken; trying another");
-            }
-            Err(e) => return Err(io_error("binding", &temp)(e)),
-        }
-    }
-    Err(io_error("binding a temp socket for", path)(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        format!("{} random names in a row were taken", files::TRIES),
-    )))
 }
 
 /// Creates the socket's directory (its parents 0755, itself 0700) unless it

@@ -34,6 +34,31 @@ pub fn children_of(_parent: Pid) -> Vec<Pid> {
     Vec::new()
 }
 
+/// sysctl(2) read of `mib` into the `*len` bytes at `buffer` (null: only
+/// the size is asked); `*len` becomes what the kernel wrote (or would).
+///
+/// # Safety
+///
+/// `buffer` is null or valid for writes of `*len` bytes.
+#[cfg(target_os = "openbsd")]
+#[allow(unsafe_code)]
+unsafe fn sysctl_read(
+    mib: &[nix::libc::c_int],
+    buffer: *mut nix::libc::c_void,
+    len: &mut nix::libc::size_t,
+) -> io::Result<()> {
+    let names = nix::libc::c_uint::try_from(mib.len()).map_err(io::Error::other)?;
+    // SAFETY: the caller vouches for `buffer` and `*len`; nothing is set
+    // (no new value).
+    let read =
+        unsafe { nix::libc::sysctl(mib.as_ptr(), names, buffer, len, std::ptr::null_mut(), 0) };
+    if read == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// The children of `parent` (a reload's new workers), from sysctl(2)
 /// `kern.proc` (KERN_PROC_ALL, as kvm_getprocs(3) asks): every process's
 /// `kinfo_proc`, whose `p_ppid` names its parent. Untested on a real
@@ -56,43 +81,21 @@ pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
         ];
         let mut size: libc::size_t = 0;
         #[allow(unsafe_code)]
-        // SAFETY: a null buffer asks only for the size, written to `size`.
-        let asked = unsafe {
-            libc::sysctl(
-                mib.as_ptr(),
-                6,
-                std::ptr::null_mut(),
-                &raw mut size,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        if asked == -1 {
-            return Err(io::Error::last_os_error());
+        // SAFETY: a null buffer asks only for the size.
+        unsafe {
+            sysctl_read(&mib, std::ptr::null_mut(), &mut size)?;
         }
         let count = size / record + 32;
         mib[5] = libc::c_int::try_from(count).map_err(io::Error::other)?;
         let mut table: Vec<libc::kinfo_proc> = Vec::with_capacity(count);
         let mut size = count * record;
         #[allow(unsafe_code)]
-        // SAFETY: the buffer holds `count` records, `size` says so in bytes,
-        // and the kernel writes at most `size` bytes and stores how many.
-        let read = unsafe {
-            libc::sysctl(
-                mib.as_ptr(),
-                6,
-                table.as_mut_ptr().cast(),
-                &raw mut size,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        if read == -1 {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::ENOMEM) {
-                continue;
-            }
-            return Err(error);
+        // SAFETY: the buffer holds `count` records, and `size` says so in bytes.
+        let read = unsafe { sysctl_read(&mib, table.as_mut_ptr().cast(), &mut size) };
+        match read {
+            Err(error) if error.raw_os_error() == Some(libc::ENOMEM) => continue,
+            Err(error) => return Err(error),
+            Ok(()) => {}
         }
         #[allow(unsafe_code)]
         // SAFETY: the kernel initialised `size / record` whole records.
@@ -117,38 +120,28 @@ pub fn child_pids(parent: Pid) -> io::Result<Vec<Pid>> {
 #[cfg(target_os = "openbsd")]
 pub fn process_title(pid: Pid) -> io::Result<String> {
     use nix::libc;
+    let mib = [
+        libc::CTL_KERN,
+        libc::KERN_PROC_ARGS,
+        pid.as_raw(),
+        libc::KERN_PROC_ARGV,
+    ];
     let mut size: libc::size_t = 8192;
     // ENOMEM: the arguments do not fit; try a larger buffer (ARG_MAX is
     // 512 KiB, but a title is short: a few tries are plenty).
     for _ in 0..4 {
-        let mib = [
-            libc::CTL_KERN,
-            libc::KERN_PROC_ARGS,
-            pid.as_raw(),
-            libc::KERN_PROC_ARGV,
-        ];
         let mut buffer = vec![0u8; size];
         let mut len = size;
         #[allow(unsafe_code)]
-        // SAFETY: the buffer holds `len` bytes, and the kernel writes at
-        // most that many and stores how many it wrote.
-        let read = unsafe {
-            libc::sysctl(
-                mib.as_ptr(),
-                4,
-                buffer.as_mut_ptr().cast(),
-                &raw mut len,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        if read == -1 {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::ENOMEM) {
+        // SAFETY: the buffer holds `len` bytes.
+        let read = unsafe { sysctl_read(&mib, buffer.as_mut_ptr().cast(), &mut len) };
+        match read {
+            Err(error) if error.raw_os_error() == Some(libc::ENOMEM) => {
                 size *= 4;
                 continue;
             }
-            return Err(error);
+            Err(error) => return Err(error),
+            Ok(()) => {}
         }
         buffer.truncate(len);
         return Ok(String::from_utf8_lossy(&buffer).replace('\0', " "));
