@@ -66,7 +66,7 @@ fn planned_stop(handover: &str, bound: Duration) {
     // keepalived: b takes the VIP before a drops it (a bows out on b's
     // higher advert), and handoff stops the proxy only once a dropped it. So
     // at the stop b holds it: the sampler saw b (or both) last before the
-    // stop, or its first change after the stop (10 ms late at most) is to b.
+    // stop, or its first look begun after the stop finds b alone.
     let events = lab.events();
     let stop = events
         .iter()

@@ -34,9 +34,13 @@ pub fn now_ns() -> i128 {
 
 /// Appends an event to `log` in the fixture's format, from the test itself.
 pub fn append_event(log: &Path, what: &str) {
+    append_event_at(log, now_ns(), what);
+}
+
+/// Appends an event seen at `ns` (CLOCK_MONOTONIC), for an observation that
+/// took a while: it is logged at the time it began, not when it ended.
+pub fn append_event_at(log: &Path, ns: i128, what: &str) {
     use std::io::Write;
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    let ns = i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec());
     let line = format!("{ns} {} {what}\n", std::process::id());
     let mut file = fs::OpenOptions::new()
         .create(true)
@@ -258,7 +262,8 @@ impl Lab {
 
     pub fn events(&self) -> Vec<Event> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
+        let mut events: Vec<Event> = text
+            .lines()
             .filter_map(|l| {
                 let mut parts = l.splitn(3, ' ');
                 Some(Event {
@@ -267,7 +272,13 @@ impl Lab {
                     what: parts.next()?.to_string(),
                 })
             })
-            .collect()
+            .collect();
+        // In time order, not the order of the writes: several processes
+        // append, and a look logged at its start (`append_event_at`) is
+        // written after what happened while it ran. Stable, so one
+        // process's lines keep their order.
+        events.sort_by_key(|e| e.ns);
+        events
     }
 
     /// The event lines' `what`, in order.

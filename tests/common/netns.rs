@@ -312,6 +312,13 @@ pub fn watch_vip(
     let mut last = String::new();
     let mut gap = false;
     while !done() && start.elapsed() < limit {
+        // Each look runs `ip` twice, which takes milliseconds (tens on a
+        // loaded CI host). The event carries the time the look began, a
+        // being read first: a look that says a holds the VIP and is logged
+        // after an event means a held it after that event, which is what
+        // the ordering assertions need (an end stamp once logged "both"
+        // after the proxy's stop for a look that read a before it).
+        let began = super::now_ns();
         let holder = match (cluster.holds_vip("a"), cluster.holds_vip("b")) {
             (true, true) => "both",
             (true, false) => "a",
@@ -320,7 +327,7 @@ pub fn watch_vip(
         };
         gap |= holder == "none";
         if holder != last {
-            super::append_event(&lab.log, &format!("vip {holder}"));
+            super::append_event_at(&lab.log, began, &format!("vip {holder}"));
             holder.clone_into(&mut last);
         }
         std::thread::sleep(Duration::from_millis(10));
