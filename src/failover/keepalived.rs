@@ -13,10 +13,18 @@
 //!
 //! The role is MASTER when one of the configured VIPs is on a local
 //! interface: keepalived adds the VIP when it becomes master and removes it
-//! when it leaves, so this is where the address really is. With
-//! `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100` lines make the
-//! worker poll at once; they are only a hint (keepalived drops lines nobody
-//! reads, and recreates the FIFO on reload), so the polling goes on. A line
+//! when it leaves, so this is where the address really is. Otherwise it is
+//! FAULT when keepalived has the instance in FAULT, and BACKUP when not.
+//! FAULT is known two ways: our own `down` value is below -253, which puts
+//! the instance in FAULT (keepalived.conf(5), "Track files"), and the notify
+//! FIFO's last state line for the instance says FAULT, STOP or DELETED (a
+//! fault keepalived sees itself: a dead interface, another tracker).
+//!
+//! With `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100` lines also
+//! make the worker poll at once. They are only a hint (keepalived drops
+//! lines nobody reads, and recreates the FIFO on reload), so the polling
+//! goes on, and the state a line gave is forgotten when the FIFO ends: a
+//! line missed while it was reopened must not leave a stale FAULT. A line
 //! is held to `MAX_NOTIFY_LINE` (4 KiB): anything longer is discarded up to
 //! its newline, so a writer that never ends its line costs no memory.
 
@@ -26,7 +34,7 @@ use nix::ifaddrs::getifaddrs;
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, BufReader},
     net::unix::pipe,
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 
 use super::{Failover, FailoverError, Level, Role, Watch};
@@ -43,6 +51,9 @@ const FIFO_REOPEN: Duration = Duration::from_secs(1);
 /// the FIFO is a file anyone with write access to it can fill, so a longer
 /// line is discarded, up to its newline, without being held.
 const MAX_NOTIFY_LINE: usize = 4 * 1024;
+/// A priority below this puts a VRRP instance in FAULT (keepalived.conf(5),
+/// "Track files": "a result below -253 puts the instance in FAULT").
+const FAULT_BELOW: i32 = -253;
 
 /// The keepalived backend.
 #[derive(Debug)]
@@ -52,6 +63,9 @@ pub struct KeepalivedBackend {
     written: Option<i32>,
     /// Whether a VIP was local at the last look.
     holds_vip: Option<bool>,
+    /// The instance's state in the notify FIFO's last line about it, while
+    /// the FIFO is open (`None` without one).
+    fifo_state: watch::Receiver<Option<&'static str>>,
 }
 
 impl KeepalivedBackend {
@@ -67,6 +81,8 @@ impl KeepalivedBackend {
             config,
             written: None,
             holds_vip: None,
+            // Replaced by `hints`, which starts the FIFO's reader.
+            fifo_state: watch::channel(None).1,
         })
     }
 
@@ -123,6 +139,17 @@ impl KeepalivedBackend {
         self.write(value).await
     }
 
+    /// Whether keepalived has the instance in FAULT: our own value put it
+    /// there, or the notify FIFO said so.
+    fn in_fault(&self) -> bool {
+        let ours = self.written.is_some_and(|v| v < FAULT_BELOW);
+        let fifo = matches!(
+            *self.fifo_state.borrow(),
+            Some("FAULT" | "STOP" | "DELETED")
+        );
+        ours || fifo
+    }
+
     fn value(&self, level: Level) -> i32 {
         match level {
             Level::Up => 0,
@@ -161,7 +188,13 @@ impl Failover for KeepalivedBackend {
         self.restore_track_file().await?;
         let holds = holds_any(&self.config.vip)?;
         self.holds_vip = Some(holds);
-        Ok(if holds { Role::Master } else { Role::Backup })
+        Ok(if holds {
+            Role::Master
+        } else if self.in_fault() {
+            Role::Fault
+        } else {
+            Role::Backup
+        })
     }
 
     fn poll_interval(&self, watch: Watch) -> Option<Duration> {
@@ -176,21 +209,35 @@ impl Failover for KeepalivedBackend {
             "down_value": self.config.down_value,
             "vip": self.config.vip,
             "holds_vip": self.holds_vip,
+            "fifo_state": *self.fifo_state.borrow(),
         })
     }
 
     fn hints(&mut self) -> Option<mpsc::Receiver<()>> {
         let path = self.config.notify_fifo.clone()?;
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(read_notify_fifo(path, self.config.instance.clone(), tx));
+        let (state_tx, state_rx) = watch::channel(None);
+        self.fifo_state = state_rx;
+        tokio::spawn(read_notify_fifo(
+            path,
+            self.config.instance.clone(),
+            tx,
+            state_tx,
+        ));
         Some(rx)
     }
 }
 
 /// Reads keepalived's notify FIFO for as long as the worker listens,
 /// reopening it after EOF; every state line about `instance` (any instance
-/// when unset) is a hint.
-async fn read_notify_fifo(path: PathBuf, instance: Option<String>, hints: mpsc::Sender<()>) {
+/// when unset) is a hint, and its state is kept in `state` until the FIFO
+/// ends.
+async fn read_notify_fifo(
+    path: PathBuf,
+    instance: Option<String>,
+    hints: mpsc::Sender<()>,
+    state: watch::Sender<Option<&'static str>>,
+) {
     while !hints.is_closed() {
         match pipe::OpenOptions::new().open_receiver(&path) {
             Ok(fifo) => {
@@ -204,8 +251,9 @@ async fn read_notify_fifo(path: PathBuf, instance: Option<String>, hints: mpsc::
                         }
                     };
                     match parse_notify_line(&line) {
-                        Some((name, state)) if instance.as_deref().is_none_or(|i| i == name) => {
-                            tracing::info!(instance = name, state, "keepalived notify_fifo");
+                        Some((name, said)) if instance.as_deref().is_none_or(|i| i == name) => {
+                            tracing::info!(instance = name, state = said, "keepalived notify_fifo");
+                            state.send_replace(Some(said));
                             // Full means a poll is already due: nothing lost.
                             let _ = hints.try_send(());
                         }
@@ -217,6 +265,7 @@ async fn read_notify_fifo(path: PathBuf, instance: Option<String>, hints: mpsc::
                 tracing::debug!(path = %path.display(), %error, "cannot open notify_fifo");
             }
         }
+        state.send_replace(None);
         tokio::time::sleep(FIFO_REOPEN).await;
     }
 }
@@ -272,16 +321,15 @@ async fn next_line<R: AsyncBufRead + Unpin>(
 
 /// `INSTANCE "VI_1" MASTER 100` -> `("VI_1", "MASTER")`; anything else (group
 /// lines, partial lines) -> `None`.
-fn parse_notify_line(line: &str) -> Option<(&str, &str)> {
+fn parse_notify_line(line: &str) -> Option<(&str, &'static str)> {
     let mut words = line.split_whitespace();
     if words.next()? != "INSTANCE" {
         return None;
     }
     let name = words.next()?.strip_prefix('"')?.strip_suffix('"')?;
     let state = words.next()?;
-    ["MASTER", "BACKUP", "FAULT", "STOP", "DELETED"]
-        .contains(&state)
-        .then_some((name, state))
+    let known = ["MASTER", "BACKUP", "FAULT", "STOP", "DELETED"];
+    known.into_iter().find(|&k| k == state).map(|k| (name, k))
 }
 
 #[cfg(test)]
@@ -357,6 +405,70 @@ mod tests {
     fn loopback_is_local_and_a_documentation_address_is_not() {
         assert!(holds_any(&["127.0.0.1".parse().unwrap()]).unwrap());
         assert!(!holds_any(&["192.0.2.254".parse().unwrap()]).unwrap());
+    }
+
+    #[tokio::test]
+    async fn fault_is_our_down_value_or_the_fifo_s_last_word_until_it_ends() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("notify");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let config = KeepalivedConfig {
+            track_file: dir.path().join("handoff.track"),
+            notify_fifo: Some(fifo.clone()),
+            instance: Some("VI_1".into()),
+            vip: vec!["192.0.2.254".parse().unwrap()],
+            ..KeepalivedConfig::default()
+        };
+        let mut backend = KeepalivedBackend::open(config).unwrap();
+        let mut hints = backend.hints().unwrap();
+        for (level, role) in [
+            (Level::Down, Role::Fault),
+            (Level::Standby, Role::Backup),
+            (Level::Up, Role::Backup),
+        ] {
+            backend.set_level(level).await.unwrap();
+            assert_eq!(backend.role().await.unwrap(), role, "{level}");
+        }
+        // Opening the writer waits for the reader (O_NONBLOCK fails with
+        // ENXIO until then): bounded.
+        let mut sender = None;
+        for _ in 0..200 {
+            if let Ok(s) = pipe::OpenOptions::new().open_sender(&fifo) {
+                sender = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut sender = sender.expect("the reader opened the FIFO");
+        let mut said = async |line: &str| {
+            sender.write_all(line.as_bytes()).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), hints.recv())
+                .await
+                .unwrap();
+        };
+        // Another instance's line is no hint and no state.
+        said("INSTANCE \"other\" MASTER 100\nINSTANCE \"VI_1\" FAULT 0\n").await;
+        assert_eq!(
+            backend.role().await.unwrap(),
+            Role::Fault,
+            "the FIFO's FAULT"
+        );
+        said("INSTANCE \"VI_1\" BACKUP 240\n").await;
+        assert_eq!(backend.role().await.unwrap(), Role::Backup);
+        said("INSTANCE \"VI_1\" STOP 0\n").await;
+        assert_eq!(backend.role().await.unwrap(), Role::Fault, "STOP");
+        drop(said);
+        drop(sender);
+        let mut forgotten = false;
+        for _ in 0..200 {
+            if backend.role().await.unwrap() == Role::Backup {
+                forgotten = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(forgotten, "the FIFO's end forgets its last state");
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //! role runs once, reconciling whatever the previous agent left, and the
 //! start's own transient `down` never runs `on_fault`. `on_stop` runs when
 //! the stop sequence begins (`stop.rs`); the roles the move brings run
-//! their hooks after it. Duties run only while the level `up` is applied
+//! their hooks after it, except the FAULT of a graceful stop's bow-out
+//! once the handover left the node backup (`on_backup` ran for that). Duties run only while the level `up` is applied
 //! and the backend says master, and stop the moment the level request
 //! leaves `up`: the same event's actions, before any poll.
 
@@ -31,7 +32,7 @@ impl Machine {
             self.duties_on = duties;
             out.push(Action::Duties(duties));
         }
-        if !self.policy.hooks {
+        if !self.policy.hooks || self.bowed_out {
             return;
         }
         let Some(hook) = self.role_hook(stopping) else {

@@ -183,6 +183,9 @@ pub struct Machine {
     /// `on_stop` was asked for since: the next role hook's previous role
     /// is `stopping`.
     stop_hooked: bool,
+    /// A graceful stop's handover is done and the node bows out (`down`,
+    /// keepalived's FAULT): the role that brings runs no hook.
+    bowed_out: bool,
     /// The role was first known after the start, and its hook asked for.
     reconciled: bool,
     /// Some proxy of this agent passed its health gate.
@@ -216,6 +219,7 @@ impl Machine {
             reload: reload::Reload::Idle,
             hooked: None,
             stop_hooked: false,
+            bowed_out: false,
             reconciled: false,
             ever_healthy: false,
             duties_on: false,

@@ -154,6 +154,11 @@ impl Machine {
             if held {
                 out.push(Action::Stopwatch(Stopwatch::Moved));
             }
+            // The role the handover left (backup) runs its hook now, while
+            // it is the answer to the newest level; the bow-out's FAULT is
+            // the stop's own step, like the start's transient one.
+            self.follow_role(out);
+            self.bowed_out = true;
             self.request(Level::Down, out);
         } else if self.down_applied() {
             if held && self.policy.stop_level == Level::Down {

@@ -2529,6 +2529,46 @@ fn a_master_still_master_after_its_stop_s_level_runs_no_second_on_master() {
 }
 
 #[test]
+fn a_graceful_stop_runs_on_backup_at_the_handover_and_nothing_for_its_bow_out() {
+    let graceful = Policy {
+        stop_level: Level::Standby,
+        ..hooks_policy()
+    };
+    let mut m = after(graceful, &with(HEALTHY, &[seen(Role::Master, 2)]));
+    m.handle(Event::Signal(SIGTERM));
+    m.handle(applied(Level::Standby, 3));
+    assert!(hooks_of(&m.handle(seen(Role::Master, 3))).is_empty());
+    let handover = m.handle(seen(Role::Backup, 3));
+    assert_eq!(
+        hooks_of(&handover),
+        [call(
+            HookName::OnBackup,
+            Some(HookName::OnStop),
+            HookReason::Role
+        )]
+    );
+    let hook = handover.iter().position(|a| matches!(a, Action::Hook(_)));
+    let bow_out = handover.iter().position(|a| {
+        matches!(
+            a,
+            Action::SetLevel {
+                level: Level::Down,
+                ..
+            }
+        )
+    });
+    assert!(
+        hook.is_some() && bow_out.is_some() && hook < bow_out,
+        "{handover:?}"
+    );
+    m.handle(applied(Level::Down, 4));
+    assert!(
+        hooks_of(&m.handle(seen(Role::Fault, 4))).is_empty(),
+        "the bow-out's FAULT is the stop's own step"
+    );
+}
+
+#[test]
 fn a_crash_stops_duties_at_once_and_fault_follows() {
     let mut m = after(
         Policy {
