@@ -458,7 +458,6 @@ mod tests {
         assert_eq!(backend.role().await.unwrap(), Role::Backup);
         said("INSTANCE \"VI_1\" STOP 0\n").await;
         assert_eq!(backend.role().await.unwrap(), Role::Fault, "STOP");
-        drop(said);
         drop(sender);
         let mut forgotten = false;
         for _ in 0..200 {
