@@ -1,11 +1,21 @@
 #!/usr/bin/python3
 """The failover benchmark (docs/benchmarks.md), run by scripts/bench as root.
 
-Two edge nodes a (priority 250) and b (240) with keepalived 2.2 (advert_int
-1) and nginx, and a client sending 100 requests/s to the floating IP, all in
-network namespaces. For each contender on node a, RUNS planned stops and
-crashes of nginx, then the signal-forwarding latency against tini, and the
-idle footprint of handoff (Consul and HTTP on) against keepalived.
+Two edge nodes a and b with keepalived 2.2 and nginx, and a client sending
+100 requests/s to the floating IP, all in network namespaces. keepalived's
+timing comes from a shipped profile (BENCH_PROFILE): its VRRP version, its
+global vrrp_* settings (GARP, scheduling), advert_int and the priorities of
+edge-a and edge-b, read from the file itself:
+  conservative  config/keepalived.conf       (VRRPv2, advert_int 1)
+  fast          config/keepalived-fast.conf  (VRRPv3, advert_int 0.1)
+  both          each in turn (the default)
+The rest of the lab's keepalived.conf is the lab's own (addresses, paths,
+the track file, the notify FIFO; no vrrp_track_process, since node b runs no
+handoff). For each profile and each contender on node a, RUNS planned stops
+and crashes of nginx; then, once, the signal-forwarding latency against tini
+and the idle footprint of handoff (Consul and HTTP on) against keepalived.
+BENCH_ONLY (a list of handoff, wrapper, none, signals, footprint) picks what
+runs.
 
 Contenders for a planned stop of the master:
   handoff   handoff run -- nginx (graceful handover; the stop is SIGTERM)
@@ -28,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 
@@ -35,10 +46,61 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import lab_client  # noqa: E402  (the demo's request loop and report)
 
-HANDOFF = os.path.join(ROOT, "target", "release", "handoff")
-FIXTURE = os.path.join(ROOT, "target", "release", "handoff-fixture")
+# Where scripts/bench's `cargo build --release` put the binaries: cargo's
+# own rule, CARGO_TARGET_DIR (relative to the repository, where scripts/bench
+# runs cargo) or target/.
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+HANDOFF = os.path.join(TARGET, "release", "handoff")
+FIXTURE = os.path.join(TARGET, "release", "handoff-fixture")
 VIP = "192.0.2.100"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+PROFILES = {"conservative": "config/keepalived.conf", "fast": "config/keepalived-fast.conf"}
+
+
+def profiles():
+    """The profiles BENCH_PROFILE asks for, in order."""
+    wanted = os.environ.get("BENCH_PROFILE", "both")
+    if wanted == "both":
+        return list(PROFILES)
+    if wanted not in PROFILES:
+        sys.exit("BENCH_PROFILE=%s: conservative, fast or both" % wanted)
+    return [wanted]
+
+
+# The lines of a shipped keepalived profile the lab takes: its timing, not
+# its addresses, paths or trackers.
+INSTANCE_KEYS = ("advert_int", "priority", "down_timer_adverts", "preempt_delay", "nopreempt",
+                 "lower_prio_no_advert", "higher_prio_send_advert")
+
+
+def profile_lines(profile, node):
+    """(global_defs lines, vrrp_instance lines) of `profile` as keepalived
+    reads it with config id edge-`node` (keepalived.conf(5), "Conditional
+    configuration"): global_defs' vrrp_* settings, and the instance's
+    INSTANCE_KEYS and garp_* settings."""
+    glob, inst = [], []
+    section, depth = None, 0
+    with open(os.path.join(ROOT, PROFILES[profile])) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("@"):
+                cond, _, line = line.partition(" ")
+                if cond[1:] != "edge-" + node:
+                    continue
+                line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key = line.split()[0]
+            if depth == 0 and line.endswith("{"):
+                section = key
+            elif depth == 1 and section == "global_defs" and key.startswith("vrrp_"):
+                glob.append(line)
+            elif depth == 1 and section == "vrrp_instance" and (key in INSTANCE_KEYS or key.startswith("garp_")):
+                inst.append(line)
+            depth += line.count("{") - line.count("}")
+    if not any(l.split()[0] == "priority" for l in inst):
+        sys.exit("%s: no priority for edge-%s" % (PROFILES[profile], node))
+    return glob, inst
 
 
 def sh(*args, check=True, **kw):
@@ -46,14 +108,16 @@ def sh(*args, check=True, **kw):
 
 
 class Lab:
-    """Namespaces a, b, c (client) on a bridge; keepalived on a and b."""
+    """Namespaces a, b, c (client) on a bridge; keepalived on a and b, with
+    the timing of `profile`; `ip monitor address` on a and b."""
 
-    def __init__(self, name, vrrp_script):
-        self.dir = tempfile.mkdtemp(prefix="handoff-bench-%s." % name)
+    def __init__(self, name, vrrp_script, profile="conservative"):
+        self.dir = tempfile.mkdtemp(prefix="handoff-bench-%s-%s." % (name, profile))
         os.chmod(self.dir, 0o755)
-        self.ns = "hb%d%s" % (os.getpid() % 10000, name[0])
+        self.ns = "hb%d%s%s" % (os.getpid() % 10000, name[0], profile[0])
         self.procs = []
         self.client = None
+        self.vip_events = []  # (time, node, "add" | "del"), in order
         br = self.ns + "br"
         sh("ip", "netns", "add", br)
         sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
@@ -69,8 +133,9 @@ class Lab:
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", "192.0.2.%d/24" % i, "dev", "eth0")
-        for n, prio in (("a", 250), ("b", 240)):
+        for n in "ab":
             os.makedirs(self.path(n, "tmp"))
+            glob, inst = profile_lines(profile, n)
             self.write(n, "track", "0\n")
             self.write(n, "check.sh", "#!/bin/bash\nexec 3<>/dev/tcp/127.0.0.1/8081\n", mode=0o755)
             script = (
@@ -81,12 +146,13 @@ class Lab:
             )
             track_script = "    track_script {\n        chk_nginx\n    }\n" if vrrp_script else ""
             self.write(n, "keepalived.conf", (
-                "global_defs {\n router_id %s\n vrrp_garp_master_delay 0\n script_user root\n enable_script_security\n}\n"
+                "global_defs {\n router_id %s\n notify_fifo %s\n script_user root\n enable_script_security\n%s}\n"
                 "%s"
                 'track_file handoff {\n file "%s"\n weight 1\n}\n'
-                "vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n priority %d\n"
-                " advert_int 1\n track_file {\n  handoff weight 1\n }\n%s virtual_ipaddress {\n  %s/24\n }\n}\n"
-            ) % (n, script, self.path(n, "track"), prio, track_script, VIP))
+                "vrrp_instance VI_1 {\n state BACKUP\n interface eth0\n virtual_router_id 51\n%s"
+                " track_file {\n  handoff weight 1\n }\n%s virtual_ipaddress {\n  %s/24\n }\n}\n"
+            ) % (n, self.path(n, "notify.fifo"), "".join(" %s\n" % l for l in glob), script,
+                 self.path(n, "track"), "".join(" %s\n" % l for l in inst), track_script, VIP))
             self.write(n, "nginx.conf", (
                 "daemon off;\nworker_processes 1;\npid %s;\nerror_log %s;\n"
                 "events { worker_connections 512; }\nhttp {\n access_log off;\n"
@@ -98,6 +164,34 @@ class Lab:
             self.spawn(n, ["keepalived", "-n", "-l", "-D", "-P", "-f", self.path(n, "keepalived.conf"),
                            "-p", self.path(n, "keepalived.pid"), "-r", self.path(n, "vrrp.pid")],
                        "keepalived.log")
+            self.watch_vip(n)
+
+    def watch_vip(self, node):
+        """Records when the VIP comes and goes on `node`, with the time
+        `ip -ts monitor` stamped on each message (so not delayed by this
+        process's scheduling)."""
+        p = subprocess.Popen(["ip", "-n", self.ns + node, "-ts", "-o", "monitor", "address"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+        self.procs.append(p)
+
+        def read():
+            for line in p.stdout:
+                if " %s/" % VIP not in line or not line.startswith("["):
+                    continue
+                stamp, _, rest = line[1:].partition("]")
+                try:
+                    t = datetime.fromisoformat(stamp).timestamp()
+                except ValueError:
+                    continue
+                self.vip_events.append((t, node, "del" if rest.lstrip().startswith("Deleted") else "add"))
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def vip_event_after(self, node, what, after):
+        """The time of the first `what` ("add" or "del") of the VIP on `node`
+        at or after `after`, or None."""
+        return next((t for t, n, w in list(self.vip_events) if n == node and w == what and t >= after), None)
 
     def path(self, node, name):
         return os.path.join(self.dir, node, name)
@@ -206,9 +300,10 @@ def handoff_config(lab, node, restart="never", consul=None, interval="200ms"):
         '[proxy.health]\nhttp = "http://127.0.0.1:8081/nginx_status"\ninterval = "%s"\ntimeout = "150ms"\n'
         '[failover]\nbackend = "keepalived"\nfailover_timeout = "10s"\n'
         '[failover.keepalived]\ntrack_file = "%s"\nvip = ["%s"]\nhandover = "graceful"\n'
+        'notify_fifo = "%s"\ninstance = "VI_1"\n'
         '[control]\nsocket = "%s"\nstate_dir = "%s"\n[http]\nlisten = "127.0.0.1:9480"\n'
     ) % (shutil.which("nginx"), lab.path(node, "nginx.conf"), restart, interval, lab.path(node, "track"), VIP,
-         lab.path(node, "handoff.sock"), lab.path(node, "state"))
+         lab.path(node, "notify.fifo"), lab.path(node, "handoff.sock"), lab.path(node, "state"))
     if consul:
         text += '[consul]\naddress = "unix://%s"\nservice_id = "edge-%s"\nttl = "10s"\n' % (consul, node)
     lab.write(node, "handoff.toml", text)
@@ -245,8 +340,18 @@ class Contender:
             self.proc.wait()
 
 
-def planned_stops(name):
-    lab = Lab(name, vrrp_script=(name == "none"))
+def since(t, t0):
+    return (t - t0) if t is not None else None
+
+
+def fmt(value, spec="%.3f"):
+    return spec % value if value is not None else "-"
+
+
+def planned_stops(name, profile):
+    """RUNS planned stops of contender `name` on node a, then (handoff and
+    none) RUNS crashes of its nginx, with keepalived's `profile`."""
+    lab = Lab(name, vrrp_script=(name == "none"), profile=profile)
     results = []
     try:
         b = lab.spawn("b", [shutil.which("nginx"), "-c", lab.path("b", "nginx.conf")], "nginx.log")
@@ -263,15 +368,20 @@ def planned_stops(name):
             time.sleep(max(0.0, t0 + window - time.time()))
             requests, failed, outage, moved = window_stats(lab, t0, t0 + window)
             results.append({"run": run, "requests": requests, "failed": failed, "outage": outage,
-                            "moved": moved, "stop": (exited - t0) if exited else None,
+                            "moved": moved, "stop": since(exited, t0),
+                            "vip_on_peer": since(lab.vip_event_after("b", "add", t0), t0),
+                            "vip_off_a": since(lab.vip_event_after("a", "del", t0), t0),
                             "failed_at": failed_offsets(lab, t0, t0 + window)})
-            print("  %-8s planned stop %d: %4d failed of %4d, longest outage %.2f s, proxy exited after %s s%s"
-                  % (name, run + 1, failed, requests, outage, "%.2f" % (exited - t0) if exited else "-",
-                     "; failures at +%s s" % ", +".join("%.3f" % f for f in results[-1]["failed_at"][:5])
+            r = results[-1]
+            print("  %-8s %-12s planned stop %d: %4d failed of %4d, longest outage %.2f s, VIP on b after %s s"
+                  " (off a after %s s), proxy exited after %s s%s"
+                  % (name, profile, run + 1, failed, requests, outage, fmt(r["vip_on_peer"]), fmt(r["vip_off_a"]),
+                     fmt(r["stop"], "%.2f"),
+                     "; failures at +%s s" % ", +".join("%.3f" % f for f in r["failed_at"][:5])
                      if 0 < failed <= 5 else ""), flush=True)
             contender.finish(30)
             if name == "handoff":
-                results[-1]["handoff_moved_ms"] = last_int(lab.path("a", "handoff.log"), r"moved_after_ms=(\d+)")
+                r["handoff_moved_ms"] = last_int(lab.path("a", "handoff.log"), r"moved_after_ms=(\d+)")
             contender.start()  # the supervisor starts it again; a takes the VIP back
         crashes = []
         if name in ("handoff", "none"):
@@ -284,14 +394,20 @@ def planned_stops(name):
                 lab.wait_holder("b", 20)
                 time.sleep(1.5)
                 requests, failed, outage, moved = window_stats(lab, t0, time.time())
-                crashes.append({"run": run, "failed": failed, "outage": outage, "moved": moved})
+                crashes.append({"run": run, "failed": failed, "outage": outage, "moved": moved,
+                                "vip_on_peer": since(lab.vip_event_after("b", "add", t0), t0),
+                                "vip_off_a": since(lab.vip_event_after("a", "del", t0), t0)})
+                c = crashes[-1]
                 if name == "handoff":
                     # From the kill to handoff's `down` (-254, FAULT) in the
                     # track file; the rest is keepalived's own switch.
                     down = first_log_time_after(lab.path("a", "handoff.log"), "level applied backend=\"keepalived\" level=down", t0)
-                    crashes[-1]["reaction"] = (down - t0) if down else None
-                print("  %-8s kill -9 %d: %4d failed, the peer served after %s s"
-                      % (name, run + 1, failed, "%.3f" % moved if moved is not None else "-"), flush=True)
+                    c["reaction"] = since(down, t0)
+                print("  %-8s %-12s kill -9 %d: %4d failed, longest outage %.3f s, the peer served after %s s,"
+                      " VIP on b after %s s (off a after %s s)%s"
+                      % (name, profile, run + 1, failed, outage, fmt(moved), fmt(c["vip_on_peer"]), fmt(c["vip_off_a"]),
+                         ", handoff wrote down after %s s" % fmt(c.get("reaction")) if name == "handoff" else ""),
+                      flush=True)
                 contender.finish(15)
                 contender.start()
         b.terminate()
@@ -438,66 +554,125 @@ def summary(values, fmt="%.2f"):
     return (fmt + " (" + fmt + "–" + fmt + ")") % (statistics.median(values), min(values), max(values))
 
 
+LABELS = {
+    "handoff": "handoff",
+    "wrapper": "classic wrapper (demote, sleep 15, un-demote, stop)",
+    "none": "no wrapper (nginx stopped; vrrp_script interval 1, fall 2)",
+}
+
+
+def column(rows, key, spec="%.3f"):
+    return summary([r.get(key) for r in rows], spec)
+
+
+def print_stops(out):
+    print("\n## Planned stop of the master's proxy (%d runs: median (min–max))\n" % RUNS)
+    print("| contender | keepalived profile | failed requests | longest outage (s) | stop signal to VIP on the peer (s)"
+          " | stop signal to proxy exit (s) |")
+    print("|---|---|---|---|---|---|")
+    for name in LABELS:
+        for profile, stops in out["stops"].items():
+            if name in stops:
+                rows = stops[name]
+                print("| %s | %s | %s | %s | %s | %s |" % (
+                    LABELS[name], profile, column(rows, "failed", "%d"), column(rows, "outage", "%.2f"),
+                    column(rows, "vip_on_peer"), column(rows, "stop", "%.2f")))
+    for profile, stops in out["stops"].items():
+        if "handoff" in stops:
+            print("\nhandoff, %s: VIP moved (keepalived's own switch, as handoff logged it) %s ms"
+                  % (profile, column(stops["handoff"], "handoff_moved_ms", "%d")))
+
+
+def print_crashes(out):
+    if not any(out["crashes"].values()):
+        return
+    print("\n## Proxy crash (kill -9 of nginx and its workers)\n")
+    print("| contender | keepalived profile | failed requests | longest outage (s) | until the peer served (s)"
+          " | kill to VIP on the peer (s) |")
+    print("|---|---|---|---|---|---|")
+    for name in LABELS:
+        for profile, crashes in out["crashes"].items():
+            if name in crashes:
+                rows = crashes[name]
+                print("| %s | %s | %s | %s | %s | %s |" % (
+                    LABELS[name], profile, column(rows, "failed", "%d"), column(rows, "outage"),
+                    column(rows, "moved"), column(rows, "vip_on_peer")))
+    for profile, crashes in out["crashes"].items():
+        rows = crashes.get("handoff", [])
+        if rows:
+            switch = [r["moved"] - r["reaction"] for r in rows if r["moved"] is not None and r.get("reaction") is not None]
+            print("\nhandoff, %s: kill to down in the track file %s s; from there to the peer serving"
+                  " (keepalived's FAULT switch) %s s" % (profile, column(rows, "reaction"), summary(switch, "%.3f")))
+
+
+def print_profiles(out):
+    """handoff under each keepalived profile, side by side, with the goals
+    of issue 17 for the fast one."""
+    chosen = [p for p in out["stops"] if "handoff" in out["stops"][p]]
+    if not chosen:
+        return
+    print("\n## handoff under each keepalived profile (%d runs: median (min–max))\n" % RUNS)
+    print("| | %s | goal (fast) |" % " | ".join(chosen))
+    print("|---|%s---|" % ("---|" * len(chosen)))
+    stops = [out["stops"][p]["handoff"] for p in chosen]
+    crashes = [out["crashes"].get(p, {}).get("handoff", []) for p in chosen]
+    for label, tables, key, spec, goal in (
+            ("planned stop: signal to VIP on the peer (s)", stops, "vip_on_peer", "%.3f", "<= 0.5"),
+            ("planned stop: failed requests", stops, "failed", "%d", "0 (item 3)"),
+            ("planned stop: longest outage (s)", stops, "outage", "%.3f", ""),
+            ("planned stop: signal to proxy exit (s)", stops, "stop", "%.3f", ""),
+            ("crash: kill -9 to the peer serving (s)", crashes, "moved", "%.3f", "<= 0.15"),
+            ("crash: kill -9 to VIP on the peer (s)", crashes, "vip_on_peer", "%.3f", ""),
+            ("crash: failed requests", crashes, "failed", "%d", ""),
+            ("crash: longest outage (s)", crashes, "outage", "%.3f", "")):
+        print("| %s | %s | %s |" % (label, " | ".join(column(rows, key, spec) for rows in tables), goal))
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("bench/failover.py: run as root (network namespaces)")
     started = datetime.now()
     out = {"date": started.strftime("%Y-%m-%d %H:%M"), "runs": RUNS, "stops": {}, "crashes": {}}
     only = os.environ.get("BENCH_ONLY", "handoff wrapper none signals footprint").split()
-    if only == ["footprint"]:
-        print(footprint(60))
-        return
-    if only == ["signals"]:
-        print({"handoff": signal_latency(False), "tini": signal_latency(True)})
-        return
-    for name in [n for n in only if n in ("handoff", "wrapper", "none")]:
-        print("planned stops and crashes, contender %s" % name, flush=True)
-        out["stops"][name], crashes = planned_stops(name)
-        if crashes:
-            out["crashes"][name] = crashes
+    for profile in profiles():
+        for name in [n for n in LABELS if n in only]:
+            print("planned stops and crashes, contender %s, keepalived profile %s (%s)"
+                  % (name, profile, PROFILES[profile]), flush=True)
+            stops, crashes = planned_stops(name, profile)
+            out["stops"].setdefault(profile, {})[name] = stops
+            if crashes:
+                out["crashes"].setdefault(profile, {})[name] = crashes
     if os.environ.get("BENCH_ONLY"):
-        for name, rows in out["stops"].items():
-            print(name, [(r["failed"], ["%.3f" % f for f in r["failed_at"]]) for r in rows])
-        return
-    print("signal forwarding latency", flush=True)
-    out["signals"] = {"handoff": signal_latency(False), "tini": signal_latency(True)}
-    print("idle footprint over 60 s", flush=True)
-    out["footprint"] = footprint(60)
+        for profile, stops in out["stops"].items():
+            for name, rows in stops.items():
+                print(name, profile, [(r["failed"], ["%.3f" % f for f in r["failed_at"]]) for r in rows])
+    if "signals" in only:
+        print("signal forwarding latency", flush=True)
+        out["signals"] = {"handoff": signal_latency(False), "tini": signal_latency(True)}
+    if "footprint" in only:
+        print("idle footprint over 60 s", flush=True)
+        out["footprint"] = footprint(60)
     with open(os.environ.get("BENCH_JSON", "/dev/null"), "w") as f:
         json.dump(out, f, indent=1)
 
-    print("\n## Planned stop of the master's proxy (%d runs: median (min–max))\n" % RUNS)
-    print("| contender | failed requests | longest outage (s) | signal to proxy exit (s) |")
-    print("|---|---|---|---|")
-    for name, label in (("handoff", "handoff"), ("wrapper", "classic wrapper (demote, sleep 15, un-demote, stop)"),
-                        ("none", "no wrapper (nginx stopped; vrrp_script interval 1, fall 2)")):
-        rows = out["stops"][name]
-        print("| %s | %s | %s | %s |" % (label, summary([r["failed"] for r in rows], "%d"),
-                                        summary([r["outage"] for r in rows]), summary([r["stop"] for r in rows])))
-    moved = [r.get("handoff_moved_ms") for r in out["stops"]["handoff"]]
-    print("\nhandoff: VIP moved (keepalived's own switch, as handoff logged it) %s ms" % summary(moved, "%d"))
-    print("\n## Proxy crash (kill -9 of nginx and its workers)\n")
-    print("| contender | failed requests | until the peer served (s) |")
-    print("|---|---|---|")
-    for name in out["crashes"]:
-        rows = out["crashes"][name]
-        print("| %s | %s | %s |" % (name, summary([r["failed"] for r in rows], "%d"), summary([r["moved"] for r in rows], "%.3f")))
-    reaction = [r.get("reaction") for r in out["crashes"].get("handoff", [])]
-    served = [r["moved"] for r in out["crashes"].get("handoff", [])]
-    switch = [m - r for m, r in zip(served, reaction) if m is not None and r is not None]
-    print("\nhandoff: kill to down in the track file %s s; from there to the peer serving (keepalived's FAULT switch) %s s"
-          % (summary(reaction, "%.3f"), summary(switch, "%.3f")))
-    print("\n## SIGHUP forwarding latency (1000 signals)\n")
-    print("| supervisor | median (µs) | p99 (µs) | max (µs) |")
-    print("|---|---|---|---|")
-    for name, s in out["signals"].items():
-        print("| %s | %.0f | %.0f | %.0f |" % (name, s["median_us"], s["p99_us"], s["max_us"]))
-    fp = out["footprint"]
-    print("\n## Idle footprint over %d s\n" % fp["seconds"])
-    print("| process | RSS (KiB) | CPU (% of a core) |")
-    print("|---|---|---|")
-    print("| handoff (HTTP and Consul on; registered: %s) | %d | %.3f |" % (fp["consul_registered"], fp["handoff_rss_kib"], fp["handoff_cpu_pct"]))
-    print("| keepalived (both processes) | %d | %.3f |" % (fp["keepalived_rss_kib"], fp["keepalived_cpu_pct"]))
+    if out["stops"]:
+        print_stops(out)
+        print_crashes(out)
+        print_profiles(out)
+    if "signals" in out:
+        print("\n## SIGHUP forwarding latency (1000 signals)\n")
+        print("| supervisor | median (µs) | p99 (µs) | max (µs) |")
+        print("|---|---|---|---|")
+        for name, s in out["signals"].items():
+            print("| %s | %.0f | %.0f | %.0f |" % (name, s["median_us"], s["p99_us"], s["max_us"]))
+    if "footprint" in out:
+        fp = out["footprint"]
+        print("\n## Idle footprint over %d s\n" % fp["seconds"])
+        print("| process | RSS (KiB) | CPU (% of a core) |")
+        print("|---|---|---|")
+        print("| handoff (HTTP and Consul on; registered: %s) | %d | %.3f |"
+              % (fp["consul_registered"], fp["handoff_rss_kib"], fp["handoff_cpu_pct"]))
+        print("| keepalived (both processes) | %d | %.3f |" % (fp["keepalived_rss_kib"], fp["keepalived_cpu_pct"]))
     print("\nstarted %s, took %d s" % (out["date"], (datetime.now() - started).total_seconds()))
 
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Lab,
-    netns::{Cluster, DEFAULT_TIMING, Timing, lab_available},
+    netns::{Cluster, DEFAULT_TIMING, FAST_TIMING, Timing, lab_available},
 };
 use nix::sys::signal::Signal::SIGINT;
 
@@ -33,11 +33,7 @@ fn main() {
         "{:<22} {:<9} {:>10} {:>20}",
         "timing", "handover", "median", "min - max"
     );
-    let fast = Timing {
-        advert_int: "0.1",
-        vrrp_version: 3,
-    };
-    for timing in [DEFAULT_TIMING, fast] {
+    for timing in [DEFAULT_TIMING, FAST_TIMING] {
         for handover in ["graceful", "fast"] {
             let mut runs = measure(timing, handover);
             runs.sort();

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::netns::{Cluster, DEFAULT_TIMING, lab_available, watch_vip};
+use common::netns::{Cluster, DEFAULT_TIMING, FAST_TIMING, Timing, lab_available, watch_vip};
 
 use std::{
     os::unix::process::CommandExt,
@@ -34,12 +34,12 @@ fn healthy_master(lab: &Lab, cluster: &Cluster, extra: &str, handover: &str) -> 
     h
 }
 
-fn planned_stop(handover: &str, bound: Duration) {
+fn planned_stop(handover: &str, timing: Timing, bound: Duration) {
     if !lab_available() {
         return;
     }
     let lab = Lab::new();
-    let cluster = Cluster::new(&lab, [-254, 0], "");
+    let cluster = Cluster::with_timing(&lab, [-254, 0], "", timing);
     // Fast handover: the peer takes over after its skew time; settle covers it.
     let settle = if handover == "fast" {
         "settle = \"1s\""
@@ -125,25 +125,46 @@ fn planned_stop(handover: &str, bound: Duration) {
 
 #[test]
 fn graceful_planned_stop_keeps_the_vip_held() {
-    planned_stop("graceful", Duration::from_secs(6));
+    planned_stop("graceful", DEFAULT_TIMING, Duration::from_secs(6));
 }
 
 #[test]
 fn fast_planned_stop() {
-    planned_stop("fast", Duration::from_secs(2));
+    planned_stop("fast", DEFAULT_TIMING, Duration::from_secs(2));
+}
+
+/// Issue 17, item 2: with config/keepalived-fast.conf's timing (VRRPv3,
+/// advert_int 0.1) a graceful move takes b's Master_Down_Interval, about
+/// 0.3 s (docs/benchmarks.md); the bound is generous, but below the 2.6 s
+/// that advert_int 1 takes, so it fails if the timing is not in effect.
+#[test]
+fn graceful_planned_stop_with_the_fast_profile_timing() {
+    planned_stop("graceful", FAST_TIMING, Duration::from_secs(2));
 }
 
 #[test]
 fn kill_9_of_the_proxy_moves_the_vip() {
+    kill_9_of_the_proxy(DEFAULT_TIMING, Duration::from_secs(5));
+}
+
+/// Issue 17, item 2: a crash costs handoff's reaction and b's skew time at
+/// advert_int 0.1, about 0.07 s here (docs/benchmarks.md); generously
+/// bounded.
+#[test]
+fn kill_9_of_the_proxy_with_the_fast_profile_timing() {
+    kill_9_of_the_proxy(FAST_TIMING, Duration::from_secs(1));
+}
+
+fn kill_9_of_the_proxy(timing: Timing, bound: Duration) {
     if !lab_available() {
         return;
     }
     let lab = Lab::new();
-    let cluster = Cluster::new(&lab, [-254, 0], "");
+    let cluster = Cluster::with_timing(&lab, [-254, 0], "", timing);
     let mut h = healthy_master(&lab, &cluster, "", "graceful");
     let proxy = common::proxy_pid(&lab);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(proxy), SIGKILL).unwrap();
-    let took = cluster.wait_for_vip("b", Duration::from_secs(5));
+    let took = cluster.wait_for_vip("b", bound);
     println!("kill -9 of the proxy: VIP on b after {took:?}");
     assert_eq!(h.code(SOON), 137, "{}", h.log());
     assert!(

@@ -30,6 +30,12 @@ pub const DEFAULT_TIMING: Timing = Timing {
     vrrp_version: 2,
 };
 
+/// The timing of config/keepalived-fast.conf: advert_int 0.1, VRRPv3.
+pub const FAST_TIMING: Timing = Timing {
+    advert_int: "0.1",
+    vrrp_version: 3,
+};
+
 pub const VIP: &str = "192.0.2.100";
 
 /// Whether this machine can run the lab; if not, [`super::skip`]s (under
