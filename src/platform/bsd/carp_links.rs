@@ -14,6 +14,7 @@ use std::{io, os::fd::OwnedFd};
 use nix::{
     libc,
     net::if_::if_indextoname,
+    setsockopt_impl, sockopt_impl,
     sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket},
 };
 use tokio::io::{Interest, unix::AsyncFd};
@@ -25,7 +26,7 @@ use super::super::route_msg::{self, Message};
 /// receive (sys/net/rtsock.c, route_ctloutput and route_input).
 const ROUTE_MSGFILTER: libc::c_int = 1;
 
-nix::sockopt_impl!(
+sockopt_impl!(
     /// route(4)'s message filter.
     RouteMsgFilter,
     SetOnly,
@@ -66,7 +67,12 @@ pub fn watch_carp_links(
     if let Err(error) = setsockopt(&fd, RouteMsgFilter, &filter) {
         tracing::debug!(%error, "routing socket: no message filter");
     }
-    tokio::spawn(read(AsyncFd::new(fd)?, interfaces, hint));
+    #[allow(unsafe_code)]
+    // SAFETY: the OwnedFd owns the socket for its whole life and never
+    // replaces it, so the descriptor stays open and the same while the
+    // AsyncFd holds it, which is what register requires.
+    let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+    tokio::spawn(read(fd, interfaces, hint));
     Ok(())
 }
 
