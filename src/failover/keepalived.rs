@@ -23,8 +23,8 @@
 //! Two sources of hints make the worker look at once, merged into the one
 //! hints channel. On Linux, the kernel's address events (rtnetlink,
 //! `crate::platform::watch_addresses`) for the configured VIPs: keepalived
-//! adding or removing a VIP is seen in well under a millisecond, not at the
-//! next poll. With `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100`
+//! adding or removing a VIP is seen within about a millisecond, not at the
+//! next poll (bench/detect.py; docs/benchmarks.md). With `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100`
 //! lines. Both are only hints (keepalived drops lines nobody reads and
 //! recreates the FIFO on reload; a netlink socket can overrun, which is a
 //! hint too), so the polling goes on, every 1 s as the safety net, and the
