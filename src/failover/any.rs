@@ -7,7 +7,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 
 use super::{
-    CommandBackend, Failover, FailoverError, Level, NoneBackend, Role, Watch,
+    CommandBackend, Failover, FailoverError, Hint, Level, NoneBackend, Role, Watch,
     carp::{CarpBackend, boot},
     keepalived::KeepalivedBackend,
 };
@@ -125,7 +125,7 @@ impl Failover for AnyBackend {
         each!(self, b => b.poll_interval(watch))
     }
 
-    fn hints(&mut self) -> Option<mpsc::Receiver<()>> {
+    fn hints(&mut self) -> Option<mpsc::Receiver<Hint>> {
         each!(self, b => b.hints())
     }
 

@@ -20,13 +20,18 @@
 //! FIFO's last state line for the instance says FAULT, STOP or DELETED (a
 //! fault keepalived sees itself: a dead interface, another tracker).
 //!
-//! With `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100` lines also
-//! make the worker poll at once. They are only a hint (keepalived drops
-//! lines nobody reads, and recreates the FIFO on reload), so the polling
-//! goes on, and the state a line gave is forgotten when the FIFO ends: a
-//! line missed while it was reopened must not leave a stale FAULT. A line
-//! is held to `MAX_NOTIFY_LINE` (4 KiB): anything longer is discarded up to
-//! its newline, so a writer that never ends its line costs no memory.
+//! Two sources of hints make the worker look at once, merged into the one
+//! hints channel. On Linux, the kernel's address events (rtnetlink,
+//! `crate::platform::watch_addresses`) for the configured VIPs: keepalived
+//! adding or removing a VIP is seen within about a millisecond, not at the
+//! next poll (bench/detect.py; docs/benchmarks.md). With `notify_fifo`, keepalived's `INSTANCE "VI_1" MASTER 100`
+//! lines. Both are only hints (keepalived drops lines nobody reads and
+//! recreates the FIFO on reload; a netlink socket can overrun, which is a
+//! hint too), so the polling goes on, every 1 s as the safety net, and the
+//! state a FIFO line gave is forgotten when the FIFO ends: a line missed
+//! while it was reopened must not leave a stale FAULT. A line is held to
+//! `MAX_NOTIFY_LINE` (4 KiB): anything longer is discarded up to its
+//! newline, so a writer that never ends its line costs no memory.
 
 use std::{net::IpAddr, os::unix::fs::DirBuilderExt, path::PathBuf, time::Duration};
 
@@ -37,13 +42,16 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
-use super::{Failover, FailoverError, Level, Role, Watch};
-use crate::{config::KeepalivedConfig, files};
+use super::{Failover, FailoverError, Hint, Level, Role, Watch};
+use crate::{config::KeepalivedConfig, files, platform};
 
 /// Role polling while waiting for a move (the bound: 50 ms).
 const FAST_POLL: Duration = Duration::from_millis(50);
-/// Role polling otherwise.
+/// Role polling otherwise: the safety net under the address events.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// What the hints of each source are called in the log (`seen_by`).
+const ADDRESS_EVENT: Hint = Hint("address event");
+const NOTIFY_FIFO: Hint = Hint("notify_fifo");
 /// Wait before reopening the notify FIFO after EOF (no writer, or a reload).
 const FIFO_REOPEN: Duration = Duration::from_secs(1);
 /// The longest notify FIFO line read. keepalived's are short (`INSTANCE
@@ -213,18 +221,38 @@ impl Failover for KeepalivedBackend {
         })
     }
 
-    fn hints(&mut self) -> Option<mpsc::Receiver<()>> {
-        let path = self.config.notify_fifo.clone()?;
+    /// The address events (where the OS has them) and the notify FIFO's
+    /// lines (when configured), merged; `None` when neither is there.
+    fn hints(&mut self) -> Option<mpsc::Receiver<Hint>> {
+        // One slot: a hint already queued means a poll is already due.
         let (tx, rx) = mpsc::channel(1);
-        let (state_tx, state_rx) = watch::channel(None);
-        self.fifo_state = state_rx;
-        tokio::spawn(read_notify_fifo(
-            path,
-            self.config.instance.clone(),
-            tx,
-            state_tx,
-        ));
-        Some(rx)
+        let events = tx.clone();
+        let watching = platform::watch_addresses(self.config.vip.clone(), move || {
+            let _ = events.try_send(ADDRESS_EVENT);
+            !events.is_closed()
+        });
+        let watching = match watching {
+            Ok(()) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::Unsupported => false,
+            Err(error) => {
+                tracing::warn!(%error, poll = ?IDLE_POLL, "cannot watch address events: the VIPs are polled only");
+                false
+            }
+        };
+        let reading = if let Some(path) = self.config.notify_fifo.clone() {
+            let (state_tx, state_rx) = watch::channel(None);
+            self.fifo_state = state_rx;
+            tokio::spawn(read_notify_fifo(
+                path,
+                self.config.instance.clone(),
+                tx,
+                state_tx,
+            ));
+            true
+        } else {
+            false
+        };
+        (watching || reading).then_some(rx)
     }
 }
 
@@ -235,7 +263,7 @@ impl Failover for KeepalivedBackend {
 async fn read_notify_fifo(
     path: PathBuf,
     instance: Option<String>,
-    hints: mpsc::Sender<()>,
+    hints: mpsc::Sender<Hint>,
     state: watch::Sender<Option<&'static str>>,
 ) {
     while !hints.is_closed() {
@@ -255,7 +283,7 @@ async fn read_notify_fifo(
                             tracing::info!(instance = name, state = said, "keepalived notify_fifo");
                             state.send_replace(Some(said));
                             // Full means a poll is already due: nothing lost.
-                            let _ = hints.try_send(());
+                            let _ = hints.try_send(NOTIFY_FIFO);
                         }
                         _ => tracing::debug!(%line, "notify_fifo line ignored"),
                     }

@@ -102,6 +102,13 @@ impl Watch {
     }
 }
 
+/// A hint that the role may just have changed, named after what saw it
+/// (`notify_fifo`, `address event`, `routing socket`). The worker polls at
+/// once and logs the name as the role's `seen_by`: the poll stays the only
+/// judge, so a hint can be wrong or late and never confirm a move by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hint(pub &'static str);
+
 /// A failover backend: sets our share of the demotion and reports the role.
 pub trait Failover: Send + 'static {
     /// Its config name, for logs.
@@ -117,9 +124,10 @@ pub trait Failover: Send + 'static {
     /// How often to poll the role; `None` when it cannot change by itself.
     fn poll_interval(&self, watch: Watch) -> Option<Duration>;
 
-    /// Hints that the role may just have changed (keepalived's notify FIFO):
-    /// each `()` makes the worker poll at once. Taken once, at start.
-    fn hints(&mut self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    /// Hints that the role may just have changed (keepalived's notify FIFO,
+    /// an address event, a carp interface's link state): each makes the
+    /// worker poll at once. Taken once, at start, inside the runtime.
+    fn hints(&mut self) -> Option<tokio::sync::mpsc::Receiver<Hint>> {
         None
     }
 

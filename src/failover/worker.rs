@@ -2,6 +2,12 @@
 //! polls the role, and reports both to the dispatcher as [`BackendReport`]s
 //! (the machine turns them into its events; the worker knows nothing of it).
 //!
+//! The role is looked at after every applied level, when a move starts being
+//! awaited, on every [`Hint`] the backend gives (an address event, a notify
+//! FIFO line, a carp link state), and by the backend's poll interval, which
+//! stays as the safety net for hints that never come. Each role change is
+//! logged with `seen_by`, what made the worker look.
+//!
 //! Wanted levels arrive through a `watch` channel, so a burst of changes
 //! collapses into the newest one, and levels are applied strictly in order.
 //! Every wish carries the machine's request number, and each report names the
@@ -22,7 +28,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Failover, Level, Role, Watch};
+use super::{Failover, Hint, Level, Role, Watch};
 
 /// A failed level is retried soon: on the stop path the stop's deadline
 /// (failover_timeout, then DOWN_GRACE) is all the time there is.
@@ -172,7 +178,7 @@ impl<F: Failover> Worker<F> {
                     return;
                 }
                 // The stop wait depends on the role right after the change.
-                if !self.report_role(true).await {
+                if !self.report_role(true, "level").await {
                     return;
                 }
                 continue;
@@ -187,23 +193,24 @@ impl<F: Failover> Worker<F> {
             tokio::select! {
                 biased;
                 changed = wanted.changed() => if changed.is_err() { return },
-                Some(()) = next_hint(hints.as_mut()) => {
-                    if !self.report_role(false).await { return }
+                Some(Hint(seen_by)) = next_hint(hints.as_mut()) => {
+                    if !self.report_role(false, seen_by).await { return }
                 }
                 changed = watch.changed() => {
                     if changed.is_err() { return }
-                    if *watch.borrow() == Watch::Fast && !self.report_role(true).await { return }
+                    if *watch.borrow() == Watch::Fast && !self.report_role(true, "fast watch").await { return }
                 }
                 () = tokio::time::sleep(poll.min(until_retry)) => {
-                    if !self.report_role(false).await { return }
+                    if !self.report_role(false, "poll").await { return }
                 }
             }
         }
     }
 
-    /// Polls the role and reports it when it changed (or always, if `force`).
-    /// Returns false when the dispatcher is gone.
-    async fn report_role(&mut self, force: bool) -> bool {
+    /// Polls the role and reports it when it changed (or always, if `force`);
+    /// `seen_by` says what made the worker look, for the log. Returns false
+    /// when the dispatcher is gone.
+    async fn report_role(&mut self, force: bool, seen_by: &'static str) -> bool {
         let role = match self.backend.role().await {
             Ok(role) => {
                 self.role_failing = false;
@@ -224,7 +231,7 @@ impl<F: Failover> Worker<F> {
         // Cheap (no I/O); status then shows what the backend just saw.
         self.details.send_replace(self.backend.details());
         if self.last_role != Some(role) {
-            tracing::info!(backend = self.backend.name(), %role, "role");
+            tracing::info!(backend = self.backend.name(), %role, seen_by, "role");
         } else if !force {
             return true;
         }
@@ -242,7 +249,7 @@ fn elapsed_ms(since: Instant) -> u64 {
 }
 
 /// The next hint, or never when the backend gives none (or its source ended).
-async fn next_hint(hints: Option<&mut mpsc::Receiver<()>>) -> Option<()> {
+async fn next_hint(hints: Option<&mut mpsc::Receiver<Hint>>) -> Option<Hint> {
     match hints {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -1,9 +1,14 @@
 //! OpenBSD (and other non-Linux Unix): no subreaper and no parent-death
 //! signal, so orphans go to init and the supervisor's process-group kill
 //! (Nomad, rc.d) is what reaches leftover proxy workers. Signals are taken
-//! with sigwait(2), which does not report the sender.
+//! with sigwait(2), which does not report the sender. carp(4) link states
+//! come from the routing socket ([`carp_links`]).
+
+mod carp_links;
 
 use std::io;
+
+pub use carp_links::watch_carp_links;
 
 use nix::{sys::signal::SigSet, unistd::Pid};
 
@@ -242,6 +247,18 @@ pub fn carp_preempt() -> Option<bool> {
         "1" => Some(true),
         _ => None,
     }
+}
+
+/// keepalived is Linux's: no address events here (the keepalived backend,
+/// which only Linux runs, would poll).
+pub fn watch_addresses(
+    _addresses: Vec<std::net::IpAddr>,
+    _hint: impl FnMut() -> bool + Send + 'static,
+) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "address events are watched on Linux only",
+    ))
 }
 
 /// No proxy says READY=1 here: caddy's sd_notify is Linux-only

@@ -1,7 +1,12 @@
-//! Linux: prctl(2) subreaper and PDEATHSIG, /proc for adopted children, and
-//! signalfd(2), which reports who sent each signal.
+//! Linux: prctl(2) subreaper and PDEATHSIG, /proc for adopted children,
+//! signalfd(2), which reports who sent each signal, and rtnetlink(7) address
+//! events ([`addresses`]).
+
+mod addresses;
 
 use std::io;
+
+pub use addresses::watch_addresses;
 
 use nix::{
     sys::{
@@ -270,6 +275,18 @@ pub const CARP: bool = false;
 /// CARP does not exist on Linux: nothing to say about its preempt sysctl.
 pub fn carp_preempt() -> Option<bool> {
     None
+}
+
+/// No carp interfaces here, so no link states to watch (the CARP backend
+/// runs on Linux only against a simulated ifconfig, and polls it).
+pub fn watch_carp_links(
+    _interfaces: Vec<String>,
+    _hint: impl FnMut() -> bool + Send + 'static,
+) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "carp(4) link states exist on OpenBSD only",
+    ))
 }
 
 /// Whether proxies speak sd_notify(3) here: haproxy built with USE_SYSTEMD

@@ -3,8 +3,10 @@
 //! Owns: the child subreaper and parent-death signal (Linux), finding our
 //! adopted children, reading blocked signals with the sender's pid where the
 //! OS gives it, resetting real-time signals, the clock of time since boot,
-//! and per-OS default paths (the state dir, the control socket, the CARP
-//! ledger's boot marker).
+//! per-OS default paths (the state dir, the control socket, the CARP
+//! ledger's boot marker), and the kernel's events that hint at a role
+//! change: address changes (Linux, `watch_addresses`) and carp link states
+//! (OpenBSD, `watch_carp_links`), each an `Unsupported` error on the other.
 //! Everything above this module is portable and never uses `cfg(target_os)`.
 //!
 //! `--cfg handoff_portable` builds the non-Linux module on Linux, so that
@@ -20,6 +22,11 @@ pub use linux::*;
 mod bsd;
 #[cfg(not(all(target_os = "linux", not(handoff_portable))))]
 pub use bsd::*;
+
+// OpenBSD's routing messages, parsed on every OS so that the parser's tests
+// run on Linux; only the bsd module reads a routing socket.
+#[cfg_attr(all(target_os = "linux", not(handoff_portable)), allow(dead_code))]
+mod route_msg;
 
 /// One signal taken from the pending set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

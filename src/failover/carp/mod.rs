@@ -9,6 +9,10 @@
 //! marker (a reboot restarts the kernel's counters). The role comes from the
 //! carp interfaces' state ([`output`]). ifconfig is a tool, not an OS API, so this
 //! module is portable and tested on Linux against a simulated ifconfig.
+//!
+//! On OpenBSD the routing socket's RTM_IFINFO for a watched interface (its
+//! link state follows its CARP state) makes the worker ask ifconfig at once
+//! (`crate::platform::watch_carp_links`); the poll stays as the safety net.
 
 pub mod boot;
 pub mod ledger;
@@ -18,9 +22,10 @@ use std::{sync::Arc, time::Duration};
 
 use ledger::{Boot, Outcome, Pending, Record};
 
-use super::{Failover, FailoverError, Level, Role, Watch};
+use super::{Failover, FailoverError, Hint, Level, Role, Watch};
 use crate::{
     config::CarpConfig,
+    platform,
     process::{Children, ProcessEnd, run_command},
     state::StateDir,
 };
@@ -28,8 +33,10 @@ use crate::{
 /// Role polling while waiting for a move: CARP moves within one
 /// advertisement round trip (advbase 1 s by default).
 const FAST_POLL: Duration = Duration::from_millis(50);
-/// Role polling otherwise.
+/// Role polling otherwise: the safety net under the link state events.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// What a link state event is called in the log (`seen_by`).
+const LINK_EVENT: Hint = Hint("routing socket");
 /// ifconfig answers in milliseconds; a hung one must not hold anything.
 const IFCONFIG_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -228,6 +235,24 @@ impl Failover for CarpBackend {
 
     fn poll_interval(&self, watch: Watch) -> Option<Duration> {
         Some(watch.pick(IDLE_POLL, FAST_POLL))
+    }
+
+    /// The watched interfaces' link state changes, where the OS has them.
+    fn hints(&mut self) -> Option<tokio::sync::mpsc::Receiver<Hint>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let watching = platform::watch_carp_links(self.config.interfaces.clone(), move || {
+            // Full means a poll is already due: nothing lost.
+            let _ = tx.try_send(LINK_EVENT);
+            !tx.is_closed()
+        });
+        match watching {
+            Ok(()) => Some(rx),
+            Err(error) if error.kind() == std::io::ErrorKind::Unsupported => None,
+            Err(error) => {
+                tracing::warn!(%error, poll = ?IDLE_POLL, "cannot watch the carp link states: the interfaces are polled only");
+                None
+            }
+        }
     }
 
     fn details(&self) -> serde_json::Value {
