@@ -28,6 +28,7 @@ use crate::{
     exit,
     failover::{self, AnyBackend, Failover, Level},
     hooks::Hooks,
+    loopback_vip::LoopbackVip,
     http, logging,
     machine::{Machine, Policy, ReloadBy, ReloadPolicy},
     maintenance::Maintenance,
@@ -97,7 +98,12 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     let (runtime, signal_rx) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
         // 3. CARP reconciles its ledger in `open`; a damaged ledger or a
-        // missing tool stops here, before anything is spawned.
+        // missing tool stops here, before anything is spawned. So does a
+        // host that would answer ARP for the VIPs on lo.
+        let loopback = LoopbackVip::from_config(&config.backend);
+        if let Some(refusal) = loopback.as_ref().and_then(LoopbackVip::refusal) {
+            return Err(Error::Unavailable(refusal));
+        }
         let mut backend =
             AnyBackend::open(&config.backend, children.clone(), state.clone(), boot).await?;
         // A failing backend is retried for up to failover_timeout; after
@@ -107,6 +113,10 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
             .await
             .map_err(Error::Demotion)?;
         tracing::info!(backend = backend.name(), "down at start");
+        // What a dead agent left on lo goes; the proxy is not serving yet.
+        if let Some(loopback) = &loopback {
+            loopback.set(false);
+        }
         // The dead-man's switch, before the node can go up: from here on a
         // death of this process of any kind still takes the node down.
         let sentinel = match (&config.path, &config.backend) {
@@ -233,6 +243,7 @@ async fn supervise(
             notify,
             hooks,
             hooks_exit_limit: config.budget.on_stop,
+            loopback: LoopbackVip::from_config(&config.backend),
         };
         tokio::spawn(control.serve(
             Access::new(group),
@@ -375,5 +386,6 @@ fn policy(config: &Resolved, plan: &ReloadPlan) -> Policy {
         confirm_peer: config.consul.as_ref().is_some_and(|c| c.confirm_peer),
         hooks: config.hooks.each().next().is_some(),
         duties: !config.duties.is_empty(),
+        loopback_vip: LoopbackVip::from_config(&config.backend).is_some(),
     }
 }

@@ -274,6 +274,12 @@ fn keepalived_host(k: &KeepalivedConfig, env: &ChildEnv, report: &mut HostReport
     if let Some(why) = track_dir_problem(crate::files::dir_of(&k.track_file)) {
         report.problems.push(why);
     }
+    // `run` refuses this too (crate::loopback_vip).
+    if k.loopback_vip
+        && let Some(why) = crate::platform::loopback_arp_problem()
+    {
+        report.problems.push(why);
+    }
 }
 
 /// The track file's directory: keepalived watches it with inotify from its

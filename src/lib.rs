@@ -66,6 +66,7 @@ pub mod hooks;
 pub mod host;
 pub mod http;
 pub mod logging;
+pub mod loopback_vip;
 pub mod machine;
 pub mod maintenance;
 pub mod metrics;

@@ -49,6 +49,7 @@ use crate::{
     error::Error,
     failover::{self, AnyBackend},
     logging,
+    loopback_vip::LoopbackVip,
     process::{Children, Group, ProcessEnd},
     signals,
     state::{Holder, StateDir, StateError},
@@ -315,6 +316,10 @@ fn apply_down(config: &Resolved, state: StateDir, limit: Duration) -> Result<(),
             AnyBackend::open(&config.backend, children, Arc::new(state), boot).await?;
         backend.down_until(limit).await
     })?;
+    // No proxy serves here any more: nothing for the VIPs on lo to catch.
+    if let Some(loopback) = LoopbackVip::from_config(&config.backend) {
+        loopback.set(false);
+    }
     Ok(())
 }
 

@@ -31,6 +31,7 @@ use crate::{
     health::{self, HealthView, Verdict},
     hooks::Hooks,
     host,
+    loopback_vip::LoopbackVip,
     machine::{
         Action, Event, Machine, Note, Notice, ReloadEvent, ReloadStep, Severity, Stopwatch, Timer,
     },
@@ -88,6 +89,8 @@ pub struct Supervisor {
     pub hooks: Hooks,
     /// How long the exit waits for hooks (`on_stop`'s timeout).
     pub hooks_exit_limit: Duration,
+    /// `loopback_vip`: the VIPs on lo while the proxy serves.
+    pub loopback: Option<LoopbackVip>,
 }
 
 /// The running loop: the supervisor plus its backend worker and the state
@@ -457,6 +460,11 @@ impl Dispatcher {
                 Action::Hook(call) => self.parts.hooks.call(call),
                 Action::CancelStopHook => self.parts.hooks.cancel_stop(),
                 Action::Duties(on) => self.parts.hooks.duties(on),
+                Action::LoopbackVip(on) => {
+                    if let Some(loopback) = &self.parts.loopback {
+                        loopback.set(on);
+                    }
+                }
                 // Starting a waiter replaces the one before it.
                 Action::Probe(start) => match (start, &self.parts.probe) {
                     (true, Some(target)) => {

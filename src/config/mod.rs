@@ -333,6 +333,8 @@ pub struct KeepalivedConfig {
     pub instance: Option<String>,
     /// keepalived's notify FIFO.
     pub notify_fifo: Option<PathBuf>,
+    /// The VIPs on lo while the proxy serves (`crate::loopback_vip`).
+    pub loopback_vip: bool,
 }
 
 impl Default for KeepalivedConfig {
@@ -345,6 +347,7 @@ impl Default for KeepalivedConfig {
             vip: Vec::new(),
             instance: None,
             notify_fifo: None,
+            loopback_vip: false,
         }
     }
 }

@@ -35,7 +35,7 @@
 
 use std::{net::IpAddr, os::unix::fs::DirBuilderExt, path::PathBuf, time::Duration};
 
-use nix::ifaddrs::getifaddrs;
+use nix::{ifaddrs::getifaddrs, net::if_::InterfaceFlags};
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, BufReader},
     net::unix::pipe,
@@ -171,7 +171,10 @@ impl KeepalivedBackend {
 fn holds_any(vips: &[IpAddr]) -> Result<bool, FailoverError> {
     let addresses = getifaddrs()
         .map_err(|e| FailoverError::Local(format!("cannot list local addresses: {e}")))?;
-    Ok(addresses.filter_map(|a| a.address).any(|storage| {
+    // A VIP on a loopback interface is `loopback_vip`'s (or an operator's
+    // direct-routing setup), never keepalived's: it says nothing of the role.
+    let on_the_wire = addresses.filter(|a| !a.flags.contains(InterfaceFlags::IFF_LOOPBACK));
+    Ok(on_the_wire.filter_map(|a| a.address).any(|storage| {
         let ip = storage
             .as_sockaddr_in()
             .map(|v4| IpAddr::V4(v4.ip()))
@@ -430,9 +433,20 @@ mod tests {
     }
 
     #[test]
-    fn loopback_is_local_and_a_documentation_address_is_not() {
-        assert!(holds_any(&["127.0.0.1".parse().unwrap()]).unwrap());
+    fn an_address_on_an_interface_counts_and_one_on_lo_or_nowhere_does_not() {
+        assert!(
+            !holds_any(&["127.0.0.1".parse().unwrap()]).unwrap(),
+            "on lo: loopback_vip's, not keepalived's"
+        );
         assert!(!holds_any(&["192.0.2.254".parse().unwrap()]).unwrap());
+        // Any address of this host on a real interface, where there is one.
+        let wire = getifaddrs().unwrap().find_map(|a| {
+            let v4 = a.address?.as_sockaddr_in()?.ip();
+            (!a.flags.contains(InterfaceFlags::IFF_LOOPBACK)).then_some(IpAddr::V4(v4))
+        });
+        if let Some(ip) = wire {
+            assert!(holds_any(&[ip]).unwrap(), "{ip}");
+        }
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@
 //! restarts, deadlines). `tests.rs` holds the tables over all of it.
 
 mod hooks;
+mod loopback;
 mod maintenance;
 mod reload;
 mod stop;
@@ -192,6 +193,8 @@ pub struct Machine {
     ever_healthy: bool,
     /// Duties may run.
     duties_on: bool,
+    /// The VIPs are on the loopback interface (`loopback.rs`).
+    loopback_on: bool,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -223,6 +226,7 @@ impl Machine {
             reconciled: false,
             ever_healthy: false,
             duties_on: false,
+            loopback_on: false,
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -318,6 +322,7 @@ impl Machine {
         if self.state != State::Done {
             self.follow_role(&mut out);
         }
+        self.follow_serving(&mut out);
         out
     }
 

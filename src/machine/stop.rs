@@ -183,6 +183,8 @@ impl Machine {
 
     /// Stop step 4: the graceful stop signal, bounded by `stop_timeout`.
     pub(super) fn send_stop(&mut self, out: &mut Vec<Action>) {
+        // Before the signal: the proxy closes its listeners on it.
+        self.loopback(false, out);
         self.stop_confirmations(out);
         out.push(Action::Disarm(Timer::Failover));
         out.push(Action::Disarm(Timer::Settle));
@@ -196,6 +198,7 @@ impl Machine {
 
     /// Stop step 5: SIGKILL; the exit follows.
     pub(super) fn kill(&mut self, out: &mut Vec<Action>) {
+        self.loopback(false, out);
         self.stop_confirmations(out);
         for timer in [Timer::Failover, Timer::Settle, Timer::StopTimeout] {
             out.push(Action::Disarm(timer));

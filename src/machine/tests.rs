@@ -32,6 +32,7 @@ fn policy() -> Policy {
         confirm_peer: false,
         hooks: false,
         duties: false,
+        loopback_vip: false,
     }
 }
 
@@ -1318,6 +1319,8 @@ struct World {
     stop_hooked: bool,
     /// Duties are on.
     duties: bool,
+    /// The VIPs are on lo.
+    loopback: bool,
     /// The reload's check, command, worker watch or health check runs (and
     /// so may report).
     checking: bool,
@@ -1448,6 +1451,7 @@ impl World {
         match action {
             Action::Exit(_) => {
                 assert!(!self.alive, "{context}: exit while the proxy lives");
+                assert!(!self.loopback, "{context}: exit with the VIPs on lo");
                 assert!(!self.spawn_pending, "{context}: exit with a spawn pending");
                 self.exited = true;
             }
@@ -1476,6 +1480,10 @@ impl World {
                 assert!(
                     self.alive,
                     "{context}: signalling a proxy that is not running"
+                );
+                assert!(
+                    !(self.loopback && matches!(action, Action::StopProxy(_) | Action::KillProxy)),
+                    "{context}: the proxy's stop signal with the VIPs still on lo"
                 );
                 if let Action::Forward { received, .. } = action {
                     assert!(
@@ -1527,6 +1535,14 @@ impl World {
             Action::Reload(step) => self.reload_step(*step, context),
             Action::Hook(_) | Action::Duties(_) | Action::CancelStopHook => {
                 self.hooks_and_duties(action, context);
+            }
+            Action::LoopbackVip(on) => {
+                assert_ne!(*on, self.loopback, "{context}: the VIPs on lo switched to what they were");
+                assert!(
+                    !*on || (self.alive && !self.exited),
+                    "{context}: the VIPs on lo without a proxy"
+                );
+                self.loopback = *on;
             }
             Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
         }
@@ -1758,6 +1774,7 @@ fn every_phase_times_every_event_keeps_the_invariants() {
                 stop_level,
                 hooks: restart == RestartPolicy::Always,
                 duties: stop_level == Level::Standby,
+                loopback_vip: restart == RestartPolicy::Never,
                 reload: if settle.is_zero() {
                     policy().reload
                 } else {
@@ -2624,5 +2641,58 @@ fn maintenance_runs_its_hook_and_promote_runs_the_role_s_again() {
             HookReason::Maintenance
         )],
         "released: the node's real role again (the peer kept the IP)"
+    );
+}
+
+// ---- the VIPs on lo (loopback_vip) ------------------------------------------
+
+fn loopback_of(actions: &[Action]) -> Vec<&Action> {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::LoopbackVip(_) | Action::StopProxy(_)))
+        .collect()
+}
+
+#[test]
+fn the_vips_are_on_lo_while_the_proxy_serves_and_off_before_its_stop_signal() {
+    let p = Policy {
+        loopback_vip: true,
+        stop_level: Level::Standby,
+        ..policy()
+    };
+    let mut m = Machine::new(p.clone());
+    m.start();
+    m.handle(DOWN1);
+    m.handle(Event::Spawned);
+    assert_eq!(
+        loopback_of(&m.handle(Event::Deadline(Timer::HealthGate))),
+        [&Action::LoopbackVip(true)],
+        "healthy: on, before the backend has even answered the up"
+    );
+    m.handle(UP2);
+    m.handle(seen(Role::Master, 2));
+    assert!(
+        loopback_of(&m.handle(Event::Signal(SIGTERM))).is_empty(),
+        "the handover: still serving"
+    );
+    m.handle(applied(Level::Standby, 3));
+    m.handle(seen(Role::Backup, 3));
+    m.handle(applied(Level::Down, 4));
+    assert_eq!(
+        loopback_of(&m.handle(seen(Role::Fault, 4))),
+        [&Action::LoopbackVip(false), &Action::StopProxy(SIGTERM)],
+        "off, then the stop signal"
+    );
+
+    // Unhealthy, or dead: off at once.
+    let mut m = after(p.clone(), HEALTHY);
+    assert_eq!(
+        loopback_of(&m.handle(Event::Health(false))),
+        [&Action::LoopbackVip(false)]
+    );
+    let mut m = after(p, HEALTHY);
+    assert_eq!(
+        loopback_of(&m.handle(Event::ProxyExited(ProcessEnd::Signaled(9)))),
+        [&Action::LoopbackVip(false)]
     );
 }

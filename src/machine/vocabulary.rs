@@ -61,6 +61,9 @@ pub struct Policy {
     pub hooks: bool,
     /// `[[duty]]` has a duty: [`Action::Duties`] switches them.
     pub duties: bool,
+    /// `[failover.keepalived] loopback_vip`: the VIPs are on the loopback
+    /// interface while the proxy serves ([`Action::LoopbackVip`]).
+    pub loopback_vip: bool,
 }
 
 /// The reload's part of the [`Policy`]: which steps there are (the
@@ -261,6 +264,10 @@ pub enum Action {
     CancelStopHook,
     /// Start (`true`) or stop (`false`) the master-only duties.
     Duties(bool),
+    /// Put the VIPs on the loopback interface (`true`) or take them off
+    /// (`false`): while they are there, this node accepts what reaches it
+    /// for the VIP whether or not it holds the VIP (`crate::loopback_vip`).
+    LoopbackVip(bool),
     /// Exit handoff with this status. Never emitted while the proxy lives.
     Exit(u8),
 }

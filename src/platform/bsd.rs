@@ -261,6 +261,19 @@ pub fn watch_addresses(
     ))
 }
 
+/// `loopback_vip` is the keepalived backend's, and keepalived Linux's.
+pub fn set_loopback_addresses(_addresses: &[std::net::IpAddr], _present: bool) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the VIPs go on lo on Linux only",
+    ))
+}
+
+/// See [`set_loopback_addresses`].
+pub fn loopback_arp_problem() -> Option<String> {
+    Some("loopback_vip is for keepalived, on Linux only".into())
+}
+
 /// No proxy says READY=1 here: caddy's sd_notify is Linux-only
 /// (notify_other.go is a no-op), and haproxy's needs USE_SYSTEMD, a Linux
 /// build option. A reload cannot be confirmed by "ready".

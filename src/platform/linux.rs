@@ -1,12 +1,14 @@
 //! Linux: prctl(2) subreaper and PDEATHSIG, /proc for adopted children,
-//! signalfd(2), which reports who sent each signal, and rtnetlink(7) address
-//! events ([`addresses`]).
+//! signalfd(2), which reports who sent each signal, rtnetlink(7) address
+//! events ([`addresses`]), and the VIPs on lo ([`loopback`]).
 
 mod addresses;
+mod loopback;
 
 use std::io;
 
 pub use addresses::watch_addresses;
+pub use loopback::{loopback_arp_problem, set_loopback_addresses};
 
 use nix::{
     sys::{
