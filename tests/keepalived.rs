@@ -875,3 +875,83 @@ fn hooks_follow_the_roles_in_order_and_the_duty_runs_on_one_node_at_a_time() {
         l.log()
     );
 }
+
+/// Whether `node` has the VIP on its lo.
+fn vip_on_lo(cluster: &Cluster, node: &str) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &cluster.ns(node), "-4", "addr", "show", "dev", "lo"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{}/32", common::netns::VIP))
+}
+
+/// Sets this node's namespace's ARP sysctls (they are per network namespace).
+fn arp_sysctls(cluster: &Cluster, node: &str, ignore: u8, announce: u8) {
+    for (key, value) in [("arp_ignore", ignore), ("arp_announce", announce)] {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &cluster.ns(node), "sysctl", "-qw"])
+            .arg(format!("net.ipv4.conf.all.{key}={value}"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "sysctl {key} in {node}");
+    }
+}
+
+/// Issue 17's `loopback_vip`: refused on a host that would answer ARP for a
+/// VIP on lo; otherwise the VIP is on a's lo while its proxy serves, is not
+/// taken for the role, comes off before the proxy's stop signal (handoff's
+/// own log, in order), and the sentinel takes it off after a SIGKILL.
+#[test]
+fn loopback_vip_serves_while_the_proxy_does_and_never_outlives_it() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new();
+    let cluster = Cluster::new(&lab, [-254, 0], "");
+    let config = cluster.config(&lab, "a", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[failover.keepalived]\n",
+        "[failover.keepalived]\nloopback_vip = true\n",
+    );
+    std::fs::write(&config, text).unwrap();
+
+    // The namespace's defaults (arp_ignore 0) would answer ARP for it.
+    let mut refused = cluster.handoff(&lab, "a", &config, &lab.proxy(&[]));
+    assert_eq!(refused.code(SOON), 69, "{}", refused.log());
+    refused.assert_logged("arp_ignore");
+    assert!(!vip_on_lo(&cluster, "a"));
+
+    arp_sysctls(&cluster, "a", 1, 2);
+    let mut h = cluster.handoff(&lab, "a", &config, &lab.proxy(&[]));
+    cluster.wait_for_vip("a", Duration::from_secs(15));
+    assert!(vip_on_lo(&cluster, "a"), "{}", h.log());
+    let status = lab.status_json(&config);
+    assert_eq!(status["role"], "MASTER", "{status:#}");
+
+    // A planned stop: off lo before the proxy's stop signal.
+    h.signal(SIGINT);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    let log = h.log();
+    let off = log.find("VIPs off lo").unwrap_or_else(|| panic!("{log}"));
+    let stop = log
+        .find("stopping proxy")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(off < stop, "the proxy's stop signal came first:\n{log}");
+    assert!(!vip_on_lo(&cluster, "a"));
+    assert!(cluster.holds_vip("b"));
+
+    // A SIGKILLed agent: its sentinel takes the VIP off lo.
+    let mut h = cluster.handoff(&lab, "a", &config, &lab.proxy(&[]));
+    cluster.wait_for_vip("a", Duration::from_secs(15));
+    assert!(vip_on_lo(&cluster, "a"), "{}", h.log());
+    h.signal(SIGKILL);
+    let _ = h.wait(SOON);
+    let deadline = Instant::now() + SOON;
+    while vip_on_lo(&cluster, "a") {
+        assert!(
+            Instant::now() < deadline,
+            "the VIP stayed on lo after the agent died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1537,7 +1537,10 @@ impl World {
                 self.hooks_and_duties(action, context);
             }
             Action::LoopbackVip(on) => {
-                assert_ne!(*on, self.loopback, "{context}: the VIPs on lo switched to what they were");
+                assert_ne!(
+                    *on, self.loopback,
+                    "{context}: the VIPs on lo switched to what they were"
+                );
                 assert!(
                     !*on || (self.alive && !self.exited),
                     "{context}: the VIPs on lo without a proxy"

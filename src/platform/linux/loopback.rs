@@ -130,9 +130,12 @@ pub fn loopback_arp_problem() -> Option<String> {
         let text = std::fs::read_to_string(conf.join(iface).join(key)).ok()?;
         text.trim().parse().ok()
     };
-    let (Some(all_ignore), Some(all_announce)) = (read("all", "arp_ignore"), read("all", "arp_announce"))
+    let (Some(all_ignore), Some(all_announce)) =
+        (read("all", "arp_ignore"), read("all", "arp_announce"))
     else {
-        return Some(format!("cannot read {IPV4_CONF}/all/arp_ignore and arp_announce"));
+        return Some(format!(
+            "cannot read {IPV4_CONF}/all/arp_ignore and arp_announce"
+        ));
     };
     let entries = match std::fs::read_dir(conf) {
         Ok(entries) => entries,
@@ -147,7 +150,9 @@ pub fn loopback_arp_problem() -> Option<String> {
         let ignore = read(&name, "arp_ignore").unwrap_or(0).max(all_ignore);
         let announce = read(&name, "arp_announce").unwrap_or(0).max(all_announce);
         if ignore == 0 || announce < 2 {
-            unsafe_ones.push(format!("{name} (arp_ignore {ignore}, arp_announce {announce})"));
+            unsafe_ones.push(format!(
+                "{name} (arp_ignore {ignore}, arp_announce {announce})"
+            ));
         }
     }
     unsafe_ones.sort();
@@ -172,7 +177,11 @@ mod tests {
             let bytes = request(address.parse().unwrap(), 1, true, 7);
             let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
             assert_eq!(message.header.sequence_number, 7);
-            assert_ne!(message.header.flags & NLM_F_ACK, 0, "an answer is asked for");
+            assert_ne!(
+                message.header.flags & NLM_F_ACK,
+                0,
+                "an answer is asked for"
+            );
             let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(change)) =
                 message.payload
             else {
