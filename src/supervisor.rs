@@ -405,6 +405,22 @@ impl Dispatcher {
         }
     }
 
+    /// What follows the node's role and whether the proxy serves: hooks,
+    /// duties, the VIPs on lo.
+    fn follow_serving(&mut self, action: &Action) {
+        match *action {
+            Action::Hook(call) => self.parts.hooks.call(call),
+            Action::CancelStopHook => self.parts.hooks.cancel_stop(),
+            Action::Duties(on) => self.parts.hooks.duties(on),
+            Action::LoopbackVip(on) => {
+                if let Some(loopback) = &self.parts.loopback {
+                    loopback.set(on);
+                }
+            }
+            _ => debug_assert!(false, "INVARIANT: only these come here"),
+        }
+    }
+
     /// Carries out `actions` in order; returns the exit status on `Exit`.
     async fn execute(&mut self, actions: Vec<Action>) -> Option<u8> {
         for action in actions {
@@ -457,14 +473,10 @@ impl Dispatcher {
                 }
                 Action::CountRestart => self.parts.metrics.restarted(),
                 Action::Reload(step) => self.reload_step(step),
-                Action::Hook(call) => self.parts.hooks.call(call),
-                Action::CancelStopHook => self.parts.hooks.cancel_stop(),
-                Action::Duties(on) => self.parts.hooks.duties(on),
-                Action::LoopbackVip(on) => {
-                    if let Some(loopback) = &self.parts.loopback {
-                        loopback.set(on);
-                    }
-                }
+                Action::Hook(_)
+                | Action::CancelStopHook
+                | Action::Duties(_)
+                | Action::LoopbackVip(_) => self.follow_serving(&action),
                 // Starting a waiter replaces the one before it.
                 Action::Probe(start) => match (start, &self.parts.probe) {
                     (true, Some(target)) => {

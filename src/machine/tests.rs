@@ -1399,6 +1399,19 @@ impl World {
         }
     }
 
+    /// Checks a switch of the VIPs on lo against the invariants.
+    fn loopback_vip(&mut self, on: bool, context: &str) {
+        assert_ne!(
+            on, self.loopback,
+            "{context}: the VIPs on lo switched to what they were"
+        );
+        assert!(
+            !on || (self.alive && !self.exited),
+            "{context}: the VIPs on lo without a proxy"
+        );
+        self.loopback = on;
+    }
+
     /// Checks a reload's step against the invariants.
     fn reload_step(&mut self, step: ReloadStep, context: &str) {
         match step {
@@ -1536,17 +1549,7 @@ impl World {
             Action::Hook(_) | Action::Duties(_) | Action::CancelStopHook => {
                 self.hooks_and_duties(action, context);
             }
-            Action::LoopbackVip(on) => {
-                assert_ne!(
-                    *on, self.loopback,
-                    "{context}: the VIPs on lo switched to what they were"
-                );
-                assert!(
-                    !*on || (self.alive && !self.exited),
-                    "{context}: the VIPs on lo without a proxy"
-                );
-                self.loopback = *on;
-            }
+            Action::LoopbackVip(on) => self.loopback_vip(*on, context),
             Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
         }
     }
