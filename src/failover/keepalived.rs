@@ -12,13 +12,15 @@
 //! files"; docs/facts.md).
 //!
 //! The role is MASTER when one of the configured VIPs is on a local
-//! interface: keepalived adds the VIP when it becomes master and removes it
-//! when it leaves, so this is where the address really is. Otherwise it is
-//! FAULT when keepalived has the instance in FAULT, and BACKUP when not.
-//! FAULT is known two ways: our own `down` value is below -253, which puts
-//! the instance in FAULT (keepalived.conf(5), "Track files"), and the notify
-//! FIFO's last state line for the instance says FAULT, STOP or DELETED (a
-//! fault keepalived sees itself: a dead interface, another tracker).
+//! interface other than a loopback one: keepalived adds the VIP when it
+//! becomes master and removes it when it leaves, so this is where the
+//! address really is (on lo it is `loopback_vip`'s). Otherwise it is FAULT
+//! when keepalived has the instance in FAULT, and BACKUP when not. FAULT is
+//! known two ways: our own `down` value is below -253, which puts the
+//! instance in FAULT (keepalived.conf(5), "Track files"), and the notify
+//! FIFO's last state line for the instance, sent after our last write, says
+//! FAULT, STOP or DELETED (a fault keepalived sees itself: a dead interface,
+//! another tracker).
 //!
 //! Two sources of hints make the worker look at once, merged into the one
 //! hints channel. On Linux, the kernel's address events (rtnetlink,
@@ -74,6 +76,10 @@ pub struct KeepalivedBackend {
     /// The instance's state in the notify FIFO's last line about it, while
     /// the FIFO is open (`None` without one).
     fifo_state: watch::Receiver<Option<&'static str>>,
+    /// The FIFO has spoken since our last write. Before that, its state is
+    /// from before keepalived read our value: the FAULT of the start's
+    /// `down` would outlive the `up` that ends it.
+    fifo_current: bool,
 }
 
 impl KeepalivedBackend {
@@ -91,6 +97,7 @@ impl KeepalivedBackend {
             holds_vip: None,
             // Replaced by `hints`, which starts the FIFO's reader.
             fifo_state: watch::channel(None).1,
+            fifo_current: false,
         })
     }
 
@@ -148,13 +155,18 @@ impl KeepalivedBackend {
     }
 
     /// Whether keepalived has the instance in FAULT: our own value put it
-    /// there, or the notify FIFO said so.
-    fn in_fault(&self) -> bool {
+    /// there, or the notify FIFO said so after our last write.
+    fn in_fault(&mut self) -> bool {
+        if self.fifo_state.has_changed().unwrap_or(false) {
+            self.fifo_state.mark_unchanged();
+            self.fifo_current = true;
+        }
         let ours = self.written.is_some_and(|v| v < FAULT_BELOW);
-        let fifo = matches!(
-            *self.fifo_state.borrow(),
-            Some("FAULT" | "STOP" | "DELETED")
-        );
+        let fifo = self.fifo_current
+            && matches!(
+                *self.fifo_state.borrow(),
+                Some("FAULT" | "STOP" | "DELETED")
+            );
         ours || fifo
     }
 
@@ -192,6 +204,9 @@ impl Failover for KeepalivedBackend {
         let value = self.value(level);
         self.write(value).await?;
         self.written = Some(value);
+        // What the FIFO said so far answers an older value.
+        self.fifo_state.mark_unchanged();
+        self.fifo_current = false;
         Ok(())
     }
 
@@ -500,6 +515,14 @@ mod tests {
         assert_eq!(backend.role().await.unwrap(), Role::Backup);
         said("INSTANCE \"VI_1\" STOP 0\n").await;
         assert_eq!(backend.role().await.unwrap(), Role::Fault, "STOP");
+        backend.set_level(Level::Standby).await.unwrap();
+        assert_eq!(
+            backend.role().await.unwrap(),
+            Role::Backup,
+            "a FIFO state from before our last write answers an older value"
+        );
+        said("INSTANCE \"VI_1\" FAULT 0\n").await;
+        assert_eq!(backend.role().await.unwrap(), Role::Fault);
         drop(sender);
         let mut forgotten = false;
         for _ in 0..200 {
