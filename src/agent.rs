@@ -94,7 +94,8 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
     let children = Children::new(env);
-    let (runtime, signal_rx) = signals::runtime_and_reader(&children)?;
+    let fast_path = signals::FastPath::default();
+    let (runtime, signal_rx) = signals::runtime_and_reader(&children, fast_path.clone())?;
     runtime.block_on(async {
         // 3. CARP reconciles its ledger in `open`; a damaged ledger or a
         // missing tool stops here, before anything is spawned.
@@ -125,6 +126,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
             state,
             children,
             signal_rx,
+            fast_path,
             sentinel: link,
         };
         let result = supervise(config, proxy, start, backend).await;
@@ -152,6 +154,7 @@ async fn supervise(
         state,
         children,
         signal_rx,
+        fast_path,
         sentinel,
     } = start;
     {
@@ -221,6 +224,7 @@ async fn supervise(
             group: config.proxy.process_group,
             children,
             signals: signal_rx,
+            fast_path,
             health: config.proxy.gate.checks().cloned(),
             probe: config.failover.probe.clone(),
             maintenance,
@@ -257,6 +261,7 @@ struct Start {
     state: Arc<StateDir>,
     children: Children,
     signal_rx: mpsc::Receiver<platform::Received>,
+    fast_path: signals::FastPath,
     sentinel: Option<ProxyLink>,
 }
 

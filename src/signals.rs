@@ -28,14 +28,20 @@
 //! line runs 0.2-6 ms after `spawn()` returned in its parent. Only a mask
 //! inherited across exec covers that; `tests/early_signals.rs` tests both.
 
-use std::thread;
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    thread,
+};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::{
+    sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask},
+    unistd::Pid,
+};
 use tokio::sync::mpsc;
 
 use crate::{
     platform::{self, Received, SignalReader},
-    process::Children,
+    process::{Children, Group},
 };
 
 /// Signals passed to the proxy unchanged (spec: Lifecycle, Running):
@@ -87,6 +93,67 @@ pub fn unblock() -> nix::Result<()> {
     pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled()), None)
 }
 
+/// The signal reader's forwarding table: which received signals it sends to
+/// the proxy itself, at once, before the loop hears of them (issue 17: a
+/// forwarded SIGHUP as fast as tini's). The machine decides the routes
+/// (`Action::FastPath`, only signals whose whole decision is "send this to
+/// the proxy"); the dispatcher sets them here with the proxy it runs. The
+/// signal still reaches the loop, marked as sent (`Received::forwarded`),
+/// so the machine logs and counts it and does not send it again.
+///
+/// The pid rule: the send goes through [`Children::signal`], which signals a
+/// pid only while it is in the registry, checked under the lock the reaper
+/// holds around `waitpid`. A proxy's pid stays ours until we reap it, so
+/// the reader can never signal a reaped (and maybe reused) pid, whatever
+/// the table still says. The table is otherwise only as fresh as the
+/// machine's last batch (the route change comes first in it), and a signal
+/// sent by a table gone stale in between (the proxy exited, the stop began)
+/// was sent to our own proxy while it was ours: the machine logs it as
+/// forwarded (`Machine::on_forwarded`).
+#[derive(Debug, Clone, Default)]
+pub struct FastPath {
+    table: Arc<RwLock<Table>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// The proxy and how it is signalled; `None` while none runs.
+    proxy: Option<(Pid, Group)>,
+    /// `(received, send)`.
+    routes: Vec<(Signal, Signal)>,
+}
+
+impl FastPath {
+    /// Routes `routes` to `proxy` from now on (none without a proxy).
+    pub fn set(&self, proxy: Option<(Pid, Group)>, routes: Vec<(Signal, Signal)>) {
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        table.proxy = proxy;
+        table.routes = if proxy.is_some() { routes } else { Vec::new() };
+    }
+
+    /// Sends `received` on if the table routes it, and says so in the
+    /// returned copy; a signal not routed, or not sent (the proxy was reaped,
+    /// kill failed), is left to the loop as it came.
+    pub fn forward(&self, children: &Children, mut received: Received) -> Received {
+        let route = {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            table.proxy.and_then(|proxy| {
+                table
+                    .routes
+                    .iter()
+                    .find(|(from, _)| *from == received.signal)
+                    .map(|&(_, send)| (proxy, send))
+            })
+        };
+        if let Some(((pid, group), send)) = route
+            && let Ok(true) = children.signal(pid, send, group)
+        {
+            received.forwarded = Some(send);
+        }
+        received
+    }
+}
+
 /// Starts the reader thread: SIGCHLD runs the reaper, every other signal is
 /// sent to `events`. The channel is bounded: while the loop is behind, the
 /// thread waits and the kernel coalesces further copies of a pending signal,
@@ -96,13 +163,19 @@ pub fn unblock() -> nix::Result<()> {
 /// thread keeps only SIGCHLD, and `runtime` reads the others itself: a
 /// forwarded SIGHUP then takes one wake-up, not a hand-over between
 /// threads. Signals that arrive before the runtime runs stay pending in the
-/// kernel until it does, as before.
+/// kernel until it does, as before. Whichever reader takes a signal passes
+/// it through `fast` first.
 pub fn start(
     children: Children,
     events: mpsc::Sender<Received>,
     runtime: &tokio::runtime::Runtime,
+    fast: FastPath,
 ) -> std::io::Result<()> {
-    let thread_set = platform::read_on_loop(handled(), events.clone(), runtime)?;
+    let route = {
+        let (fast, children) = (fast.clone(), children.clone());
+        move |received| fast.forward(&children, received)
+    };
+    let thread_set = platform::read_on_loop(handled(), events.clone(), runtime, route)?;
     let mut reader = SignalReader::new(&thread_set)?;
     thread::Builder::new()
         .name("signals".into())
@@ -114,7 +187,10 @@ pub fn start(
                 };
                 if received.signal == Signal::SIGCHLD {
                     children.reap();
-                } else if events.blocking_send(received).is_err() {
+                } else if events
+                    .blocking_send(fast.forward(&children, received))
+                    .is_err()
+                {
                     return; // the loop has exited
                 }
             }
@@ -133,10 +209,12 @@ pub struct SetupError {
 }
 
 /// A current-thread runtime, and the signal reader (which also reaps
-/// `children`) feeding the returned channel: what `run`, the agent-less
-/// `demote` and the sentinel all start with.
+/// `children`, and forwards what `fast` routes) feeding the returned
+/// channel: what `run`, the agent-less `demote` and the sentinel all start
+/// with.
 pub fn runtime_and_reader(
     children: &Children,
+    fast: FastPath,
 ) -> Result<(tokio::runtime::Runtime, mpsc::Receiver<Received>), SetupError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -146,7 +224,7 @@ pub fn runtime_and_reader(
             source,
         })?;
     let (tx, rx) = mpsc::channel(64);
-    start(children.clone(), tx, &runtime).map_err(|source| SetupError {
+    start(children.clone(), tx, &runtime, fast).map_err(|source| SetupError {
         what: "reading signals",
         source,
     })?;

@@ -45,6 +45,7 @@ use crate::{
     redact,
     reload::Reloader,
     sentinel::{ProxyLink, ProxyRef},
+    signals::FastPath,
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
 
@@ -64,6 +65,9 @@ pub struct Supervisor {
     pub children: Children,
     /// Signals from the reader thread.
     pub signals: mpsc::Receiver<Received>,
+    /// The readers' forwarding table, set from the machine's
+    /// [`Action::FastPath`].
+    pub fast_path: FastPath,
     /// The health checks, when `[proxy.health]` is configured.
     pub health: Option<HealthCheck>,
     /// `[failover] probe`, run when the machine asks for it.
@@ -321,7 +325,10 @@ impl Dispatcher {
             biased;
             Some(received) = parts.signals.recv() => {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
-                Next::Event(Event::Signal(received.signal))
+                Next::Event(match received.forwarded {
+                    Some(sent) => Event::Forwarded { received: received.signal, sent },
+                    None => Event::Signal(received.signal),
+                })
             }
             change = next_change(proxy.as_mut()) => match change {
                 Change::Stopped(stopped) => {
@@ -417,6 +424,13 @@ impl Dispatcher {
                 }
                 Action::Forward { received, send } => {
                     self.send(send, Some(received), "forwarded signal");
+                }
+                Action::Forwarded { received, send } => {
+                    self.sent_by_reader(send, Some(received), "forwarded signal");
+                }
+                Action::FastPath(routes) => {
+                    let proxy = self.proxy.as_ref().map(|p| (p.pid(), p.group()));
+                    self.parts.fast_path.set(proxy, routes);
                 }
                 Action::Dropped { signal, reason } => {
                     tracing::info!(signal = signal.as_str(), ?reason, "signal dropped");
@@ -567,6 +581,8 @@ impl Dispatcher {
                 self.forget_notices();
                 self.send(signal, None, "reload sent");
             }
+            // A plain reload confirms nothing, so no notice is awaited.
+            ReloadStep::Sent(signal) => self.sent_by_reader(signal, None, "reload sent"),
             ReloadStep::RunCommand => {
                 self.forget_notices();
                 self.parts.reloader.run_command();
@@ -590,6 +606,19 @@ impl Dispatcher {
                 );
             }
         }
+    }
+
+    /// Logs what the signal reader already sent (the fast path) as
+    /// [`Dispatcher::send`] logs its own sends.
+    fn sent_by_reader(&self, signal: Signal, received: Option<Signal>, what: &'static str) {
+        let pid = self.proxy.as_ref().map(|p| p.pid().as_raw());
+        tracing::info!(
+            signal = signal.as_str(),
+            received = received.map(Signal::as_str),
+            pid,
+            fast = true,
+            "{what}"
+        );
     }
 
     /// Signals the proxy, if one runs, and logs it; `received` is what

@@ -128,13 +128,15 @@ impl SignalReader {
 }
 
 /// Reads every signal of `set` but SIGCHLD on the runtime's own thread (a
-/// signalfd in its epoll) and sends it to `events`: one wake-up from the
-/// kernel to the forward. Returns what the reader thread still reads:
-/// SIGCHLD, for the reaper.
+/// signalfd in its epoll), passes it through `route` (which may send it on
+/// at once: `crate::signals::FastPath`) and sends it to `events`: one
+/// wake-up from the kernel to the forward. Returns what the reader thread
+/// still reads: SIGCHLD, for the reaper.
 pub fn read_on_loop(
     set: SigSet,
     events: tokio::sync::mpsc::Sender<Received>,
     runtime: &tokio::runtime::Runtime,
+    route: impl Fn(Received) -> Received + Send + 'static,
 ) -> io::Result<SigSet> {
     let mut loop_set = set;
     loop_set.remove(Signal::SIGCHLD);
@@ -144,7 +146,7 @@ pub fn read_on_loop(
         loop {
             match reader.next_signal().await {
                 Ok(received) => {
-                    if events.send(received).await.is_err() {
+                    if events.send(route(received)).await.is_err() {
                         return; // the loop has exited
                     }
                 }
@@ -209,7 +211,11 @@ fn received(info: &nix::sys::signalfd::siginfo) -> Option<Received> {
         tracing::info!(signal = number, sender, "real-time signal ignored");
         return None;
     };
-    Some(Received { signal, sender })
+    Some(Received {
+        signal,
+        sender,
+        forwarded: None,
+    })
 }
 
 /// `set` plus the real-time signals SIGRTMIN..=SIGRTMAX, whose default

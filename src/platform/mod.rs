@@ -28,6 +28,9 @@ pub struct Received {
     pub signal: nix::sys::signal::Signal,
     /// Who sent it, when the OS says (Linux `signalfd`: `ssi_pid`).
     pub sender: Option<i32>,
+    /// What the reader already sent to the proxy for it, on the fast path
+    /// (`crate::signals::FastPath`); `None` from the OS readers here.
+    pub forwarded: Option<nix::sys::signal::Signal>,
 }
 
 /// A signal reader cannot go on (signalfd or sigwait failed, which should
