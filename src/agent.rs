@@ -94,8 +94,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         tracing::warn!(%error, "cannot become a child subreaper; orphaned proxy workers go to init");
     }
     let children = Children::new(env);
-    let fast_path = signals::FastPath::default();
-    let (runtime, signal_rx) = signals::runtime_and_reader(&children, fast_path.clone())?;
+    let (runtime, signal_rx) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
         // 3. CARP reconciles its ledger in `open`; a damaged ledger or a
         // missing tool stops here, before anything is spawned.
@@ -126,7 +125,6 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
             state,
             children,
             signal_rx,
-            fast_path,
             sentinel: link,
         };
         let result = supervise(config, proxy, start, backend).await;
@@ -154,7 +152,6 @@ async fn supervise(
         state,
         children,
         signal_rx,
-        fast_path,
         sentinel,
     } = start;
     {
@@ -224,7 +221,6 @@ async fn supervise(
             group: config.proxy.process_group,
             children,
             signals: signal_rx,
-            fast_path,
             health: config.proxy.gate.checks().cloned(),
             probe: config.failover.probe.clone(),
             maintenance,
@@ -260,8 +256,7 @@ struct Start {
     group: Option<(String, nix::unistd::Gid)>,
     state: Arc<StateDir>,
     children: Children,
-    signal_rx: mpsc::Receiver<platform::Received>,
-    fast_path: signals::FastPath,
+    signal_rx: signals::Signals,
     sentinel: Option<ProxyLink>,
 }
 

@@ -309,7 +309,7 @@ async fn finish(mut process: Process, clean: bool) {
 fn apply_down(config: &Resolved, state: StateDir, limit: Duration) -> Result<(), Error> {
     let children = Children::new(ChildEnv::new(&config.proxy.keep_env));
     let boot = failover::boot_id(&config.backend)?;
-    let (runtime, _signals) = signals::runtime_and_reader(&children, signals::FastPath::default())?;
+    let (runtime, _signals) = signals::runtime_and_reader(&children)?;
     runtime.block_on(async {
         let mut backend =
             AnyBackend::open(&config.backend, children, Arc::new(state), boot).await?;

@@ -208,14 +208,22 @@ pub struct SetupError {
     pub source: std::io::Error,
 }
 
+/// What the loop holds of the signal readers.
+#[derive(Debug)]
+pub struct Signals {
+    /// Every signal read but SIGCHLD.
+    pub rx: mpsc::Receiver<Received>,
+    /// The readers' forwarding table (empty until set).
+    pub fast: FastPath,
+}
+
 /// A current-thread runtime, and the signal reader (which also reaps
-/// `children`, and forwards what `fast` routes) feeding the returned
+/// `children`, and forwards what the table routes) feeding the returned
 /// channel: what `run`, the agent-less `demote` and the sentinel all start
 /// with.
 pub fn runtime_and_reader(
     children: &Children,
-    fast: FastPath,
-) -> Result<(tokio::runtime::Runtime, mpsc::Receiver<Received>), SetupError> {
+) -> Result<(tokio::runtime::Runtime, Signals), SetupError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -224,9 +232,10 @@ pub fn runtime_and_reader(
             source,
         })?;
     let (tx, rx) = mpsc::channel(64);
-    start(children.clone(), tx, &runtime, fast).map_err(|source| SetupError {
+    let fast = FastPath::default();
+    start(children.clone(), tx, &runtime, fast.clone()).map_err(|source| SetupError {
         what: "reading signals",
         source,
     })?;
-    Ok((runtime, rx))
+    Ok((runtime, Signals { rx, fast }))
 }

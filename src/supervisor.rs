@@ -37,7 +37,6 @@ use crate::{
     maintenance::Maintenance,
     metrics::Metrics,
     notify::Notifier,
-    platform::Received,
     probe,
     process::Children,
     proxy::{Change, Proxy},
@@ -45,7 +44,7 @@ use crate::{
     redact,
     reload::Reloader,
     sentinel::{ProxyLink, ProxyRef},
-    signals::FastPath,
+    signals::Signals,
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
 
@@ -63,11 +62,8 @@ pub struct Supervisor {
     pub group: ProcessGroup,
     /// The child registry shared with the reaper.
     pub children: Children,
-    /// Signals from the reader thread.
-    pub signals: mpsc::Receiver<Received>,
-    /// The readers' forwarding table, set from the machine's
-    /// [`Action::FastPath`].
-    pub fast_path: FastPath,
+    /// Signals from the readers, and their forwarding table.
+    pub signals: Signals,
     /// The health checks, when `[proxy.health]` is configured.
     pub health: Option<HealthCheck>,
     /// `[failover] probe`, run when the machine asks for it.
@@ -323,7 +319,7 @@ impl Dispatcher {
         let sleep = tokio::time::sleep_until(next_timer.map_or_else(far_future, |(_, at)| at));
         let next = tokio::select! {
             biased;
-            Some(received) = parts.signals.recv() => {
+            Some(received) = parts.signals.rx.recv() => {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
                 Next::Event(match received.forwarded {
                     Some(sent) => Event::Forwarded { received: received.signal, sent },
@@ -425,13 +421,8 @@ impl Dispatcher {
                 Action::Forward { received, send } => {
                     self.send(send, Some(received), "forwarded signal");
                 }
-                Action::Forwarded { received, send } => {
-                    self.sent_by_reader(send, Some(received), "forwarded signal");
-                }
-                Action::FastPath(routes) => {
-                    let proxy = self.proxy.as_ref().map(|p| (p.pid(), p.group()));
-                    self.parts.fast_path.set(proxy, routes);
-                }
+                Action::Forwarded { received, send } => self.forwarded(received, send),
+                Action::FastPath(routes) => self.route(routes),
                 Action::Dropped { signal, reason } => {
                     tracing::info!(signal = signal.as_str(), ?reason, "signal dropped");
                 }
@@ -606,6 +597,17 @@ impl Dispatcher {
                 );
             }
         }
+    }
+
+    /// Hands the signal readers the machine's table, for the proxy that runs.
+    fn route(&self, routes: Vec<(Signal, Signal)>) {
+        let proxy = self.proxy.as_ref().map(|p| (p.pid(), p.group()));
+        self.parts.signals.fast.set(proxy, routes);
+    }
+
+    /// Logs a forward the signal reader already sent (the fast path).
+    fn forwarded(&self, received: Signal, send: Signal) {
+        self.sent_by_reader(send, Some(received), "forwarded signal");
     }
 
     /// Logs what the signal reader already sent (the fast path) as

@@ -1533,29 +1533,32 @@ impl World {
             Action::Hook(_) | Action::Duties(_) | Action::CancelStopHook => {
                 self.hooks_and_duties(action, context);
             }
-            Action::FastPath(routes) => {
-                assert!(
-                    routes.is_empty() || (self.alive && !self.exited),
-                    "{context}: signals routed to a proxy that is not running"
-                );
-                assert!(
-                    routes
-                        .iter()
-                        .all(|(received, _)| !crate::signals::STOP.contains(received)),
-                    "{context}: a stop signal on the fast path: {routes:?}"
-                );
-                assert_ne!(
-                    *routes, self.routes,
-                    "{context}: the same table handed out again"
-                );
-                self.routes.clone_from(routes);
-            }
+            Action::FastPath(routes) => self.routed(routes, context),
             // Sent by the reader by some table, maybe one gone stale since.
             Action::Forwarded { .. }
             | Action::Dropped { .. }
             | Action::Watch(_)
             | Action::Note(_) => {}
         }
+    }
+
+    /// Checks the fast path's table against the invariants.
+    fn routed(&mut self, routes: &[(Signal, Signal)], context: &str) {
+        assert!(
+            routes.is_empty() || (self.alive && !self.exited),
+            "{context}: signals routed to a proxy that is not running"
+        );
+        assert!(
+            routes
+                .iter()
+                .all(|(received, _)| !crate::signals::STOP.contains(received)),
+            "{context}: a stop signal on the fast path: {routes:?}"
+        );
+        assert_ne!(
+            routes, self.routes,
+            "{context}: the same table handed out again"
+        );
+        self.routes = routes.to_vec();
     }
 
     /// Checks a systemd notice against the invariants.
@@ -2744,16 +2747,16 @@ fn the_fast_path_routes_exactly_the_signals_whose_whole_decision_is_a_send() {
     for (pname, p) in fast_path_policies() {
         for (name, setup) in setups() {
             let (m, _) = replay(p.clone(), &setup);
-            let routes = m.routes.clone();
+            let table = m.routes.clone();
             assert_eq!(
-                routes,
+                table,
                 m.fast_routes(),
                 "{pname} {name}: the table handed out is current"
             );
             for signal in every_signal() {
                 let context = format!("{pname} {name} {signal:?}");
                 let decided = m.clone().handle(Event::Signal(signal));
-                let route = routes.iter().find(|(r, _)| *r == signal).map(|&(_, s)| s);
+                let route = table.iter().find(|(r, _)| *r == signal).map(|&(_, s)| s);
                 let Some(send) = route else {
                     // Not routed: then the machine does not merely pass it
                     // on (a stop, a drop, a held or checked reload, ...).
