@@ -21,6 +21,9 @@
 //! SIGCHLD is consumed here: the reader runs the reaper (`Children::reap`) at
 //! once, so exit statuses never wait behind a busy event loop.
 //!
+//! Signals the machine routes ([`FastPath`]) are sent on by the reader
+//! itself, at once, and still reported to the loop, marked as sent.
+//!
 //! The one window no program can close: a signal delivered after exec but
 //! before `main`'s first line (kernel exec, the dynamic loader, std's start-up)
 //! takes its default action whatever the program does. Measured on this
