@@ -1,8 +1,7 @@
 //! Signals: blocked from the first line of `main`, then read (a signalfd on
-//! Linux, sigwait elsewhere) and turned into events. No signal handler is
-//! ever installed. On Linux the loop's own thread reads the signals it acts
-//! on and a reader thread reads SIGCHLD; elsewhere the reader thread reads
-//! them all.
+//! Linux, sigwait elsewhere) by two threads, SIGCHLD by the reaper's and
+//! every other signal by the signal reader's, and turned into events. No
+//! signal handler is ever installed.
 //!
 //! Why blocked-and-read instead of handlers (signal-hook, tokio::signal):
 //! * A signal that arrives before a handler is registered takes its default
@@ -157,43 +156,48 @@ impl FastPath {
     }
 }
 
-/// Starts the reader thread: SIGCHLD runs the reaper, every other signal is
-/// sent to `events`. The channel is bounded: while the loop is behind, the
-/// thread waits and the kernel coalesces further copies of a pending signal,
-/// so a signal storm cannot grow memory.
-///
-/// Where the platform can (`platform::read_on_loop`, Linux), the
-/// thread keeps only SIGCHLD, and `runtime` reads the others itself: a
-/// forwarded SIGHUP then takes one wake-up, not a hand-over between
-/// threads. Signals that arrive before the runtime runs stay pending in the
-/// kernel until it does, as before. Whichever reader takes a signal passes
-/// it through `fast` first.
+/// Starts the two reader threads. One takes SIGCHLD and runs the reaper,
+/// so that exit statuses never wait behind the loop. The other takes every
+/// other signal, sends it on at once when `fast` routes it (issue 17: a
+/// thread blocked on the signal and sending it straight on, as tini does,
+/// with no wake-up of the loop in between), and then sends it to `events`.
+/// The channel is bounded: while the loop is behind, that thread waits and
+/// the kernel coalesces further copies of a pending signal, so a signal
+/// storm cannot grow memory. Each thread waits on a set of its own, both
+/// blocked everywhere (signalfd(2), sigwait(2)), so each signal goes to the
+/// one that waits for it. Signals that arrive before the threads run stay
+/// pending in the kernel until they do.
 pub fn start(
     children: Children,
     events: mpsc::Sender<Received>,
-    runtime: &tokio::runtime::Runtime,
     fast: FastPath,
 ) -> std::io::Result<()> {
-    let route = {
-        let (fast, children) = (fast.clone(), children.clone());
-        move |received| fast.forward(&children, received)
-    };
-    let thread_set = platform::read_on_loop(handled(), events.clone(), runtime, route)?;
-    let mut reader = SignalReader::new(&thread_set)?;
+    let mut others = handled();
+    others.remove(Signal::SIGCHLD);
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    let mut children_ended = SignalReader::new(&chld)?;
+    let mut reader = SignalReader::new(&others)?;
+    let reaping = children.clone();
+    thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            loop {
+                match children_ended.next_signal() {
+                    Ok(_) => reaping.reap(),
+                    Err(error) => platform::reader_failed(&error),
+                }
+            }
+        })?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             loop {
                 let received = match reader.next_signal() {
-                    Ok(received) => received,
+                    Ok(received) => fast.forward(&children, received),
                     Err(error) => platform::reader_failed(&error),
                 };
-                if received.signal == Signal::SIGCHLD {
-                    children.reap();
-                } else if events
-                    .blocking_send(fast.forward(&children, received))
-                    .is_err()
-                {
+                if events.blocking_send(received).is_err() {
                     return; // the loop has exited
                 }
             }
@@ -236,7 +240,7 @@ pub fn runtime_and_reader(
         })?;
     let (tx, rx) = mpsc::channel(64);
     let fast = FastPath::default();
-    start(children.clone(), tx, &runtime, fast.clone()).map_err(|source| SetupError {
+    start(children.clone(), tx, fast.clone()).map_err(|source| SetupError {
         what: "reading signals",
         source,
     })?;

@@ -193,21 +193,6 @@ impl SignalReader {
     }
 }
 
-/// Here the reader thread reads every signal (sigwait(2) has no file
-/// descriptor to put into the runtime's kqueue): `set` is returned whole,
-/// and the thread passes each signal through the fast path itself
-/// (`crate::signals::start`), as soon after sigwait as the loop's reader
-/// on Linux does after its read.
-#[allow(clippy::unnecessary_wraps)] // the Linux twin can fail
-pub fn read_on_loop(
-    set: SigSet,
-    _events: tokio::sync::mpsc::Sender<Received>,
-    _runtime: &tokio::runtime::Runtime,
-    _route: impl Fn(Received) -> Received + Send + 'static,
-) -> io::Result<SigSet> {
-    Ok(set)
-}
-
 /// OpenBSD has no real-time signals.
 pub fn reset_realtime_signals() {}
 

@@ -37,8 +37,7 @@ pub struct Received {
 /// never happen): an agent deaf to SIGTERM and SIGCHLD cannot stop safely,
 /// so it ends at once, and the dead-man's switch takes the node down
 /// (`crate::sentinel`) rather than the node staying up behind a dead task.
-/// Both readers call it: the OS module's on the loop, `crate::signals`'s
-/// thread.
+/// Both of `crate::signals`'s reader threads call it.
 pub fn reader_failed(error: &std::io::Error) -> ! {
     tracing::error!(%error, "cannot read signals: aborting");
     std::process::abort()
