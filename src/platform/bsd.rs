@@ -191,6 +191,17 @@ impl SignalReader {
             forwarded: None,
         })
     }
+
+    /// `None` at once: OpenBSD has no sigtimedwait(2), and sigwait(2) no
+    /// timeout, so the signal reader reports each signal as soon as it sent
+    /// it on (`crate::signals::start`).
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)] // the Linux twin waits, and can fail
+    pub fn next_signal_within(
+        &mut self,
+        _wait: std::time::Duration,
+    ) -> io::Result<Option<Received>> {
+        Ok(None)
+    }
 }
 
 /// OpenBSD has no real-time signals.

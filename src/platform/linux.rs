@@ -1,7 +1,7 @@
 //! Linux: prctl(2) subreaper and PDEATHSIG, /proc for adopted children, and
 //! signalfd(2), which reports who sent each signal.
 
-use std::io;
+use std::{io, time::Duration};
 
 use nix::{
     sys::{
@@ -123,6 +123,26 @@ impl SignalReader {
                 Ok(None) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Takes a signal in the set if one is pending or comes within `wait`
+    /// (poll(2) on the signalfd, in whole milliseconds); `None` if none did.
+    pub fn next_signal_within(&mut self, wait: Duration) -> io::Result<Option<Received>> {
+        use std::os::fd::AsFd;
+
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let timeout = PollTimeout::try_from(wait).map_err(io::Error::other)?;
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(None),
+            // Readable, and this is its only reader: the read does not block.
+            Ok(_) => match self.fd.read_signal() {
+                Ok(Some(info)) => Ok(received(&info)),
+                Ok(None) | Err(nix::errno::Errno::EINTR) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
         }
     }
 }
