@@ -137,7 +137,9 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
             signal_rx,
             sentinel: link,
         };
-        let result = supervise(config, proxy, start, backend).await;
+        // Boxed: the supervisor's future is large (clippy::large_futures),
+        // and lives for the whole run.
+        let result = Box::pin(supervise(config, proxy, start, backend)).await;
         if let Some(sentinel) = sentinel {
             // Every exit but 75 comes after a confirmed `down` (a start that
             // failed after step 3 included).
@@ -267,7 +269,7 @@ struct Start {
     group: Option<(String, nix::unistd::Gid)>,
     state: Arc<StateDir>,
     children: Children,
-    signal_rx: mpsc::Receiver<platform::Received>,
+    signal_rx: signals::Signals,
     sentinel: Option<ProxyLink>,
 }
 

@@ -98,6 +98,11 @@ impl Proxy {
         self.pid
     }
 
+    /// How it is signalled: alone, or as its group.
+    pub fn group(&self) -> Group {
+        self.group
+    }
+
     /// Sends `signal` to the proxy, or to its group when it has its own.
     /// A proxy that already exited (and was reaped) is not signalled.
     pub fn signal(&self, children: &Children, signal: Signal) -> nix::Result<bool> {

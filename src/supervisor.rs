@@ -38,7 +38,6 @@ use crate::{
     maintenance::Maintenance,
     metrics::Metrics,
     notify::Notifier,
-    platform::Received,
     probe,
     process::Children,
     proxy::{Change, Proxy},
@@ -46,6 +45,7 @@ use crate::{
     redact,
     reload::Reloader,
     sentinel::{ProxyLink, ProxyRef},
+    signals::Signals,
     status::{self, Agent, BackendStatus, HealthStatus, LastExit, ProxyStatus, Sampler, Status},
 };
 
@@ -63,8 +63,8 @@ pub struct Supervisor {
     pub group: ProcessGroup,
     /// The child registry shared with the reaper.
     pub children: Children,
-    /// Signals from the reader thread.
-    pub signals: mpsc::Receiver<Received>,
+    /// Signals from the readers, and their forwarding table.
+    pub signals: Signals,
     /// The health checks, when `[proxy.health]` is configured.
     pub health: Option<HealthCheck>,
     /// `[failover] probe`, run when the machine asks for it.
@@ -322,9 +322,12 @@ impl Dispatcher {
         let sleep = tokio::time::sleep_until(next_timer.map_or_else(far_future, |(_, at)| at));
         let next = tokio::select! {
             biased;
-            Some(received) = parts.signals.recv() => {
+            Some(received) = parts.signals.rx.recv() => {
                 tracing::info!(signal = received.signal.as_str(), sender = received.sender, "signal received");
-                Next::Event(Event::Signal(received.signal))
+                Next::Event(match received.forwarded {
+                    Some(sent) => Event::Forwarded { received: received.signal, sent },
+                    None => Event::Signal(received.signal),
+                })
             }
             change = next_change(proxy.as_mut()) => match change {
                 Change::Stopped(stopped) => {
@@ -421,6 +424,16 @@ impl Dispatcher {
         }
     }
 
+    /// The move is confirmed: the failover stopwatch is read.
+    fn moved(&mut self) {
+        let took = self.failover_started.map(|t| t.elapsed());
+        if let Some(took) = took {
+            self.parts.metrics.moved(took.as_secs_f64());
+        }
+        let ms = took.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        log_note(Note::MoveConfirmed, ms);
+    }
+
     /// Carries out `actions` in order; returns the exit status on `Exit`.
     async fn execute(&mut self, actions: Vec<Action>) -> Option<u8> {
         for action in actions {
@@ -437,6 +450,8 @@ impl Dispatcher {
                 Action::Forward { received, send } => {
                     self.send(send, Some(received), "forwarded signal");
                 }
+                Action::Forwarded { received, send } => self.forwarded(received, send),
+                Action::FastPath(routes) => self.route(routes),
                 Action::Dropped { signal, reason } => {
                     tracing::info!(signal = signal.as_str(), ?reason, "signal dropped");
                 }
@@ -463,14 +478,7 @@ impl Dispatcher {
                 Action::Stopwatch(Stopwatch::Start) => {
                     self.failover_started = Some(Instant::now());
                 }
-                Action::Stopwatch(Stopwatch::Moved) => {
-                    let took = self.failover_started.map(|t| t.elapsed());
-                    if let Some(took) = took {
-                        self.parts.metrics.moved(took.as_secs_f64());
-                    }
-                    let ms = took.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-                    log_note(Note::MoveConfirmed, ms);
-                }
+                Action::Stopwatch(Stopwatch::Moved) => self.moved(),
                 Action::CountRestart => self.parts.metrics.restarted(),
                 Action::Reload(step) => self.reload_step(step),
                 Action::Hook(_)
@@ -587,6 +595,8 @@ impl Dispatcher {
                 self.forget_notices();
                 self.send(signal, None, "reload sent");
             }
+            // A plain reload confirms nothing, so no notice is awaited.
+            ReloadStep::Sent(signal) => self.sent_by_reader(signal, None, "reload sent"),
             ReloadStep::RunCommand => {
                 self.forget_notices();
                 self.parts.reloader.run_command();
@@ -610,6 +620,30 @@ impl Dispatcher {
                 );
             }
         }
+    }
+
+    /// Hands the signal readers the machine's table, for the proxy that runs.
+    fn route(&self, routes: Vec<(Signal, Signal)>) {
+        let proxy = self.proxy.as_ref().map(|p| (p.pid(), p.group()));
+        self.parts.signals.fast.set(proxy, routes);
+    }
+
+    /// Logs a forward the signal reader already sent (the fast path).
+    fn forwarded(&self, received: Signal, send: Signal) {
+        self.sent_by_reader(send, Some(received), "forwarded signal");
+    }
+
+    /// Logs what the signal reader already sent (the fast path) as
+    /// [`Dispatcher::send`] logs its own sends.
+    fn sent_by_reader(&self, signal: Signal, received: Option<Signal>, what: &'static str) {
+        let pid = self.proxy.as_ref().map(|p| p.pid().as_raw());
+        tracing::info!(
+            signal = signal.as_str(),
+            received = received.map(Signal::as_str),
+            pid,
+            fast = true,
+            "{what}"
+        );
     }
 
     /// Signals the proxy, if one runs, and logs it; `received` is what

@@ -139,3 +139,49 @@ fn explicit_reload_signal_overrides_the_preset() {
         lab.whats()
     );
 }
+
+/// Regression (issue 17): scripts/bench's 1000 SIGHUPs to the generic preset
+/// reached the proxy as 571: a plain reload was held until the proxy's first
+/// health pass and the SIGHUPs meanwhile folded into one. A reload with no
+/// check and no confirmation is a pass-through signal, sent by the signal
+/// reader at once (the fast path), each one. The proxy here never passes
+/// its health check, so a held SIGHUP would never arrive.
+#[test]
+fn plain_sighups_are_each_sent_at_once_on_the_fast_path() {
+    const N: usize = 50;
+    let lab = Lab::new();
+    let config =
+        lab.config("[proxy.health]\nexec = [\"false\"]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n");
+    let mut h = lab.run(Some(&config), &lab.proxy(&[]));
+    let pid = common::proxy_pid(&lab);
+    // Each after the proxy logged the one before: the kernel coalesces a
+    // signal still pending in the proxy, which says nothing about handoff.
+    for n in 1..=N {
+        h.signal(SIGHUP);
+        lab.wait_for_count("signal SIGHUP", n);
+    }
+    // A stop signal still goes through the machine: the stop sequence, not
+    // the fast path.
+    h.signal(SIGTERM);
+    assert_eq!(h.code(SOON), 0, "{}", h.log());
+    assert_eq!(lab.count("signal SIGHUP"), N, "{:#?}", lab.whats());
+    assert_eq!(lab.count("signal SIGTERM"), 1, "{:#?}", lab.whats());
+    assert_eq!(lab.count("start"), 1);
+    assert!(lab.events().iter().all(|e| e.pid == pid));
+    let log = h.log();
+    let fast = log
+        .lines()
+        .filter(|l| l.contains("reload sent") && l.contains("fast=true"))
+        .count();
+    assert_eq!(fast, N, "each SIGHUP sent by the reader:\n{log}");
+    assert_eq!(
+        log.matches("reload begins").count(),
+        N,
+        "each one a reload:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("stopping proxy") && l.contains("SIGTERM") && !l.contains("fast")),
+        "{log}"
+    );
+}

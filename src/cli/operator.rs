@@ -130,7 +130,8 @@ pub fn demote(
     }
     // Signals stayed blocked (`cli::main`): read them now, so that ^C ends
     // the wait with a message instead of waiting out the limit unheard.
-    let (runtime, mut rx) = crate::signals::runtime_and_reader(&Children::default())?;
+    let (runtime, crate::signals::Signals { mut rx, .. }) =
+        crate::signals::runtime_and_reader(&Children::default())?;
     let mut pause = || runtime.block_on(stop_signal_within(&mut rx, POLL));
     let status = match wait_until(&config, status, limit, |s| s.released, &mut pause)? {
         Waited::Done(status) => {
@@ -242,7 +243,8 @@ fn demote_directly(
 ) -> Result<u8, Error> {
     let boot = failover::boot_id(&config.backend)?;
     let children = Children::new(ChildEnv::new(&config.proxy.keep_env));
-    let (runtime, mut rx) = crate::signals::runtime_and_reader(&children)?;
+    let (runtime, crate::signals::Signals { mut rx, .. }) =
+        crate::signals::runtime_and_reader(&children)?;
     let uid = nix::unistd::Uid::current().as_raw();
     let outcome = runtime.block_on(direct::demote(
         config, reason, uid, wait, children, &mut rx, boot,

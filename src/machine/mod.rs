@@ -195,6 +195,9 @@ pub struct Machine {
     duties_on: bool,
     /// The VIPs are on the loopback interface (`loopback.rs`).
     loopback_on: bool,
+    /// The signal reader's forwarding table, as last handed out
+    /// ([`Action::FastPath`]).
+    routes: Vec<(Signal, Signal)>,
     backoff: Duration,
     restarts: u32,
     last_code: u8,
@@ -227,6 +230,7 @@ impl Machine {
             ever_healthy: false,
             duties_on: false,
             loopback_on: false,
+            routes: Vec::new(),
             backoff: FIRST_BACKOFF,
             restarts: 0,
             last_code: exit::OK,
@@ -273,6 +277,7 @@ impl Machine {
         self.state = State::Starting { stops: 0 };
         self.request(Level::Down, &mut out);
         out.push(Action::Watch(Watch::Idle));
+        self.publish_routes(&mut out);
         out
     }
 
@@ -284,6 +289,7 @@ impl Machine {
         }
         match event {
             Event::Signal(signal) => self.on_signal(signal, &mut out),
+            Event::Forwarded { received, sent } => self.on_forwarded(received, sent, &mut out),
             Event::Spawned => self.on_spawned(&mut out),
             Event::SpawnFailed { code } => {
                 // Spawning happens only after `down` was applied, so the node
@@ -323,7 +329,72 @@ impl Machine {
             self.follow_role(&mut out);
         }
         self.follow_serving(&mut out);
+        self.publish_routes(&mut out);
         out
+    }
+
+    /// The signals whose whole decision, now, is "send this to the proxy":
+    /// what [`Machine::on_signal`] does with each, without its other
+    /// branches. Only while a proxy lives; never a stop signal (the
+    /// proxy's own `stop_signal` included), which starts or escalates the
+    /// stop; SIGHUP only when its reload is a plain signal with no check and
+    /// no confirmation and could begin now (`Machine::pass_through_reload`):
+    /// a checked or confirmed reload keeps its way through the machine.
+    /// `tests.rs` checks, over every phase, that each route is exactly what
+    /// `on_signal` decides.
+    fn fast_routes(&self) -> Vec<(Signal, Signal)> {
+        if !self.proxy_alive {
+            return Vec::new();
+        }
+        let stop =
+            |signal: Signal| signals::STOP.contains(&signal) || signal == self.policy.stop_signal;
+        let mut routes: Vec<(Signal, Signal)> = signals::PASS_THROUGH
+            .iter()
+            .map(|&signal| (signal, signal))
+            .chain([(Signal::SIGTSTP, Signal::SIGCONT)])
+            .filter(|&(received, _)| !stop(received))
+            .collect();
+        if !stop(Signal::SIGHUP)
+            && let Some(send) = self.pass_through_reload()
+        {
+            routes.push((Signal::SIGHUP, send));
+        }
+        routes
+    }
+
+    /// Hands the reader a new forwarding table when it changed, first in
+    /// the batch: a route taken away (the stop began, the proxy exited)
+    /// must be gone before any later action of the batch can yield to the
+    /// reader.
+    fn publish_routes(&mut self, out: &mut Vec<Action>) {
+        let routes = self.fast_routes();
+        if routes != self.routes {
+            self.routes.clone_from(&routes);
+            out.insert(0, Action::FastPath(routes));
+        }
+    }
+
+    /// The reader already sent `sent` for `received` (the fast path). If
+    /// the table it went by is still the decision, the decision is carried
+    /// out without its send (a reload is counted as one, as when the loop
+    /// sends it); if it is not (the proxy exited or the stop began between
+    /// the send and now), it was still sent, to a proxy that was ours
+    /// (`crate::signals::FastPath`), and is logged as such and nothing more.
+    fn on_forwarded(&mut self, received: Signal, sent: Signal, out: &mut Vec<Action>) {
+        if !self.routes.contains(&(received, sent)) {
+            out.push(Action::Forwarded {
+                received,
+                send: sent,
+            });
+            return;
+        }
+        let mut decided = Vec::new();
+        self.on_signal(received, &mut decided);
+        out.extend(decided.into_iter().map(|action| match action {
+            Action::Forward { received, send } => Action::Forwarded { received, send },
+            Action::Reload(ReloadStep::Signal(signal)) => Action::Reload(ReloadStep::Sent(signal)),
+            other => other,
+        }));
     }
 
     /// Every signal handoff can receive, decided here (the table in

@@ -76,10 +76,16 @@ impl Machine {
             out.push(Action::Reload(ReloadStep::Refuse(refusal)));
             return;
         }
+        // A plain signal is not held: with nothing to check or confirm it
+        // is passed on at once, as any supervisor would, and never folded
+        // into another (issue 17: 1000 SIGHUPs must make 1000).
+        let plain = self.pass_through_reload().is_some();
         match &mut self.reload {
             Reload::Underway { again, .. } => *again = true,
             Reload::Held => {}
-            Reload::Idle if self.passed_gate => self.begin_reload(out),
+            Reload::Idle if self.passed_gate || plain => {
+                self.begin_reload(out);
+            }
             Reload::Idle => {
                 self.reload = Reload::Held;
                 out.push(Action::Arm(Timer::Reload, self.policy.reload.timeout));
@@ -92,6 +98,25 @@ impl Machine {
         if self.reload == Reload::Held {
             self.reload = Reload::Idle;
             self.begin_reload(out);
+        }
+    }
+
+    /// The signal a SIGHUP becomes when its reload, begun now, would be
+    /// nothing but that signal sent (no `reload_check`, no
+    /// `reload_confirm`: the generic and traefik presets): the signal
+    /// reader may send it itself (`Machine::fast_routes`).
+    pub(super) fn pass_through_reload(&self) -> Option<Signal> {
+        let policy = self.policy.reload;
+        match policy.send {
+            ReloadBy::Signal(signal)
+                if !policy.check
+                    && policy.confirm == crate::config::Confirmations::default()
+                    && self.refusal().is_none()
+                    && self.reload == Reload::Idle =>
+            {
+                Some(signal)
+            }
+            _ => None,
         }
     }
 

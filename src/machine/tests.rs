@@ -554,7 +554,9 @@ fn rules() {
     ) in rows
     {
         let mut m = after(policy, &setup);
-        let got = m.handle(event);
+        // The fast path's table has tests of its own
+        // (`the_fast_path_table_follows_the_proxy_and_the_stop`).
+        let got = decisions(m.handle(event));
         assert_eq!(got, actions, "{name}: actions");
         assert_eq!(m.phase(), phase, "{name}: phase");
     }
@@ -738,7 +740,7 @@ fn a_crash_during_graceful_handover_goes_down_at_once() {
         graceful(),
         &with(HEALTHY, &[seen(Role::Master, 2), Event::Signal(SIGTERM)]),
     );
-    let got = m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
+    let got = decisions(m.handle(Event::ProxyExited(ProcessEnd::Exited(1))));
     assert_eq!(got, vec![set(Level::Down, 4)]);
     assert_eq!(m.handle(applied(Level::Down, 4)), vec![Action::Exit(1)]);
 }
@@ -1332,6 +1334,8 @@ struct World {
     /// The failover stopwatch was started, and read.
     stopwatch: bool,
     moved: bool,
+    /// The signal reader's forwarding table.
+    routes: Vec<(Signal, Signal)>,
 }
 
 impl World {
@@ -1435,13 +1439,14 @@ impl World {
             ReloadStep::Check
             | ReloadStep::WatchWorkers
             | ReloadStep::Signal(_)
+            | ReloadStep::Sent(_)
             | ReloadStep::RunCommand
             | ReloadStep::CheckHealth => {
                 assert!(
                     self.reload && self.alive,
                     "{context}: a reload step {step:?} outside a reload, or without a proxy"
                 );
-                if let ReloadStep::Signal(_) = step {
+                if let ReloadStep::Signal(_) | ReloadStep::Sent(_) = step {
                     assert!(
                         self.reloading && !self.checking,
                         "{context}: a reload is sent inside RELOADING=1 .. READY=1, after its check"
@@ -1550,8 +1555,32 @@ impl World {
                 self.hooks_and_duties(action, context);
             }
             Action::LoopbackVip(on) => self.loopback_vip(*on, context),
-            Action::Dropped { .. } | Action::Watch(_) | Action::Note(_) => {}
+            Action::FastPath(routes) => self.routed(routes, context),
+            // Sent by the reader by some table, maybe one gone stale since.
+            Action::Forwarded { .. }
+            | Action::Dropped { .. }
+            | Action::Watch(_)
+            | Action::Note(_) => {}
         }
+    }
+
+    /// Checks the fast path's table against the invariants.
+    fn routed(&mut self, routes: &[(Signal, Signal)], context: &str) {
+        assert!(
+            routes.is_empty() || (self.alive && !self.exited),
+            "{context}: signals routed to a proxy that is not running"
+        );
+        assert!(
+            routes
+                .iter()
+                .all(|(received, _)| !crate::signals::STOP.contains(received)),
+            "{context}: a stop signal on the fast path: {routes:?}"
+        );
+        assert_ne!(
+            routes, self.routes,
+            "{context}: the same table handed out again"
+        );
+        self.routes = routes.to_vec();
     }
 
     /// Checks a systemd notice against the invariants.
@@ -1618,6 +1647,17 @@ fn all_events(world: &World) -> Vec<Event> {
             SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGKILL, SIGALRM, SIGTSTP, SIGCONT,
         ]
         .map(Event::Signal),
+    );
+    // Sent on the fast path by the table now, or by one gone stale.
+    v.extend(
+        world
+            .routes
+            .iter()
+            .map(|&(received, sent)| Event::Forwarded { received, sent }),
+    );
+    v.extend(
+        [(SIGUSR1, SIGUSR1), (SIGHUP, SIGHUP), (SIGTSTP, SIGCONT)]
+            .map(|(received, sent)| Event::Forwarded { received, sent }),
     );
     v.push(Event::ProxySuspended(true));
     v.push(Event::ProxySuspended(false));
@@ -2035,7 +2075,7 @@ fn the_stop_is_noticed_once_and_starts_the_stopwatch() {
     ];
     let neither = |got: &[Action]| !got.iter().any(|a| begun.contains(a));
     let mut m = after(policy(), &with(HEALTHY, &[seen(Role::Master, 2)]));
-    let got = m.handle(Event::Signal(SIGTERM));
+    let got = decisions(m.handle(Event::Signal(SIGTERM)));
     assert_eq!(got[..2], begun, "{got:?}");
     for more in ["second", "third", "fourth"] {
         let got = m.handle(Event::Signal(SIGTERM));
@@ -2701,4 +2741,234 @@ fn the_vips_are_on_lo_while_the_proxy_serves_and_off_before_its_stop_signal() {
         loopback_of(&m.handle(Event::ProxyExited(ProcessEnd::Signaled(9)))),
         [&Action::LoopbackVip(false)]
     );
+}
+
+/// `actions` without the fast path's table.
+fn decisions(actions: Vec<Action>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .filter(|a| !matches!(a, Action::FastPath(_)))
+        .collect()
+}
+
+/// What `handle` sends to the proxy, or marks as sent by the reader.
+fn sends(actions: &[Action]) -> Vec<Action> {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Forward { .. }
+                    | Action::Forwarded { .. }
+                    | Action::StopProxy(_)
+                    | Action::KillProxy
+                    | Action::ContinueProxy
+                    | Action::Reload(ReloadStep::Signal(_) | ReloadStep::Sent(_))
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// The signals a random walk or a phase may receive, all of them.
+fn every_signal() -> Vec<Signal> {
+    Signal::iterator()
+        .filter(|s| {
+            !matches!(
+                s,
+                SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE | Signal::SIGCHLD
+            )
+        })
+        .collect()
+}
+
+/// The policies the fast path differs by: a plain SIGHUP (generic), a
+/// checked and confirmed one (nginx), a command (caddy), none, and a proxy
+/// whose own stop signal is a pass-through one (haproxy's SIGUSR1).
+fn fast_path_policies() -> Vec<(&'static str, Policy)> {
+    vec![
+        ("plain", policy()),
+        (
+            "checked",
+            reload_policy(ReloadBy::Signal(SIGHUP), true, false, true),
+        ),
+        (
+            "command",
+            Policy {
+                reload: full_reload(),
+                ..policy()
+            },
+        ),
+        (
+            "disabled",
+            reload_policy(ReloadBy::Disabled, false, false, false),
+        ),
+        (
+            "usr1 stops",
+            Policy {
+                stop_signal: SIGUSR1,
+                reload: ReloadPolicy {
+                    send: ReloadBy::Signal(SIGUSR2),
+                    ..policy().reload
+                },
+                ..policy()
+            },
+        ),
+    ]
+}
+
+#[test]
+fn the_fast_path_routes_exactly_the_signals_whose_whole_decision_is_a_send() {
+    let mut routed = 0;
+    for (pname, p) in fast_path_policies() {
+        for (name, setup) in setups() {
+            let (m, _) = replay(p.clone(), &setup);
+            let table = m.routes.clone();
+            assert_eq!(
+                table,
+                m.fast_routes(),
+                "{pname} {name}: the table handed out is current"
+            );
+            for signal in every_signal() {
+                let context = format!("{pname} {name} {signal:?}");
+                let decided = m.clone().handle(Event::Signal(signal));
+                let route = table.iter().find(|(r, _)| *r == signal).map(|&(_, s)| s);
+                let Some(send) = route else {
+                    // Not routed: then the machine does not merely pass it
+                    // on (a stop, a drop, a held or checked reload, ...).
+                    let only_forward = matches!(decided.as_slice(), [Action::Forward { .. }]);
+                    let plain_reload = sends(&decided)
+                        == [Action::Reload(ReloadStep::Signal(SIGHUP))]
+                        && p.reload.confirm == Confirmations::default()
+                        && !p.reload.check;
+                    assert!(
+                        !only_forward && !plain_reload,
+                        "{context}: a plain forward left off the fast path: {decided:?}"
+                    );
+                    continue;
+                };
+                routed += 1;
+                // Routed: the machine's decision sends exactly that, once,
+                // and nothing stops, kills or drops.
+                let expected = if signal == SIGHUP {
+                    Action::Reload(ReloadStep::Signal(send))
+                } else {
+                    Action::Forward {
+                        received: signal,
+                        send,
+                    }
+                };
+                assert_eq!(sends(&decided), [expected], "{context}: {decided:?}");
+                assert!(
+                    !decided.iter().any(|a| matches!(
+                        a,
+                        Action::Dropped { .. }
+                            | Action::FastPath(_)
+                            | Action::Reload(ReloadStep::Refuse(_) | ReloadStep::Check)
+                    )),
+                    "{context}: more than a send: {decided:?}"
+                );
+                // Already sent by the reader: the same decision, its send
+                // only logged, the same state after.
+                let mut fast = m.clone();
+                let told = fast.handle(Event::Forwarded {
+                    received: signal,
+                    sent: send,
+                });
+                let rewritten: Vec<Action> = decided
+                    .iter()
+                    .map(|a| match a {
+                        Action::Forward { received, send } => Action::Forwarded {
+                            received: *received,
+                            send: *send,
+                        },
+                        Action::Reload(ReloadStep::Signal(s)) => {
+                            Action::Reload(ReloadStep::Sent(*s))
+                        }
+                        other => other.clone(),
+                    })
+                    .collect();
+                assert_eq!(
+                    told, rewritten,
+                    "{context}: the reader's send is not sent again"
+                );
+                let mut slow = m.clone();
+                slow.handle(Event::Signal(signal));
+                assert_eq!(fast.view(), slow.view(), "{context}");
+                assert_eq!(fast.routes, slow.routes, "{context}");
+            }
+        }
+    }
+    assert!(routed > 100, "only {routed} routes checked");
+}
+
+#[test]
+fn the_fast_path_table_follows_the_proxy_and_the_stop() {
+    let pass = |extra: &[(Signal, Signal)]| {
+        let mut routes: Vec<(Signal, Signal)> = crate::signals::PASS_THROUGH
+            .iter()
+            .map(|&s| (s, s))
+            .collect();
+        routes.push((SIGTSTP, SIGCONT));
+        routes.extend_from_slice(extra);
+        Action::FastPath(routes)
+    };
+    let mut m = after(policy(), SPAWNING);
+    // The proxy runs: every pass-through signal, and SIGHUP (a plain
+    // reload), even before the health gate passed.
+    let spawned = m.handle(Event::Spawned);
+    assert_eq!(
+        spawned[0],
+        pass(&[(SIGHUP, SIGHUP)]),
+        "first in the batch: {spawned:?}"
+    );
+    // The stop begins: SIGHUP leaves the table (it is refused now), in the
+    // same batch, before anything else.
+    let stop = m.handle(Event::Signal(SIGTERM));
+    assert_eq!(stop[0], pass(&[]), "{stop:?}");
+    // The proxy exits: nothing is routed.
+    let exited = m.handle(Event::ProxyExited(ProcessEnd::Exited(0)));
+    assert_eq!(exited[0], Action::FastPath(vec![]), "{exited:?}");
+    // A checked reload keeps its way through the machine.
+    let mut m = after(
+        reload_policy(ReloadBy::Signal(SIGHUP), true, false, true),
+        SPAWNING,
+    );
+    assert_eq!(m.handle(Event::Spawned)[0], pass(&[]));
+}
+
+#[test]
+fn a_plain_sighup_is_never_held_nor_folded() {
+    // Regression (issue 17): scripts/bench's 1000 SIGHUPs to the generic
+    // preset arrived as 571, held before the health gate and folded into
+    // one. Each is a reload of its own, each sent.
+    let mut m = after(policy(), RUNNING);
+    for _ in 0..5 {
+        let fast = m.handle(Event::Forwarded {
+            received: SIGHUP,
+            sent: SIGHUP,
+        });
+        assert_eq!(steps(&fast).first(), Some(&ReloadStep::Begin), "{fast:?}");
+        assert_eq!(sends(&fast), [Action::Reload(ReloadStep::Sent(SIGHUP))]);
+        let slow = m.handle(Event::Signal(SIGHUP));
+        assert_eq!(sends(&slow), [Action::Reload(ReloadStep::Signal(SIGHUP))]);
+    }
+}
+
+#[test]
+fn a_signal_sent_by_a_stale_table_is_logged_and_nothing_more() {
+    // The reader sent SIGUSR1 and SIGHUP to the proxy just before it exited
+    // (the loop had not yet handled the exit): the machine, told after,
+    // neither drops nor reloads, and sends nothing.
+    let mut m = after(policy(), HEALTHY);
+    m.handle(Event::ProxyExited(ProcessEnd::Exited(1)));
+    for (received, sent) in [(SIGUSR1, SIGUSR1), (SIGHUP, SIGHUP)] {
+        assert_eq!(
+            m.handle(Event::Forwarded { received, sent }),
+            [Action::Forwarded {
+                received,
+                send: sent
+            }]
+        );
+    }
 }

@@ -96,6 +96,15 @@ pub enum ReloadBy {
 pub enum Event {
     /// handoff received this signal (SIGCHLD never arrives here).
     Signal(Signal),
+    /// handoff received `received`, and the signal reader already sent
+    /// `sent` to the proxy by the table of [`Action::FastPath`]: the machine
+    /// records it (log, reload count) and sends nothing more.
+    Forwarded {
+        /// What handoff received.
+        received: Signal,
+        /// What the reader sent to the proxy.
+        sent: Signal,
+    },
     /// The proxy was started.
     Spawned,
     /// The proxy could not be started; `code` is 126, 127 or 1.
@@ -219,6 +228,21 @@ pub enum Action {
         /// What the proxy gets.
         send: Signal,
     },
+    /// The signal reader already passed `received` on as `send` (the fast
+    /// path): log it as a forward; nothing is sent.
+    Forwarded {
+        /// What handoff received.
+        received: Signal,
+        /// What the proxy got.
+        send: Signal,
+    },
+    /// The signal reader's forwarding table from now on: each `(received,
+    /// send)` is a signal whose whole decision is "send this to the proxy",
+    /// which the reader may therefore send at once, before the loop hears of
+    /// it (`crate::signals::FastPath`). Empty: every signal waits for the
+    /// loop. Always first in its batch, so that a signal read after the
+    /// batch began is routed by the decision the batch carries out.
+    FastPath(Vec<(Signal, Signal)>),
     /// A received signal goes nowhere.
     Dropped {
         /// What handoff received.
@@ -362,6 +386,9 @@ pub enum ReloadStep {
     WatchWorkers,
     /// Send this signal to the proxy.
     Signal(Signal),
+    /// The signal reader already sent this signal to the proxy (the fast
+    /// path, [`Event::Forwarded`]): only log it.
+    Sent(Signal),
     /// Run `reload_command`; reports [`ReloadEvent::CommandDone`].
     RunCommand,
     /// Run the health check until it passes; reports [`ReloadEvent::Healthy`].

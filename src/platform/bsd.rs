@@ -193,19 +193,20 @@ impl SignalReader {
         Ok(Received {
             signal,
             sender: None,
+            forwarded: None,
         })
     }
-}
 
-/// Here the reader thread reads every signal (sigwait(2) has no file
-/// descriptor to put into the runtime's kqueue): `set` is returned whole.
-#[allow(clippy::unnecessary_wraps)] // the Linux twin can fail
-pub fn read_on_loop(
-    set: SigSet,
-    _events: tokio::sync::mpsc::Sender<Received>,
-    _runtime: &tokio::runtime::Runtime,
-) -> io::Result<SigSet> {
-    Ok(set)
+    /// `None` at once: OpenBSD has no sigtimedwait(2), and sigwait(2) no
+    /// timeout, so the signal reader reports each signal as soon as it sent
+    /// it on (`crate::signals::start`).
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)] // the Linux twin waits, and can fail
+    pub fn next_signal_within(
+        &mut self,
+        _wait: std::time::Duration,
+    ) -> io::Result<Option<Received>> {
+        Ok(None)
+    }
 }
 
 /// OpenBSD has no real-time signals.

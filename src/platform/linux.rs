@@ -5,7 +5,7 @@
 mod addresses;
 mod loopback;
 
-use std::io;
+use std::{io, time::Duration};
 
 pub use addresses::watch_addresses;
 pub use loopback::{loopback_arp_problem, set_loopback_addresses};
@@ -132,73 +132,24 @@ impl SignalReader {
             }
         }
     }
-}
 
-/// Reads every signal of `set` but SIGCHLD on the runtime's own thread (a
-/// signalfd in its epoll) and sends it to `events`: one wake-up from the
-/// kernel to the forward. Returns what the reader thread still reads:
-/// SIGCHLD, for the reaper.
-pub fn read_on_loop(
-    set: SigSet,
-    events: tokio::sync::mpsc::Sender<Received>,
-    runtime: &tokio::runtime::Runtime,
-) -> io::Result<SigSet> {
-    let mut loop_set = set;
-    loop_set.remove(Signal::SIGCHLD);
-    let _inside = runtime.enter();
-    let mut reader = AsyncSignalReader::new(&loop_set)?;
-    runtime.spawn(async move {
-        loop {
-            match reader.next_signal().await {
-                Ok(received) => {
-                    if events.send(received).await.is_err() {
-                        return; // the loop has exited
-                    }
-                }
-                Err(error) => super::reader_failed(&error),
-            }
-        }
-    });
-    let mut thread_set = SigSet::empty();
-    thread_set.add(Signal::SIGCHLD);
-    Ok(thread_set)
-}
+    /// Takes a signal in the set if one is pending or comes within `wait`
+    /// (poll(2) on the signalfd, in whole milliseconds); `None` if none did.
+    pub fn next_signal_within(&mut self, wait: Duration) -> io::Result<Option<Received>> {
+        use std::os::fd::AsFd;
 
-/// A signalfd read by the runtime: `next_signal` awaits readiness instead of
-/// blocking a thread. Create it inside the runtime (it registers with the
-/// reactor).
-pub struct AsyncSignalReader {
-    fd: tokio::io::unix::AsyncFd<SignalFd>,
-}
-
-impl AsyncSignalReader {
-    /// Opens a non-blocking signalfd for `set` (already blocked everywhere).
-    pub fn new(set: &SigSet) -> io::Result<Self> {
-        let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(io::Error::from)?;
-        #[allow(unsafe_code)]
-        // SAFETY: `SignalFd` owns its descriptor (an OwnedFd) for its whole
-        // life and never replaces it, so the descriptor stays open and the
-        // same while the AsyncFd holds it, which is what register requires.
-        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)?;
-        Ok(AsyncSignalReader { fd })
-    }
-
-    /// Waits until a signal in the set is pending and takes it.
-    pub async fn next_signal(&mut self) -> io::Result<Received> {
-        loop {
-            let mut ready = self.fd.readable_mut().await?;
-            match ready.get_inner_mut().read_signal() {
-                Ok(Some(info)) => {
-                    if let Some(received) = received(&info) {
-                        return Ok(received);
-                    }
-                }
-                // Nothing pending (another reader took it): wait again.
-                Ok(None) => ready.clear_ready(),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let timeout = PollTimeout::try_from(wait).map_err(io::Error::other)?;
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(None),
+            // Readable, and this is its only reader: the read does not block.
+            Ok(_) => match self.fd.read_signal() {
+                Ok(Some(info)) => Ok(received(&info)),
+                Ok(None) | Err(nix::errno::Errno::EINTR) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -216,7 +167,11 @@ fn received(info: &nix::sys::signalfd::siginfo) -> Option<Received> {
         tracing::info!(signal = number, sender, "real-time signal ignored");
         return None;
     };
-    Some(Received { signal, sender })
+    Some(Received {
+        signal,
+        sender,
+        forwarded: None,
+    })
 }
 
 /// `set` plus the real-time signals SIGRTMIN..=SIGRTMAX, whose default

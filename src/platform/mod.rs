@@ -35,14 +35,16 @@ pub struct Received {
     pub signal: nix::sys::signal::Signal,
     /// Who sent it, when the OS says (Linux `signalfd`: `ssi_pid`).
     pub sender: Option<i32>,
+    /// What the reader already sent to the proxy for it, on the fast path
+    /// (`crate::signals::FastPath`); `None` from the OS readers here.
+    pub forwarded: Option<nix::sys::signal::Signal>,
 }
 
 /// A signal reader cannot go on (signalfd or sigwait failed, which should
 /// never happen): an agent deaf to SIGTERM and SIGCHLD cannot stop safely,
 /// so it ends at once, and the dead-man's switch takes the node down
 /// (`crate::sentinel`) rather than the node staying up behind a dead task.
-/// Both readers call it: the OS module's on the loop, `crate::signals`'s
-/// thread.
+/// Both of `crate::signals`'s reader threads call it.
 pub fn reader_failed(error: &std::io::Error) -> ! {
     tracing::error!(%error, "cannot read signals: aborting");
     std::process::abort()
