@@ -162,7 +162,7 @@ impl FastPath {
 /// other signal, sends it on at once when `fast` routes it (issue 17: a
 /// thread blocked on the signal and sending it straight on, as tini does,
 /// with no wake-up of the loop in between), and then sends it to `events`
-/// (a routed one up to [`REPORT_DELAY`] later).
+/// (a routed one up to `REPORT_DELAY` (1 ms) later).
 /// The channel is bounded: while the loop is behind, that thread waits and
 /// the kernel coalesces further copies of a pending signal, so a signal
 /// storm cannot grow memory. Each thread waits on a set of its own, both
