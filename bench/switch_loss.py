@@ -22,6 +22,10 @@ fast (vrrp_version 3, advert_int 0.1). Variants (keepalived.conf(5)):
   baseline        vrrp_garp_master_delay 0, as bench/failover.py
   vmac            use_vmac: RFC 5798 virtual MAC on a macvlan vrrp.51
   vmac-xmit-base  use_vmac + vmac_xmit_base (adverts from the base interface)
+  vmac-announce   use_vmac, and arp_announce=2 on a and b: keepalived sets
+                  arp_ignore/arp_filter for the VMAC but not arp_announce, so
+                  the master's own ARP requests (for the client, sent when
+                  its SYN-ACK needs it) say "VIP is-at <eth0's MAC>"
   garp-default    keepalived's GARP defaults (5 now, 5 more after 5 s)
   garp-lowprio    the old master sends an advert before leaving
                   (vrrp_higher_prio_send_advert), the new one answers it with
@@ -71,6 +75,7 @@ VARIANTS = {  # (global_defs lines, vrrp_instance lines)
     "baseline": (" vrrp_garp_master_delay 0\n", ""),
     "vmac": (" vrrp_garp_master_delay 0\n", " use_vmac\n"),
     "vmac-xmit-base": (" vrrp_garp_master_delay 0\n", " use_vmac\n vmac_xmit_base\n"),
+    "vmac-announce": (" vrrp_garp_master_delay 0\n", " use_vmac\n"),
     "garp-default": ("", ""),
     "garp-lowprio": (" vrrp_garp_master_delay 0\n vrrp_garp_lower_prio_repeat 5\n vrrp_garp_lower_prio_delay 0\n"
                      " vrrp_higher_prio_send_advert true\n", ""),
@@ -111,7 +116,7 @@ def client(log_path, stop_file, rate, seconds):
                 stop = stop or os.path.exists(stop_file) or now - began > seconds
                 next_stat = now + 0.1
             while not stop and now >= next_at:
-                if now - next_at > 0.05:  # we were descheduled: no burst to catch up
+                if now - next_at > 1.0 / rate:  # we were descheduled: no burst to catch up
                     next_at = now
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.setblocking(False)
@@ -159,8 +164,8 @@ def client(log_path, stop_file, rate, seconds):
 class Lab:
     """Namespaces hs<pid>{a,b,c,br}: a, b and the client c on a bridge."""
 
-    def __init__(self, profile, variant, rate, keep):
-        self.profile, self.variant, self.rate, self.keep = profile, variant, rate, keep
+    def __init__(self, profile, variant, rate, keep, grace=0.0):
+        self.profile, self.variant, self.rate, self.keep, self.grace = profile, variant, rate, keep, grace
         self.dir = tempfile.mkdtemp(prefix="switch-loss.")
         os.chmod(self.dir, 0o755)
         self.ns = {n: "hs%d%s" % (os.getpid() % 10000, n) for n in ("a", "b", "c", "br")}
@@ -218,6 +223,8 @@ class Lab:
         for n in "abc":
             self.wait_for(lambda: "listening on" in self.read(n + ".tcpdump.log"), 10, "tcpdump in " + n)
         for n in "ab":
+            if variant == "vmac-announce":
+                self.exec_(self.ns[n], "sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2")
             self.start_nginx(n)
             self.spawn(n, ["keepalived", "-n", "-l", "-D", "-P", "-f", self.path(n, "keepalived.conf"),
                            "-p", self.path(n, "keepalived.pid"), "-r", self.path(n, "vrrp.pid")], n + ".keepalived.log")
@@ -369,6 +376,7 @@ def planned_stop(lab, number):
     rec["t0"] = time.time()
     lab.write_track("a", TRACK_STANDBY)
     rec["t_gone_polled"] = lab.wait_for(lambda: not lab.holds("a"), move, "the VIP to leave a", 0.005)
+    time.sleep(lab.grace)
     if lab.variant in ("lo-addr", "lo-route"):
         rec["catch_off"] = catch(lab, False)
     rec["t_quit"] = time.time()
@@ -385,7 +393,7 @@ def planned_stop(lab, number):
 
 
 def run(args):
-    lab = Lab(args.profile, args.variant, args.rate, args.keep)
+    lab = Lab(args.profile, args.variant, args.rate, args.keep, args.grace)
     stops = []
     try:
         for i in range(args.stops):
@@ -483,11 +491,13 @@ def analyse(lab, stops):
         move = adv_b[0] if adv_b else rec["t_gone_polled"]
         rec["t_move"], rec["t_garp_b"], rec["garps_b"] = move, garp_b[0] if garp_b else None, len(garp_b)
         rec["t_del_a_monitor"] = first_after(del_a, t0, 15)
-        answered = {f[4][3] for f in frames["a"] if is_synack(f) and within(f)}
-        lost_at_a = [f for f in frames["a"] if is_syn(f) and within(f) and f[4][1] not in answered]
-        rec["syns_unanswered_at_a"] = [round((f[0] - move) * 1000, 2) for f in lost_at_a]
-        rec["syns_answered_at_a_after_move"] = sum(1 for f in frames["a"] if is_syn(f) and within(f)
-                                                   and f[0] >= move and f[4][1] in answered)
+        for n in "ab":
+            answered = {f[4][3] for f in frames[n] if is_synack(f) and within(f)}
+            rec["syns_unanswered_at_" + n] = [round((f[0] - move) * 1000, 2) for f in frames[n]
+                                              if is_syn(f) and within(f) and f[4][1] not in answered]
+            if n == "a":
+                rec["syns_answered_at_a_after_move"] = sum(1 for f in frames["a"] if is_syn(f) and within(f)
+                                                           and f[0] >= move and f[4][1] in answered)
         rec["syns_to_a_mac_after_garp"] = sum(1 for f in frames["c"] if is_syn(f) and f[2] == MAC["a"] and within(f)
                                               and rec["t_garp_b"] and f[0] > rec["t_garp_b"])
         rec["arp_replies_from_a_after_move"] = sum(1 for f in frames["a"] if f[3] == "arp" and f[4][0] == 2
@@ -515,20 +525,21 @@ def analyse(lab, stops):
         rec["failures"] = fails
         rec["requests"] = sum(1 for r in requests if t0 <= r[0] < t_next)
         out.append(rec)
-    return {"profile": lab.profile, "variant": lab.variant, "rate": lab.rate, "loadavg": os.getloadavg(), "stops": out}
+    return {"profile": lab.profile, "variant": lab.variant, "rate": lab.rate, "grace": lab.grace, "loadavg": os.getloadavg(), "stops": out}
 
 
 def print_result(res):
     stops = res["stops"]
-    print("%s / %s, %d stops at %d connections/s (load %.1f); times in ms from b's first advert as master (the move)"
-          % (res["variant"], res["profile"], len(stops), res["rate"], res["loadavg"][0]))
+    print("%s / %s, %d stops at %d connections/s, grace %.2f s (load %.1f); times in ms from b's first advert as"
+          " master (the move)" % (res["variant"], res["profile"], len(stops), res["rate"], res["grace"], res["loadavg"][0]))
     for s in stops:
         rel = lambda t: "%+.1f" % ((t - s["t_move"]) * 1000) if t else "-"  # noqa: E731
         print("  stop %2d: advert at track+%.0f, b's GARP %s (%d), ip monitor saw a drop %s; at a: %d SYNs answered after"
-              " the move, unanswered %s; c sent %d SYNs to a's MAC after the GARP; InAddrErrors a %d b %d; failed %d stop"
+              " the move, unanswered at a %s, at b %s; c sent %d SYNs to a's MAC after the GARP; InAddrErrors a %d b %d; failed %d stop"
               " + %d restore"
               % (s["stop"], (s["t_move"] - s["t0"]) * 1000, rel(s["t_garp_b"]), s["garps_b"], rel(s["t_del_a_monitor"]),
-                 s["syns_answered_at_a_after_move"], s["syns_unanswered_at_a"], s["syns_to_a_mac_after_garp"],
+                 s["syns_answered_at_a_after_move"], s["syns_unanswered_at_a"], s["syns_unanswered_at_b"],
+                 s["syns_to_a_mac_after_garp"],
                  s["in_addr_errors"]["a"], s["in_addr_errors"]["b"],
                  sum(f["phase"] == "stop" for f in s["failures"]), sum(f["phase"] == "restore" for f in s["failures"])))
         for f in s["failures"]:
@@ -541,8 +552,8 @@ def print_result(res):
     lossy = [s for s in stops if any(f["phase"] == "stop" for f in s["failures"])]
     total = sum(sum(f["phase"] == "stop" for f in s["failures"]) for s in stops)
     restore = sum(sum(f["phase"] == "restore" for f in s["failures"]) for s in stops)
-    print("SUMMARY %s %s: %d of %d stops lost requests, %d failed, at %s ms (restores: %d failed), %d requests"
-          % (res["variant"], res["profile"], len(lossy), len(stops), total,
+    print("SUMMARY %s %s grace %.2f: %d of %d stops lost requests, %d failed, at %s ms (restores: %d failed), %d requests"
+          % (res["variant"], res["profile"], res["grace"], len(lossy), len(stops), total,
              ", ".join("%+.1f" % f["sent_rel_move_ms"] for s in stops for f in s["failures"] if f["phase"] == "stop")
              or "-", restore, sum(s["requests"] for s in stops)))
 
@@ -595,6 +606,8 @@ def main():
     p.add_argument("--rate", type=float, default=300)
     p.add_argument("--out")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--grace", type=float, default=0.0,
+                   help="seconds from the VIP leaving a to the catch's removal and nginx's SIGQUIT")
     p.add_argument("--arp-check", action="store_true")
     args = p.parse_args()
     if os.geteuid() != 0:
