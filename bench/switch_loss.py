@@ -35,7 +35,12 @@ fast (vrrp_version 3, advert_int 0.1). Variants (keepalived.conf(5)):
   lo-addr         a keeps accepting the VIP after keepalived removed it: before
                   the stop a gets arp_ignore=1, arp_announce=2 and VIP/32 on lo,
                   removed just before nginx's SIGQUIT
-  lo-route        the same with `ip route append local VIP/32 dev lo table
+  lo-both         lo-addr, and b has VIP/32 on lo (arp_ignore=1, arp_announce=2)
+                  all the time, as LVS direct-routing real servers do: it also
+                  catches what reaches b before its keepalived added the VIP
+                  (use_vmac) and covers the move back to a (the restore)
+  vmac-lo-both    vmac-announce and lo-both together
+  lo-route        the same as lo-addr with `ip route append local VIP/32 dev lo table
                   local` instead of an address (`add` fails: EEXIST)
 
 tcpdump runs in a, b and c (ARP, VRRP, SYN and RST only) and `ip monitor
@@ -71,6 +76,9 @@ PROFILES = {
     "conservative": {"global": "", "advert_int": "1"},
     "fast": {"global": " vrrp_version 3\n", "advert_int": "0.1"},
 }
+CATCH = ("lo-addr", "lo-both", "vmac-lo-both", "lo-route")  # a catches the VIP on lo in its stop
+CATCH_B = ("lo-both", "vmac-lo-both")  # b has the VIP on lo all the time
+ANNOUNCE = ("vmac-announce", "vmac-lo-both")  # arp_announce=2 on a and b from the start
 VARIANTS = {  # (global_defs lines, vrrp_instance lines)
     "baseline": (" vrrp_garp_master_delay 0\n", ""),
     "vmac": (" vrrp_garp_master_delay 0\n", " use_vmac\n"),
@@ -81,6 +89,8 @@ VARIANTS = {  # (global_defs lines, vrrp_instance lines)
                      " vrrp_higher_prio_send_advert true\n", ""),
     "garp-spread": (" vrrp_garp_master_delay 0\n vrrp_garp_master_repeat 10\n vrrp_garp_interval 0.1\n", ""),
     "lo-addr": (" vrrp_garp_master_delay 0\n", ""),
+    "lo-both": (" vrrp_garp_master_delay 0\n", ""),
+    "vmac-lo-both": (" vrrp_garp_master_delay 0\n", " use_vmac\n"),
     "lo-route": (" vrrp_garp_master_delay 0\n", ""),
 }
 
@@ -223,16 +233,18 @@ class Lab:
         for n in "abc":
             self.wait_for(lambda: "listening on" in self.read(n + ".tcpdump.log"), 10, "tcpdump in " + n)
         for n in "ab":
-            if variant == "vmac-announce":
+            if variant in ANNOUNCE:
                 self.exec_(self.ns[n], "sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2")
             self.start_nginx(n)
             self.spawn(n, ["keepalived", "-n", "-l", "-D", "-P", "-f", self.path(n, "keepalived.conf"),
                            "-p", self.path(n, "keepalived.pid"), "-r", self.path(n, "vrrp.pid")], n + ".keepalived.log")
         self.wait_for(lambda: self.holder() == "a", 30, "a to hold the VIP")
-        if variant in ("lo-addr", "lo-route"):
+        for n in ("ab" if variant in CATCH_B else "a" if variant in CATCH else ""):
             # Per netns; the effective value is max(conf/all, conf/eth0) and
             # eth0 keeps its default 0 (ip-sysctl.rst).
-            self.exec_(self.ns["a"], "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+            self.exec_(self.ns[n], "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+        if variant in CATCH_B:
+            sh("ip", "-n", self.ns["b"], "addr", "add", VIP + "/32", "dev", "lo")
         self.client = self.spawn("c", [sys.executable, os.path.abspath(__file__), "--client", self.path("requests"),
                                        self.stop_file, str(self.rate), "3600"], "client.log")
 
@@ -337,22 +349,19 @@ class Lab:
 
 
 def catch(lab, on):
-    """lo-addr / lo-route: let a accept the VIP without holding it on eth0.
-    Returns what `ip` said (the route's `add` is tried first, for the record)."""
-    ns = lab.ns["a"]
-    if lab.variant == "lo-addr":
+    """Let a accept the VIP without holding it on eth0 (VIP/32 on lo, or for
+    lo-route a local route), or stop that. Returns what `ip` said; for the
+    route, `add` is tried first, for the record."""
+    ns, route = lab.ns["a"], ["local", VIP + "/32", "dev", "lo", "table", "local"]
+    if lab.variant != "lo-route":
         return sh("ip", "-n", ns, "addr", "add" if on else "del", VIP + "/32", "dev", "lo", check=False).stderr.strip()
-    if lab.variant == "lo-route":
-        if not on:
-            return sh("ip", "-n", ns, "route", "del", "local", VIP + "/32", "dev", "lo", "table", "local",
-                      check=False).stderr.strip()
-        added = sh("ip", "-n", ns, "route", "add", "local", VIP + "/32", "dev", "lo", "table", "local", check=False)
-        if added.returncode == 0:
-            return "add: ok"
-        appended = sh("ip", "-n", ns, "route", "append", "local", VIP + "/32", "dev", "lo", "table", "local",
-                      check=False)
-        return "add: %s; append: %s" % (added.stderr.strip(), appended.stderr.strip() or "ok")
-    return ""
+    if not on:
+        return sh("ip", "-n", ns, "route", "del", *route, check=False).stderr.strip()
+    added = sh("ip", "-n", ns, "route", "add", *route, check=False)
+    if added.returncode == 0:
+        return "add: ok"
+    appended = sh("ip", "-n", ns, "route", "append", *route, check=False)
+    return "add: %s; append: %s" % (added.stderr.strip(), appended.stderr.strip() or "ok")
 
 
 def arping(lab, count=3):
@@ -371,13 +380,13 @@ def planned_stop(lab, number):
     lab.wait_for(lambda: lab.recent_ok(time.time() - 1.5), 20, "a steady client before stop %d" % number, 0.25)
     rec = {"stop": number, "neigh_before": lab.neigh()}
     errors = lab.in_addr_errors()
-    if lab.variant in ("lo-addr", "lo-route"):
+    if lab.variant in CATCH:
         rec["catch_on"] = catch(lab, True)
     rec["t0"] = time.time()
     lab.write_track("a", TRACK_STANDBY)
     rec["t_gone_polled"] = lab.wait_for(lambda: not lab.holds("a"), move, "the VIP to leave a", 0.005)
     time.sleep(lab.grace)
-    if lab.variant in ("lo-addr", "lo-route"):
+    if lab.variant in CATCH:
         rec["catch_off"] = catch(lab, False)
     rec["t_quit"] = time.time()
     lab.stop_nginx("a")
@@ -489,6 +498,11 @@ def analyse(lab, stops):
         garp_b = [f[0] for f in frames["c"] if f[3] == "arp" and f[4][2] == f[4][3] == VIP
                   and f[4][1] in (MAC["b"], VMAC) and within(f)]
         move = adv_b[0] if adv_b else rec["t_gone_polled"]
+        # a's own adverts (priority 150) that went out after b's first one:
+        # with use_vmac they come from the VMAC and teach the bridge that the
+        # VMAC is on a's port again, until b's next advert.
+        rec["adverts_a_after_move"] = [round((f[0] - move) * 1000, 2) for f in frames["c"] if f[3] == "vrrp"
+                                       and f[4][0] == "192.0.2.1" and move <= f[0] < t_restore]
         rec["t_move"], rec["t_garp_b"], rec["garps_b"] = move, garp_b[0] if garp_b else None, len(garp_b)
         rec["t_del_a_monitor"] = first_after(del_a, t0, 15)
         for n in "ab":
@@ -528,6 +542,13 @@ def analyse(lab, stops):
     return {"profile": lab.profile, "variant": lab.variant, "rate": lab.rate, "grace": lab.grace, "loadavg": os.getloadavg(), "stops": out}
 
 
+def brief(times):
+    """A list of times in ms, shortened when long."""
+    if len(times) <= 6:
+        return "[%s]" % ", ".join("%.1f" % t for t in times)
+    return "[%.1f, %.1f ... %.1f: %d]" % (times[0], times[1], times[-1], len(times))
+
+
 def print_result(res):
     stops = res["stops"]
     print("%s / %s, %d stops at %d connections/s, grace %.2f s (load %.1f); times in ms from b's first advert as"
@@ -535,17 +556,20 @@ def print_result(res):
     for s in stops:
         rel = lambda t: "%+.1f" % ((t - s["t_move"]) * 1000) if t else "-"  # noqa: E731
         print("  stop %2d: advert at track+%.0f, b's GARP %s (%d), ip monitor saw a drop %s; at a: %d SYNs answered after"
-              " the move, unanswered at a %s, at b %s; c sent %d SYNs to a's MAC after the GARP; InAddrErrors a %d b %d; failed %d stop"
+              " the move, unanswered at a %s, at b %s; a's adverts after the move %s; c sent %d SYNs to a's MAC after the GARP; InAddrErrors a %d b %d; failed %d stop"
               " + %d restore"
               % (s["stop"], (s["t_move"] - s["t0"]) * 1000, rel(s["t_garp_b"]), s["garps_b"], rel(s["t_del_a_monitor"]),
-                 s["syns_answered_at_a_after_move"], s["syns_unanswered_at_a"], s["syns_unanswered_at_b"],
+                 s["syns_answered_at_a_after_move"], brief(s["syns_unanswered_at_a"]), brief(s["syns_unanswered_at_b"]),
+                 s["adverts_a_after_move"],
                  s["syns_to_a_mac_after_garp"],
                  s["in_addr_errors"]["a"], s["in_addr_errors"]["b"],
                  sum(f["phase"] == "stop" for f in s["failures"]), sum(f["phase"] == "restore" for f in s["failures"])))
-        for f in s["failures"]:
+        for f in s["failures"][:8]:
             print("      %-7s sent %+9.2f ms (%+9.2f from the GARP): %s; SYN to %s, SYN-ACK from %s, RST from %s,"
                   " seen at %s" % (f["phase"], f["sent_rel_move_ms"], f["sent_rel_garp_ms"] or 0, f["error"], f["syn_to"],
                                    f["synack_from"], f["rst_from"], f["syn_seen_at"] or "-"))
+        if len(s["failures"]) > 8:
+            print("      ... and %d more" % (len(s["failures"]) - 8))
         if s.get("catch_on") is not None:
             print("      catch: %r; ARP replies for the VIP from a after the move: %d"
                   % (s["catch_on"], s["arp_replies_from_a_after_move"]))
@@ -554,8 +578,9 @@ def print_result(res):
     restore = sum(sum(f["phase"] == "restore" for f in s["failures"]) for s in stops)
     print("SUMMARY %s %s grace %.2f: %d of %d stops lost requests, %d failed, at %s ms (restores: %d failed), %d requests"
           % (res["variant"], res["profile"], res["grace"], len(lossy), len(stops), total,
-             ", ".join("%+.1f" % f["sent_rel_move_ms"] for s in stops for f in s["failures"] if f["phase"] == "stop")
-             or "-", restore, sum(s["requests"] for s in stops)))
+             "; ".join(brief([f["sent_rel_move_ms"] for f in s["failures"] if f["phase"] == "stop"])
+                       for s in stops if any(f["phase"] == "stop" for f in s["failures"])) or "-",
+             restore, sum(s["requests"] for s in stops)))
 
 
 # ---------------------------------------------------- ARP demonstration
