@@ -5,7 +5,7 @@ stop".) Python 3 standard library, run as root; needs keepalived, nginx,
 tcpdump and arping (scripts/apt-install tcpdump iputils-arping).
 
   switch_loss.py [--profile conservative|fast] [--variant NAME] [--stops N]
-                 [--rate R] [--out FILE.json] [--keep]
+                 [--rate R] [--grace S] [--out FILE.json] [--keep] [--full-capture]
   switch_loss.py --arp-check      the ARP demonstration for lo-addr and lo-route
 
 The lab is bench/failover.py's: namespaces a (priority 250) and b (240) run
@@ -174,8 +174,9 @@ def client(log_path, stop_file, rate, seconds):
 class Lab:
     """Namespaces hs<pid>{a,b,c,br}: a, b and the client c on a bridge."""
 
-    def __init__(self, profile, variant, rate, keep, grace=0.0):
+    def __init__(self, profile, variant, rate, keep, grace=0.0, full=False):
         self.profile, self.variant, self.rate, self.keep, self.grace = profile, variant, rate, keep, grace
+        self.full = full
         self.dir = tempfile.mkdtemp(prefix="switch-loss.")
         os.chmod(self.dir, 0o755)
         self.ns = {n: "hs%d%s" % (os.getpid() % 10000, n) for n in ("a", "b", "c", "br")}
@@ -226,7 +227,9 @@ class Lab:
                     % ((self.path(n, "nginx.pid"), self.path(n, "nginx.error.log")) + (self.path(n, "tmp"),) * 5 + (n,)))
         for n in "abc":
             self.spawn(n, ["tcpdump", "-i", "eth0", "-Z", "root", "-U", "-n", "-s", "128", "-w", self.path(n + ".pcap"),
-                           "arp or ip proto 112 or (tcp port 80 and tcp[tcpflags] & (tcp-syn|tcp-rst) != 0)"],
+                           # Every frame from the VMAC: the bridge learns its port from them.
+                           "arp or ip proto 112 or ether src %s or (tcp port 80%s)"
+                           % (VMAC, "" if self.full else " and tcp[tcpflags] & (tcp-syn|tcp-rst) != 0")],
                        n + ".tcpdump.log")
         for n in "ab":
             self.spawn(n, ["ip", "-ts", "monitor", "address"], n + ".addr.log")
@@ -376,11 +379,12 @@ def arping(lab):
 # --------------------------------------------------------- planned stops
 
 
-def planned_stop(lab, number):
-    """One planned stop of a and its restore. Returns the times and notes."""
+def planned_stop(lab, number, rec):
+    """One planned stop of a and its restore; fills `rec` with times and
+    notes (all that the analysis needs once "t_restore" is in)."""
     move = lab.profile == "conservative" and 10 or 3
     lab.wait_for(lambda: lab.recent_ok(time.time() - 1.5), 20, "a steady client before stop %d" % number, 0.25)
-    rec = {"stop": number, "neigh_before": lab.neigh()}
+    rec.update({"stop": number, "neigh_before": lab.neigh()})
     errors = lab.in_addr_errors()
     if lab.variant in CATCH:
         rec["catch_on"] = catch(lab, True)
@@ -394,27 +398,35 @@ def planned_stop(lab, number):
     lab.stop_nginx("a")
     rec["t_nginx_gone"] = time.time()
     rec["neigh_after"] = lab.neigh()
+    rec["fdb_after"] = [line for line in sh("ip", "netns", "exec", lab.ns["br"], "bridge", "fdb", "show", "br", "br0")
+                        .stdout.splitlines() if line.startswith(VMAC)]
     time.sleep(max(0.0, rec["t_gone_polled"] + 1.5 - time.time()))  # late failures stay in this stop
     rec["in_addr_errors"] = {n: v - errors[n] for n, v in lab.in_addr_errors().items()}
     rec["t_restore"] = time.time()
     lab.start_nginx("a")
     lab.write_track("a", 0)
     lab.wait_for(lambda: lab.holder() == "a", move + 5, "a to take the VIP back")
-    return rec
 
 
 def run(args):
-    lab = Lab(args.profile, args.variant, args.rate, args.keep, args.grace)
-    stops = []
+    lab = Lab(args.profile, args.variant, args.rate, args.keep, args.grace, args.full_capture)
+    stops, aborted = [], None
     try:
-        for i in range(args.stops):
-            stops.append(planned_stop(lab, i + 1))
-            print("  stop %2d done" % (i + 1), file=sys.stderr, flush=True)
-        lab.wait_for(lambda: lab.recent_ok(time.time() - 1.5), 20, "a steady client at the end", 0.25)
+        try:
+            for i in range(args.stops):
+                stops.append({})
+                planned_stop(lab, i + 1, stops[-1])
+                print("  stop %2d done" % (i + 1), file=sys.stderr, flush=True)
+            lab.wait_for(lambda: lab.recent_ok(time.time() - 1.5), 20, "a steady client at the end", 0.25)
+        except RuntimeError as e:  # a lab that does not recover is a result too
+            aborted = str(e)
+            print("ABORTED: %s" % aborted)
+            time.sleep(REQUEST_TIMEOUT)
         open(lab.stop_file, "w").close()
         lab.client.wait(timeout=10)
         time.sleep(0.5)  # tcpdump -U has written what it saw
-        result = analyse(lab, stops)
+        result = analyse(lab, [s for s in stops if "t_restore" in s])
+        result["aborted"] = aborted
         print_result(result)
         if args.out:
             with open(args.out, "w") as f:
@@ -478,6 +490,22 @@ def first_after(times, t, limit):
     return next((x for x in sorted(times) if t <= x < t + limit), None)
 
 
+def vmac_steals(frames, old, new_ip, start, end):
+    """The frames `old` sent from the VMAC after the new master's first GARP
+    in [start, end), as (ms after that GARP, kind). Each one moves the
+    bridge's entry for the VMAC back to old's port. A node that still holds
+    the VIP answers the gratuitous request with "VIP is-at VMAC". (old's
+    capture also holds what the new master flooded: its GARPs and adverts.)"""
+    garps = [f[0] for f in frames["c"] if f[3] == "arp" and f[4][2] == f[4][3] == VIP and f[1] == VMAC
+             and start <= f[0] < end]
+    if not garps:
+        return []
+    return [(round((f[0] - garps[0]) * 1000, 2), f[3] + (" reply" if f[3] == "arp" and f[4][0] == 2 else ""))
+            for f in frames[old] if f[1] == VMAC and garps[0] < f[0] < end
+            and not (f[3] == "arp" and f[4][0] == 1 and f[4][2] == f[4][3] == VIP)
+            and not (f[3] == "vrrp" and f[4][0] == new_ip)]
+
+
 def analyse(lab, stops):
     """Per stop, from the captures: b's first advert as master (the move: a
     drops the VIP when it reads it), b's first GARP, the SYNs that reached a
@@ -503,6 +531,8 @@ def analyse(lab, stops):
         # a's own adverts (priority 150) that went out after b's first one:
         # with use_vmac they come from the VMAC and teach the bridge that the
         # VMAC is on a's port again, until b's next advert.
+        rec["vmac_frames_from_a_after_garp"] = vmac_steals(frames, "a", "192.0.2.2", t0, t_restore)
+        rec["vmac_frames_from_b_in_restore"] = vmac_steals(frames, "b", "192.0.2.1", t_restore, min(t_next, time.time()))
         rec["adverts_a_after_move"] = [round((f[0] - move) * 1000, 2) for f in frames["c"] if f[3] == "vrrp"
                                        and f[4][0] == "192.0.2.1" and move <= f[0] < t_restore]
         rec["t_move"], rec["t_garp_b"], rec["garps_b"] = move, garp_b[0] if garp_b else None, len(garp_b)
@@ -572,6 +602,10 @@ def print_result(res):
                                    f["synack_from"], f["rst_from"], f["syn_seen_at"] or "-"))
         if len(s["failures"]) > 8:
             print("      ... and %d more" % (len(s["failures"]) - 8))
+        if s["fdb_after"]:
+            print("      VMAC frames from a after b's GARP: %s; bridge fdb after the stop: %s; in the restore,"
+                  " from b after a's GARP: %s" % (s["vmac_frames_from_a_after_garp"][:4], s["fdb_after"],
+                                                  s["vmac_frames_from_b_in_restore"][:4]))
         if s.get("catch_on") is not None:
             print("      catch: %r; ARP replies for the VIP from a after the move: %d"
                   % (s["catch_on"], s["arp_replies_from_a_after_move"]))
@@ -583,6 +617,8 @@ def print_result(res):
              "; ".join(brief([f["sent_rel_move_ms"] for f in s["failures"] if f["phase"] == "stop"])
                        for s in stops if any(f["phase"] == "stop" for f in s["failures"])) or "-",
              restore, sum(s["requests"] for s in stops)))
+    if res.get("aborted"):
+        print("ABORTED after %d stops: %s" % (len(stops), res["aborted"]))
 
 
 # ---------------------------------------------------- ARP demonstration
@@ -636,6 +672,7 @@ def main():
     p.add_argument("--grace", type=float, default=0.0,
                    help="seconds from the VIP leaving a to the catch's removal and nginx's SIGQUIT")
     p.add_argument("--arp-check", action="store_true")
+    p.add_argument("--full-capture", action="store_true", help="capture every port 80 segment, not only SYN and RST")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (network namespaces)")
