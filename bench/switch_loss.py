@@ -7,6 +7,7 @@ tcpdump and arping (scripts/apt-install tcpdump iputils-arping).
   switch_loss.py [--profile conservative|fast] [--variant NAME] [--stops N]
                  [--rate R] [--grace S] [--out FILE.json] [--keep] [--full-capture]
   switch_loss.py --arp-check      the ARP demonstration for lo-addr and lo-route
+  switch_loss.py --table FILE.json...   a markdown table of --out results
 
 The lab is bench/failover.py's: namespaces a (priority 250) and b (240) run
 keepalived with a track file (weight 1) and nginx, and a client c sends R new
@@ -658,7 +659,36 @@ def arp_check(args):
             json.dump(report, f, indent=1)
 
 
+def table(paths):
+    """One line per result file (--out): the figures the issue asks for."""
+    print("| variant | profile | load | stops with loss | failed (stop) | kinds | sent, ms from b's advert"
+          " | advert to GARP, ms (median, max) | failed in restores |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        with open(path) as f:
+            res = json.load(f)
+        stops = res["stops"]
+        fails = [f for s in stops for f in s["failures"] if f["phase"] == "stop"]
+        kinds = {}
+        for f in fails:
+            kind = "in flight (SYN-ACK from a)" if f["synack_from"] == "a" else "SYN lost at %s" % (f["syn_seen_at"] or "?")
+            kinds[kind] = kinds.get(kind, 0) + 1
+        gaps = sorted((s["t_garp_b"] - s["t_move"]) * 1000 for s in stops if s["t_garp_b"])
+        sent = sorted(f["sent_rel_move_ms"] for f in fails)
+        print("| %s%s | %s | %.1f | %d/%d%s | %d | %s | %s | %s | %d |" % (
+            res["variant"], " grace %.1f s" % res["grace"] if res.get("grace") else "", res["profile"],
+            res["loadavg"][0], sum(1 for s in stops if any(f["phase"] == "stop" for f in s["failures"])), len(stops),
+            " (aborted)" if res.get("aborted") else "", len(fails),
+            ", ".join("%s %d" % kv for kv in sorted(kinds.items())) or "-",
+            ("%+.1f .. %+.1f" % (sent[0], sent[-1]) if sent else "-"),
+            "%.1f, %.1f" % (gaps[len(gaps) // 2], gaps[-1]) if gaps else "-",
+            sum(1 for s in stops for f in s["failures"] if f["phase"] == "restore")))
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--table":
+        table(sys.argv[2:])
+        return
     if len(sys.argv) == 6 and sys.argv[1] == "--client":
         client(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]))
         return
