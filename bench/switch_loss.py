@@ -46,7 +46,11 @@ fast (vrrp_version 3, advert_int 0.1). Variants (keepalived.conf(5)):
 
 tcpdump runs in a, b and c (ARP, VRRP, SYN and RST only) and `ip monitor
 address` in a and b, so every failure is explained from the wire: to which MAC
-its SYN went, when a lost the VIP, when b's adverts and GARPs arrived.
+its SYN went, when a lost the VIP, when b's adverts and GARPs arrived. Times
+are from b's first advert as master in c's capture: keepalived sends it before
+it adds the VIP and sends the GARPs (vrrp.c, vrrp_state_master_tx), and a
+drops the VIP when it reads it. (`ip monitor` stamps lines when it reads them,
+milliseconds late on a busy host.)
 Everything is bounded in time; namespaces, processes and the temporary
 directory are removed on exit (--keep keeps the directory).
 """
@@ -529,11 +533,9 @@ def analyse(lab, stops):
         garp_b = [f[0] for f in frames["c"] if f[3] == "arp" and f[4][2] == f[4][3] == VIP
                   and f[4][1] in (MAC["b"], VMAC) and within(f)]
         move = adv_b[0] if adv_b else rec["t_gone_polled"]
-        # a's own adverts (priority 150) that went out after b's first one:
-        # with use_vmac they come from the VMAC and teach the bridge that the
-        # VMAC is on a's port again, until b's next advert.
         rec["vmac_frames_from_a_after_garp"] = vmac_steals(frames, "a", "192.0.2.2", t0, t_restore)
         rec["vmac_frames_from_b_in_restore"] = vmac_steals(frames, "b", "192.0.2.1", t_restore, min(t_next, time.time()))
+        # a's own adverts (priority 150) that still went out after b's first.
         rec["adverts_a_after_move"] = [round((f[0] - move) * 1000, 2) for f in frames["c"] if f[3] == "vrrp"
                                        and f[4][0] == "192.0.2.1" and move <= f[0] < t_restore]
         rec["t_move"], rec["t_garp_b"], rec["garps_b"] = move, garp_b[0] if garp_b else None, len(garp_b)
