@@ -165,8 +165,22 @@ fn keepalived_warnings(config: &Resolved, k: &KeepalivedConfig) -> Vec<String> {
             "handover = \"fast\" with no probe, no consul confirm_peer and no settle: nobody holds the VIP for the peer's skew time ((256 - priority)/256 s) while the proxy is already stopping; set settle to at least that".into(),
         );
     }
+    // keepalived's new master sends the advert that makes this node drop
+    // the VIP first, and its gratuitous ARP only after adding the VIP
+    // (vrrp_state_master_tx): 2 to 20 ms measured here, more on a busy host.
+    // Until the client takes the ARP in, its SYNs still come here, and only
+    // the VIPs on lo, kept through settle, catch them (docs/benchmarks.md).
+    if k.loopback_vip && config.failover.settle < LOOPBACK_SETTLE {
+        out.push(format!(
+            "loopback_vip with settle below {LOOPBACK_SETTLE:?}: the VIPs leave lo before the peer's gratuitous ARP has reached the clients, and what they send here in between is dropped; set settle = \"250ms\""
+        ));
+    }
     out
 }
+
+/// The shortest `settle` that lets `loopback_vip` catch what reaches this
+/// node until the peer's gratuitous ARP (keepalived_warnings).
+const LOOPBACK_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The backend cannot work on this host; each entry names what is missing
 /// or wrong.
@@ -492,6 +506,13 @@ mod tests {
         };
         let w = keepalived_warnings(&c, &k);
         assert!(w.iter().any(|w| w.contains("skew time")), "{w:?}");
+        assert!(!w.iter().any(|w| w.contains("loopback_vip")), "{w:?}");
+        let k = KeepalivedConfig {
+            loopback_vip: true,
+            ..k
+        };
+        let w = keepalived_warnings(&c, &k);
+        assert!(w.iter().any(|w| w.contains("settle = \"250ms\"")), "{w:?}");
         assert!(keepalived_snippet(&k).contains("file \"/nonexistent-dir/t\""));
         let report = host(&c, &ChildEnv::default());
         assert!(
