@@ -416,10 +416,15 @@ def planned_stops(name, profile):
             # is before the move, positive the stragglers after it.
             r["failed_from_move"] = ([f - r["vip_on_peer"] for f in r["failed_at"]]
                                      if r["vip_on_peer"] is not None else None)
+            # The stragglers: requests sent after the VIP reached b that a
+            # still answered (nginx's body names its node).
+            r["a_after_move"] = (sum(1 for t, ok, node in lab_client.read_log(lab.requests)
+                                     if ok and node == "a" and t0 + r["vip_on_peer"] <= t < t0 + window)
+                                 if r["vip_on_peer"] is not None else None)
             print("  %-8s %-12s planned stop %d: %4d failed of %4d, longest outage %.2f s, VIP on b after %s s"
-                  " (off a after %s s%s), proxy exited after %s s%s"
+                  " (off a after %s s%s; a answered %s sent after it), proxy exited after %s s%s"
                   % (name, profile, run + 1, failed, requests, outage, fmt(r["vip_on_peer"]), fmt(r["vip_off_a"]),
-                     ", off a's lo after %s s" % fmt(r["vip_off_lo"]) if LOOPBACK else "",
+                     ", off a's lo after %s s" % fmt(r["vip_off_lo"]) if LOOPBACK else "", fmt(r["a_after_move"], "%d"),
                      fmt(r["stop"], "%.2f"),
                      "; failures sent at %s s from the VIP on b (%s)"
                      % (", ".join("%+.3f" % f for f in r["failed_from_move"][:5]), ", ".join(r["failed_why"][:5]))
@@ -724,11 +729,11 @@ def main():
         for profile, stops in out["stops"].items():
             for name, rows in stops.items():
                 print(name, profile, [(r["failed"], ["%.3f" % f for f in r["failed_at"]]) for r in rows])
-                print("  %s %s: %d of %d stops lost requests, %d failed in all; failures sent at (s from the VIP"
-                      " on b): %s" % (name, profile, sum(1 for r in rows if r["failed"]), len(rows),
-                                      sum(r["failed"] for r in rows),
-                                      " ".join("%+.3f" % f for r in rows for f in r["failed_from_move"] or [])
-                                      or "-"))
+                print("  %s %s: %d of %d stops lost requests, %d failed in all; a answered %d sent after the VIP"
+                      " reached b; failures sent at (s from the VIP on b): %s"
+                      % (name, profile, sum(1 for r in rows if r["failed"]), len(rows), sum(r["failed"] for r in rows),
+                         sum(r["a_after_move"] or 0 for r in rows),
+                         " ".join("%+.3f" % f for r in rows for f in r["failed_from_move"] or []) or "-"))
     if "signals" in only:
         print("signal forwarding latency", flush=True)
         out["signals"] = signal_latency()
