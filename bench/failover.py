@@ -16,7 +16,22 @@ and crashes of nginx; then the signal-forwarding latency against tini, in
 alternating series (tini, handoff, tini, ...; BENCH_SIGNAL_SERIES, default 5)
 and the idle footprint of handoff (Consul and HTTP on) against keepalived.
 BENCH_ONLY (a list of handoff, wrapper, none, signals, footprint) picks what
-runs.
+runs. BENCH_STOPS and BENCH_CRASHES override RUNS for the planned stops and
+the crashes (BENCH_CRASHES=0 skips the crashes): the lost-request count of
+issue 17 item 3 wants many stops.
+
+No request lost at the switch (handoff.toml(5), loopback_vip):
+  BENCH_LOOPBACK=1  a's handoff runs with [failover.keepalived]
+                    loopback_vip = true, the VIP on lo while nginx serves.
+                    net.ipv4.conf.all.arp_ignore=1 and arp_announce=2
+                    (config/sysctl.d/handoff-loopback-vip.conf) are set in
+                    a's and b's namespaces (per namespace: never the host's);
+                    handoff refuses to start without them.
+  BENCH_SETTLE=100ms  [failover] settle for a's handoff: the wait between the
+                    confirmed move and nginx's stop signal, during which a
+                    (VIP on lo) still serves the stragglers.
+Each stop prints when its failed requests were sent, relative to the VIP's
+arrival on b, and when the VIP left a's lo.
 
 Contenders for a planned stop of the master:
   handoff   handoff run -- nginx (graceful handover; the stop is SIGTERM)
@@ -56,6 +71,12 @@ HANDOFF = os.path.join(TARGET, "release", "handoff")
 FIXTURE = os.path.join(TARGET, "release", "handoff-fixture")
 VIP = "192.0.2.100"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+STOPS = int(os.environ.get("BENCH_STOPS") or RUNS)
+CRASHES = int(os.environ.get("BENCH_CRASHES") or RUNS)
+LOOPBACK = os.environ.get("BENCH_LOOPBACK", "") not in ("", "0")
+SETTLE = os.environ.get("BENCH_SETTLE", "")
+# What loopback_vip needs (config/sysctl.d/handoff-loopback-vip.conf).
+ARP_SYSCTLS = ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
 PROFILES = {"conservative": "config/keepalived.conf", "fast": "config/keepalived-fast.conf"}
 
 
@@ -111,15 +132,16 @@ def sh(*args, check=True, **kw):
 
 class Lab:
     """Namespaces a, b, c (client) on a bridge; keepalived on a and b, with
-    the timing of `profile`; `ip monitor address` on a and b."""
+    the timing of `profile`; `ip monitor address` on a and b. With
+    `arp_suppress`, a and b get ARP_SYSCTLS, in their own namespaces."""
 
-    def __init__(self, name, vrrp_script, profile="conservative"):
+    def __init__(self, name, vrrp_script, profile="conservative", arp_suppress=False):
         self.dir = tempfile.mkdtemp(prefix="handoff-bench-%s-%s." % (name, profile))
         os.chmod(self.dir, 0o755)
         self.ns = "hb%d%s%s" % (os.getpid() % 10000, name[0], profile[0])
         self.procs = []
         self.client = None
-        self.vip_events = []  # (time, node, "add" | "del"), in order
+        self.vip_events = []  # (time, node, "add" | "del"), in order; node "a:lo" for a's lo
         br = self.ns + "br"
         sh("ip", "netns", "add", br)
         sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
@@ -135,6 +157,9 @@ class Lab:
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", "192.0.2.%d/24" % i, "dev", "eth0")
+            if arp_suppress and n in "ab":
+                # /proc/sys/net is the namespace's own (ip-netns(8)).
+                sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *ARP_SYSCTLS)
         for n in "ab":
             os.makedirs(self.path(n, "tmp"))
             glob, inst = profile_lines(profile, n)
@@ -171,7 +196,8 @@ class Lab:
     def watch_vip(self, node):
         """Records when the VIP comes and goes on `node`, with the time
         `ip -ts monitor` stamped on each message (so not delayed by this
-        process's scheduling)."""
+        process's scheduling). The VIP on lo (loopback_vip) is recorded
+        as node "NODE:lo"."""
         p = subprocess.Popen(["ip", "-n", self.ns + node, "-ts", "-o", "monitor", "address"],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True)
@@ -186,7 +212,11 @@ class Lab:
                     t = datetime.fromisoformat(stamp).timestamp()
                 except ValueError:
                     continue
-                self.vip_events.append((t, node, "del" if rest.lstrip().startswith("Deleted") else "add"))
+                # "[Deleted ]INDEX: IFACE    inet VIP/..."
+                words = rest.split()
+                deleted = words[:1] == ["Deleted"]
+                iface = words[2 if deleted else 1] if len(words) > 2 else ""
+                self.vip_events.append((t, node + ":lo" if iface == "lo" else node, "del" if deleted else "add"))
 
         threading.Thread(target=read, daemon=True).start()
 
@@ -285,10 +315,12 @@ def wait_gone(pid, limit):
 
 
 def failed_offsets(lab, start, end):
-    """When the failed requests of [start, end) were sent, from start."""
+    """When the failed requests of [start, end) were sent, from start, and
+    why they failed (the client's exception), in order."""
     with open(lab.requests) as f:
         rows = [line.split(None, 2) for line in f]
-    return sorted(float(t) - start for t, result, _ in rows if result == "fail" and start <= float(t) < end)
+    return sorted((float(t) - start, what.strip()) for t, result, what in rows
+                  if result == "fail" and start <= float(t) < end)
 
 
 def window_stats(lab, start, end):
@@ -296,16 +328,18 @@ def window_stats(lab, start, end):
     return lab_client.window_stats(lab_client.read_log(lab.requests), start, end)
 
 
-def handoff_config(lab, node, restart="never", consul=None, interval="200ms"):
+def handoff_config(lab, node, restart="never", consul=None, interval="200ms", loopback=False, settle=""):
     text = (
         '[proxy]\ncommand = ["%s", "-c", "%s"]\npreset = "nginx"\nstop_timeout = "10s"\nrestart = "%s"\n'
         '[proxy.health]\nhttp = "http://127.0.0.1:8081/nginx_status"\ninterval = "%s"\ntimeout = "150ms"\n'
-        '[failover]\nbackend = "keepalived"\nfailover_timeout = "10s"\n'
+        '[failover]\nbackend = "keepalived"\nfailover_timeout = "10s"\n%s'
         '[failover.keepalived]\ntrack_file = "%s"\nvip = ["%s"]\nhandover = "graceful"\n'
-        'notify_fifo = "%s"\ninstance = "VI_1"\n'
+        'notify_fifo = "%s"\ninstance = "VI_1"\n%s'
         '[control]\nsocket = "%s"\nstate_dir = "%s"\n[http]\nlisten = "127.0.0.1:9480"\n'
-    ) % (shutil.which("nginx"), lab.path(node, "nginx.conf"), restart, interval, lab.path(node, "track"), VIP,
-         lab.path(node, "notify.fifo"), lab.path(node, "handoff.sock"), lab.path(node, "state"))
+    ) % (shutil.which("nginx"), lab.path(node, "nginx.conf"), restart, interval,
+         'settle = "%s"\n' % settle if settle else "", lab.path(node, "track"), VIP,
+         lab.path(node, "notify.fifo"), "loopback_vip = true\n" if loopback else "",
+         lab.path(node, "handoff.sock"), lab.path(node, "state"))
     if consul:
         text += '[consul]\naddress = "unix://%s"\nservice_id = "edge-%s"\nttl = "10s"\n' % (consul, node)
     lab.write(node, "handoff.toml", text)
@@ -322,7 +356,8 @@ class Contender:
         lab = self.lab
         nginx = [shutil.which("nginx"), "-c", lab.path("a", "nginx.conf")]
         if self.name == "handoff":
-            self.proc = lab.spawn("a", [HANDOFF, "--config", handoff_config(lab, "a"), "run"], "handoff.log")
+            config = handoff_config(lab, "a", loopback=LOOPBACK, settle=SETTLE)
+            self.proc = lab.spawn("a", [HANDOFF, "--config", config, "run"], "handoff.log")
         elif self.name == "wrapper":
             self.proc = lab.spawn("a", ["/bin/mksh", os.path.join(ROOT, "bench", "wrapper.ksh"),
                                         lab.path("a", "track")] + nginx, "wrapper.log")
@@ -351,9 +386,9 @@ def fmt(value, spec="%.3f"):
 
 
 def planned_stops(name, profile):
-    """RUNS planned stops of contender `name` on node a, then (handoff and
-    none) RUNS crashes of its nginx, with keepalived's `profile`."""
-    lab = Lab(name, vrrp_script=(name == "none"), profile=profile)
+    """STOPS planned stops of contender `name` on node a, then (handoff and
+    none) CRASHES crashes of its nginx, with keepalived's `profile`."""
+    lab = Lab(name, vrrp_script=(name == "none"), profile=profile, arp_suppress=LOOPBACK)
     results = []
     try:
         b = lab.spawn("b", [shutil.which("nginx"), "-c", lab.path("b", "nginx.conf")], "nginx.log")
@@ -362,32 +397,45 @@ def planned_stops(name, profile):
         lab.start_client()
         time.sleep(2)
         window = 25.0 if name == "wrapper" else 12.0
-        for run in range(RUNS):
+        for run in range(STOPS):
             master = lab.nginx_pids("a")[0]
             t0 = time.time()
             contender.stop()
             exited = wait_gone(master, 40)
             time.sleep(max(0.0, t0 + window - time.time()))
             requests, failed, outage, moved = window_stats(lab, t0, t0 + window)
+            fails = failed_offsets(lab, t0, t0 + window)
             results.append({"run": run, "requests": requests, "failed": failed, "outage": outage,
                             "moved": moved, "stop": since(exited, t0),
                             "vip_on_peer": since(lab.vip_event_after("b", "add", t0), t0),
                             "vip_off_a": since(lab.vip_event_after("a", "del", t0), t0),
-                            "failed_at": failed_offsets(lab, t0, t0 + window)})
+                            "vip_off_lo": since(lab.vip_event_after("a:lo", "del", t0), t0),
+                            "failed_at": [f for f, _ in fails], "failed_why": [w for _, w in fails]})
             r = results[-1]
+            # The failures' send times from the VIP's arrival on b: negative
+            # is before the move, positive the stragglers after it.
+            r["failed_from_move"] = ([f - r["vip_on_peer"] for f in r["failed_at"]]
+                                     if r["vip_on_peer"] is not None else None)
+            # The stragglers: requests sent after the VIP reached b that a
+            # still answered (nginx's body names its node).
+            r["a_after_move"] = (sum(1 for t, ok, node in lab_client.read_log(lab.requests)
+                                     if ok and node == "a" and t0 + r["vip_on_peer"] <= t < t0 + window)
+                                 if r["vip_on_peer"] is not None else None)
             print("  %-8s %-12s planned stop %d: %4d failed of %4d, longest outage %.2f s, VIP on b after %s s"
-                  " (off a after %s s), proxy exited after %s s%s"
+                  " (off a after %s s%s; a answered %s sent after it), proxy exited after %s s%s"
                   % (name, profile, run + 1, failed, requests, outage, fmt(r["vip_on_peer"]), fmt(r["vip_off_a"]),
+                     ", off a's lo after %s s" % fmt(r["vip_off_lo"]) if LOOPBACK else "", fmt(r["a_after_move"], "%d"),
                      fmt(r["stop"], "%.2f"),
-                     "; failures at +%s s" % ", +".join("%.3f" % f for f in r["failed_at"][:5])
-                     if 0 < failed <= 5 else ""), flush=True)
+                     "; failures sent at %s s from the VIP on b (%s)"
+                     % (", ".join("%+.3f" % f for f in r["failed_from_move"][:5]), ", ".join(r["failed_why"][:5]))
+                     if 0 < failed <= 5 and r["failed_from_move"] is not None else ""), flush=True)
             contender.finish(30)
             if name == "handoff":
                 r["handoff_moved_ms"] = last_int(lab.path("a", "handoff.log"), r"moved_after_ms=(\d+)")
             contender.start()  # the supervisor starts it again; a takes the VIP back
         crashes = []
         if name in ("handoff", "none"):
-            for run in range(RUNS):
+            for run in range(CRASHES):
                 time.sleep(2)
                 pids = lab.nginx_pids("a")
                 t0 = time.time()
@@ -598,7 +646,7 @@ def column(rows, key, spec="%.3f"):
 
 
 def print_stops(out):
-    print("\n## Planned stop of the master's proxy (%d runs: median (min–max))\n" % RUNS)
+    print("\n## Planned stop of the master's proxy (%d runs: median (min–max))\n" % STOPS)
     print("| contender | keepalived profile | failed requests | longest outage (s) | stop signal to VIP on the peer (s)"
           " | stop signal to proxy exit (s) |")
     print("|---|---|---|---|---|---|")
@@ -643,7 +691,7 @@ def print_profiles(out):
     chosen = [p for p in out["stops"] if "handoff" in out["stops"][p]]
     if not chosen:
         return
-    print("\n## handoff under each keepalived profile (%d runs: median (min–max))\n" % RUNS)
+    print("\n## handoff under each keepalived profile (%d stops, %d crashes: median (min–max))\n" % (STOPS, CRASHES))
     print("| | %s | goal (fast) |" % " | ".join(chosen))
     print("|---|%s---|" % ("---|" * len(chosen)))
     stops = [out["stops"][p]["handoff"] for p in chosen]
@@ -664,7 +712,10 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench/failover.py: run as root (network namespaces)")
     started = datetime.now()
-    out = {"date": started.strftime("%Y-%m-%d %H:%M"), "runs": RUNS, "stops": {}, "crashes": {}}
+    out = {"date": started.strftime("%Y-%m-%d %H:%M"), "runs": RUNS, "stops_per_series": STOPS,
+           "crashes_per_series": CRASHES, "loopback_vip": LOOPBACK, "settle": SETTLE, "stops": {}, "crashes": {}}
+    print("planned stops %d, crashes %d, loopback_vip %s, settle %s"
+          % (STOPS, CRASHES, LOOPBACK, SETTLE or "0s"), flush=True)
     only = os.environ.get("BENCH_ONLY", "handoff wrapper none signals footprint").split()
     for profile in profiles():
         for name in [n for n in LABELS if n in only]:
@@ -678,6 +729,11 @@ def main():
         for profile, stops in out["stops"].items():
             for name, rows in stops.items():
                 print(name, profile, [(r["failed"], ["%.3f" % f for f in r["failed_at"]]) for r in rows])
+                print("  %s %s: %d of %d stops lost requests, %d failed in all; a answered %d sent after the VIP"
+                      " reached b; failures sent at (s from the VIP on b): %s"
+                      % (name, profile, sum(1 for r in rows if r["failed"]), len(rows), sum(r["failed"] for r in rows),
+                         sum(r["a_after_move"] or 0 for r in rows),
+                         " ".join("%+.3f" % f for r in rows for f in r["failed_from_move"] or []) or "-"))
     if "signals" in only:
         print("signal forwarding latency", flush=True)
         out["signals"] = signal_latency()
