@@ -15,8 +15,9 @@ handoff). For each profile and each contender on node a, RUNS planned stops
 and crashes of nginx; then the signal-forwarding latency against tini, in
 alternating series (tini, handoff, tini, ...; BENCH_SIGNAL_SERIES, default 5)
 and the idle footprint of handoff (Consul and HTTP on) against keepalived.
-BENCH_ONLY (a list of handoff, wrapper, none, signals, footprint) picks what
-runs. BENCH_STOPS and BENCH_CRASHES override RUNS for the planned stops and
+BENCH_ONLY (a list of handoff, wrapper, none, signals, footprint, detect)
+picks what runs; detect is bench/detect.py's role detection latency
+(BENCH_DETECT_RUNS changes, default 20). BENCH_STOPS and BENCH_CRASHES override RUNS for the planned stops and
 the crashes (BENCH_CRASHES=0 skips the crashes): the lost-request count of
 issue 17 item 3 wants many stops.
 
@@ -716,7 +717,7 @@ def main():
            "crashes_per_series": CRASHES, "loopback_vip": LOOPBACK, "settle": SETTLE, "stops": {}, "crashes": {}}
     print("planned stops %d, crashes %d, loopback_vip %s, settle %s"
           % (STOPS, CRASHES, LOOPBACK, SETTLE or "0s"), flush=True)
-    only = os.environ.get("BENCH_ONLY", "handoff wrapper none signals footprint").split()
+    only = os.environ.get("BENCH_ONLY", "handoff wrapper none signals footprint detect").split()
     for profile in profiles():
         for name in [n for n in LABELS if n in only]:
             print("planned stops and crashes, contender %s, keepalived profile %s (%s)"
@@ -767,6 +768,11 @@ def main():
         print("| handoff (HTTP and Consul on; registered: %s) | %d | %.3f |"
               % (fp["consul_registered"], fp["handoff_rss_kib"], fp["handoff_cpu_pct"]))
         print("| keepalived (both processes) | %d | %.3f |" % (fp["keepalived_rss_kib"], fp["keepalived_cpu_pct"]))
+    if "detect" in only:
+        # Its own lab and tables (docs/benchmarks.md section 6).
+        print("\n## Role detection latency\n", flush=True)
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "detect.py"), "--runs",
+                        os.environ.get("BENCH_DETECT_RUNS", "20"), "now=" + HANDOFF], check=False)
     print("\nstarted %s, took %d s" % (out["date"], (datetime.now() - started).total_seconds()))
 
 
