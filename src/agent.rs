@@ -219,7 +219,7 @@ async fn supervise(
         let hooks = Hooks::new(
             &config.hooks,
             &config.duties,
-            config.backend.vips(),
+            &config.backend.vips(),
             children.clone(),
             metrics.clone(),
             sentinel.clone(),

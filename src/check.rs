@@ -22,7 +22,7 @@ use std::{
 use crate::{
     child_env::ChildEnv,
     config::{
-        Backend, CarpConfig, Handover, KeepalivedConfig, Preset, ReloadSend, Resolved,
+        Backend, BgpConfig, CarpConfig, Handover, KeepalivedConfig, Preset, ReloadSend, Resolved,
         RestartPolicy,
     },
     failover::carp::output,
@@ -115,6 +115,7 @@ pub fn warnings(config: &Resolved, kill: KillBudget, under_nomad: bool) -> Vec<S
                 );
             }
         }
+        Backend::Bgp(bgp) => out.extend(bgp_warnings(config, bgp)),
         Backend::Command(_) | Backend::None => {}
     }
     if let Some(warning) = caddy_without_reload(config) {
@@ -251,12 +252,41 @@ pub fn host(config: &Resolved, env: &ChildEnv) -> HostReport {
             }
         }
         Backend::Keepalived(k) => keepalived_host(k, env, &mut report),
+        Backend::Bgp(bgp) => report.problems.extend(bird_problems(bgp)),
         Backend::Carp(carp) if platform::CARP => carp_host(carp, env, &mut report),
         Backend::Carp(_) => report.notes.push(
             "CARP is OpenBSD's (carp(4)): [failover.carp] ifconfig, interfaces and group are not checked on this host".into(),
         ),
     }
     report
+}
+
+/// BIRD answers on its socket and has every protocol the config names.
+fn bird_problems(bgp: &BgpConfig) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(crate::failover::bgp::problems(bgp)),
+        Err(error) => vec![format!("cannot ask BIRD: {error}")],
+    }
+}
+
+/// Where the BGP backend cannot see a move, and nothing else confirms it.
+fn bgp_warnings(config: &Resolved, bgp: &BgpConfig) -> Vec<String> {
+    let confirmed_otherwise = config.failover.probe.is_some()
+        || config.consul.as_ref().is_some_and(|c| c.confirm_peer)
+        || !config.failover.settle.is_zero();
+    let mut out = Vec::new();
+    if confirmed_otherwise {
+        return out;
+    }
+    if bgp.sessions.is_empty() {
+        out.push("[failover.bgp] sessions is empty and there is no probe, no consul confirm_peer and no settle: a planned stop takes the move as done once BIRD applied the level, not once the routers' best paths point elsewhere; name the sessions to the routers (importing the service prefixes), or set one of those".into());
+    } else if bgp.handover == Handover::Fast {
+        out.push("[failover.bgp] handover = \"fast\" with no probe, no consul confirm_peer and no settle: the move counts as done once the withdrawal is sent, before the routers have acted on it; set settle (or use the graceful handover, which waits for the routers' best paths)".into());
+    }
+    out
 }
 
 /// keepalived >= 2.1 on PATH, and the track file's directory.

@@ -73,8 +73,7 @@ pub async fn demote(
     let state = open_state(config)?;
     let record = Maintenance::set(&state, reason, uid, unix_now())?;
     let mut backend = AnyBackend::open(&config.backend, children, state, boot).await?;
-    let left_down =
-        matches!(&backend, AnyBackend::Keepalived(k) if k.level_on_disk() == Some(Level::Down));
+    let left_down = backend.left_down().await?;
     let level = if left_down {
         Level::Down
     } else {

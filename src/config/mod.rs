@@ -13,6 +13,7 @@
 //! [`Resolved`]: defaults and presets applied once, the backend an enum with
 //! its section. Only this module sees the raw sections and their spans.
 
+mod bgp;
 mod endpoint;
 mod error;
 mod hooks;
@@ -34,6 +35,7 @@ use nix::sys::signal::Signal;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use bgp::{BgpConfig, BirdName, Prefix};
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ConfigErrors};
 pub use hooks::{DEFAULT_HOOK_TIMEOUT, DutyConfig, HookCommand, HooksConfig};
@@ -233,6 +235,8 @@ pub struct FailoverConfig {
     pub keepalived: Option<Spanned<KeepalivedConfig>>,
     /// `[failover.command]`
     pub command: Option<Spanned<CommandConfig>>,
+    /// `[failover.bgp]`
+    pub bgp: Option<Spanned<BgpConfig>>,
 }
 
 impl Default for FailoverConfig {
@@ -245,6 +249,7 @@ impl Default for FailoverConfig {
             carp: None,
             keepalived: None,
             command: None,
+            bgp: None,
         }
     }
 }
@@ -268,6 +273,8 @@ pub enum BackendKind {
     Keepalived,
     /// External demote/promote/state commands.
     Command,
+    /// BIRD 2's static protocols, announced over BGP (anycast).
+    Bgp,
     /// No floating IP: never waits.
     None,
 }
@@ -279,6 +286,7 @@ impl BackendKind {
             BackendKind::Carp => "carp",
             BackendKind::Keepalived => "keepalived",
             BackendKind::Command => "command",
+            BackendKind::Bgp => "bgp",
             BackendKind::None => "none",
         }
     }
@@ -420,6 +428,10 @@ pub struct ConsulConfig {
     /// key of the file, but the backend's (the resolved stage fills it in).
     #[serde(skip)]
     pub vips: Vec<IpAddr>,
+    /// Several nodes are master at once by design (BGP anycast), so two
+    /// masters are no split brain: the backend's, like `vips`.
+    #[serde(skip)]
+    pub several_masters: bool,
 }
 
 impl Default for ConsulConfig {
@@ -438,6 +450,7 @@ impl Default for ConsulConfig {
             tls_server_name: None,
             ssl_verify: None,
             vips: Vec::new(),
+            several_masters: false,
         }
     }
 }

@@ -21,9 +21,9 @@ use std::{
 use nix::sys::signal::Signal;
 
 use super::{
-    Argv, BackendKind, CarpConfig, CommandConfig, Config, ConsulConfig, DutyConfig, ExitCodeMap,
-    Handover, HealthConfig, HooksConfig, HostPort, HttpUrl, KeepalivedConfig, LogConfig, Probe,
-    ProcessGroup, ReloadConfig, RestartPolicy,
+    Argv, BackendKind, BgpConfig, CarpConfig, CommandConfig, Config, ConsulConfig, DutyConfig,
+    ExitCodeMap, Handover, HealthConfig, HooksConfig, HostPort, HttpUrl, KeepalivedConfig,
+    LogConfig, Probe, ProcessGroup, ReloadConfig, RestartPolicy,
 };
 
 /// After the proxy's exit on the stop path, how long the machine waits for
@@ -149,6 +149,8 @@ pub enum Backend {
     Keepalived(KeepalivedConfig),
     /// `[failover.carp]`
     Carp(CarpConfig),
+    /// `[failover.bgp]`
+    Bgp(BgpConfig),
 }
 
 impl Backend {
@@ -159,6 +161,7 @@ impl Backend {
             Backend::Command(_) => BackendKind::Command,
             Backend::Keepalived(_) => BackendKind::Keepalived,
             Backend::Carp(_) => BackendKind::Carp,
+            Backend::Bgp(_) => BackendKind::Bgp,
         }
     }
 
@@ -167,22 +170,32 @@ impl Backend {
         self.kind().name()
     }
 
-    /// How a planned stop hands over: keepalived's `handover`; CARP and the
-    /// commands have a single demotion, so for them it is `fast` (down at
-    /// once).
+    /// How a planned stop hands over: keepalived's and BGP's `handover`;
+    /// CARP and the commands have a single demotion, so for them it is
+    /// `fast` (down at once).
     pub fn handover(&self) -> Handover {
         match self {
             Backend::Keepalived(k) => k.handover,
+            Backend::Bgp(b) => b.handover,
             Backend::None | Backend::Command(_) | Backend::Carp(_) => Handover::Fast,
         }
     }
 
-    /// The floating addresses the config names (only keepalived's do).
-    pub fn vips(&self) -> &[IpAddr] {
+    /// The floating addresses the config names: keepalived's VIPs, the
+    /// BGP prefixes' addresses.
+    pub fn vips(&self) -> Vec<IpAddr> {
         match self {
-            Backend::Keepalived(k) => &k.vip,
-            Backend::None | Backend::Command(_) | Backend::Carp(_) => &[],
+            Backend::Keepalived(k) => k.vip.clone(),
+            Backend::Bgp(b) => b.addresses(),
+            Backend::None | Backend::Command(_) | Backend::Carp(_) => Vec::new(),
         }
+    }
+
+    /// Whether several nodes hold the service at once by design (BGP
+    /// anycast): two masters are then no split brain, and a master-only
+    /// duty has no single master to run on.
+    pub fn several_masters(&self) -> bool {
+        matches!(self, Backend::Bgp(_))
     }
 }
 
@@ -280,9 +293,16 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
                 .map(toml::Spanned::into_inner)
                 .unwrap_or_default(),
         ),
+        BackendKind::Bgp => Backend::Bgp(
+            failover
+                .bgp
+                .map(toml::Spanned::into_inner)
+                .unwrap_or_default(),
+        ),
     };
     let consul = consul.map(|section| ConsulConfig {
-        vips: backend.vips().to_vec(),
+        vips: backend.vips(),
+        several_masters: backend.several_masters(),
         ..section.into_inner()
     });
     let exit = DOWN_GRACE

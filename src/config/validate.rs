@@ -17,6 +17,7 @@ pub(super) type Problem = (Option<Range<usize>>, String);
 pub(super) fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     failover(&config.failover, &mut problems);
+    bgp(&config.failover, &mut problems);
     proxy(&config.proxy, &mut problems);
     control(&config.control, &mut problems);
     hooks(config, &mut problems);
@@ -41,6 +42,7 @@ fn failover(failover: &FailoverConfig, problems: &mut Vec<Problem>) {
             BackendKind::Command,
             failover.command.as_ref().map(Spanned::span),
         ),
+        (BackendKind::Bgp, failover.bgp.as_ref().map(Spanned::span)),
     ];
     for (kind, span) in sections {
         if let Some(span) = span
@@ -101,6 +103,42 @@ fn failover(failover: &FailoverConfig, problems: &mut Vec<Problem>) {
                 ),
             ));
         }
+    }
+}
+
+/// `[failover.bgp]`: prefixes to announce, and two different protocols.
+fn bgp(failover: &FailoverConfig, problems: &mut Vec<Problem>) {
+    if failover.backend() != BackendKind::Bgp {
+        return;
+    }
+    let Some(bgp) = &failover.bgp else {
+        problems.push((
+            failover.backend.as_ref().map(Spanned::span),
+            "backend = \"bgp\" needs a [failover.bgp] section with prefixes = [\"...\"]: what handoff's BIRD protocols announce".into(),
+        ));
+        return;
+    };
+    let b = bgp.get_ref();
+    if b.prefixes.is_empty() {
+        problems.push((
+            Some(bgp.span()),
+            "[failover.bgp] prefixes is empty, expected the service prefixes handoff's BIRD protocols announce, such as [\"192.0.2.53/32\"]".into(),
+        ));
+    }
+    if b.up_protocol == b.standby_protocol {
+        problems.push((
+            Some(bgp.span()),
+            format!(
+                "[failover.bgp] up_protocol and standby_protocol are both {:?}: standby needs a protocol of its own, whose routes the export filter makes less preferred",
+                b.up_protocol.0
+            ),
+        ));
+    }
+    if b.timeout.is_zero() {
+        problems.push((
+            Some(bgp.span()),
+            "[failover.bgp] timeout must be more than 0".into(),
+        ));
     }
 }
 
@@ -223,6 +261,16 @@ fn hooks(config: &Config, problems: &mut Vec<Problem>) {
             problems.push((
                 Some(duty.name.span()),
                 format!("duty `{name}`: every must be at least 1s and jitter less than every"),
+            ));
+        }
+        // Every announcing node is master on BGP: a duty would run on all of
+        // them. Refused until a duty can take a lock in Consul.
+        if config.failover.backend() == BackendKind::Bgp {
+            problems.push((
+                Some(duty.name.span()),
+                format!(
+                    "duty `{name}`: backend = \"bgp\" has several masters at once (every node that announces at full preference), so a master-only duty would run on each; duties need a single master (a Consul lock per duty is not built yet)"
+                ),
             ));
         }
     }

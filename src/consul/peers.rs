@@ -7,7 +7,8 @@
 //! failover back by more than [`super::ON_PATH_TIMEOUT`]); and the watcher,
 //! a blocking query on `/v1/health/service/<service>` (`?index=&wait=`)
 //! that publishes the instances and raises `handoff_split_brain` when more
-//! than one live instance is tagged master for longer than 2 x ttl.
+//! than one live instance is tagged master for longer than 2 x ttl (never
+//! on a backend where several masters are normal: BGP anycast).
 
 use std::{sync::Arc, time::Duration};
 
@@ -128,7 +129,8 @@ pub(super) async fn watch(
                 backoff.reset();
                 index = next_index(index, new_index);
                 let masters = live_masters(&instances);
-                if masters.len() > 1 {
+                // On BGP anycast every node that announces is master.
+                if masters.len() > 1 && !settings.several_masters {
                     episode.since.get_or_insert_with(Instant::now);
                 } else if episode.since.take().is_some() && episode.warned {
                     episode.warned = false;

@@ -97,6 +97,8 @@ pub struct Settings {
     /// The floating addresses, comma-separated, for the Meta (the resolved
     /// config's, from the backend's section; empty when it names none).
     pub vip: String,
+    /// Several masters are normal (BGP anycast): no split brain to watch.
+    pub several_masters: bool,
 }
 
 impl Settings {
@@ -180,6 +182,7 @@ impl Settings {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(","),
+            several_masters: config.several_masters,
         })
     }
 

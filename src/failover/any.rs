@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{
     CommandBackend, Failover, FailoverError, Hint, Level, NoneBackend, Role, Watch,
+    bgp::BgpBackend,
     carp::{CarpBackend, boot},
     keepalived::KeepalivedBackend,
 };
@@ -24,6 +25,8 @@ pub enum AnyBackend {
     Keepalived(KeepalivedBackend),
     /// `carp`
     Carp(CarpBackend),
+    /// `bgp`
+    Bgp(BgpBackend),
 }
 
 impl AnyBackend {
@@ -51,6 +54,7 @@ impl AnyBackend {
                 runnable(&carp.ifconfig)?;
                 AnyBackend::Carp(CarpBackend::open(carp.clone(), children, state, boot).await?)
             }
+            Backend::Bgp(bgp) => AnyBackend::Bgp(BgpBackend::open(bgp.clone())),
         })
     }
 }
@@ -62,11 +66,24 @@ impl AnyBackend {
 pub fn boot_id(backend: &Backend) -> Result<String, FailoverError> {
     match backend {
         Backend::Carp(carp) => boot::id(&carp.boot_marker).map_err(FailoverError::BootId),
-        Backend::None | Backend::Command(_) | Backend::Keepalived(_) => Ok(String::new()),
+        Backend::None | Backend::Command(_) | Backend::Keepalived(_) | Backend::Bgp(_) => {
+            Ok(String::new())
+        }
     }
 }
 
 impl AnyBackend {
+    /// Whether the backend holds this node `down` now (keepalived's track
+    /// file, BIRD's protocols): agent-less `demote` must not raise such a
+    /// node to `standby`. Backends that cannot tell say no.
+    pub async fn left_down(&self) -> Result<bool, FailoverError> {
+        Ok(match self {
+            AnyBackend::Keepalived(k) => k.level_on_disk() == Some(Level::Down),
+            AnyBackend::Bgp(b) => b.withdrawn().await?,
+            AnyBackend::None(_) | AnyBackend::Command(_) | AnyBackend::Carp(_) => false,
+        })
+    }
+
     /// Applies `down`, retrying a failure as the worker does (250 ms,
     /// doubling, at most 5 s apart) until it is confirmed or `limit` has
     /// passed; the last error then. The start (before anything else), the
@@ -104,6 +121,7 @@ macro_rules! each {
             AnyBackend::Command($b) => $call,
             AnyBackend::Keepalived($b) => $call,
             AnyBackend::Carp($b) => $call,
+            AnyBackend::Bgp($b) => $call,
         }
     };
 }

@@ -10,6 +10,7 @@
 //! Does not own: when to change level (`crate::machine`).
 
 mod any;
+pub mod bgp;
 pub mod carp;
 mod command;
 pub mod keepalived;
@@ -162,6 +163,9 @@ pub enum FailoverError {
         /// What it printed (first line).
         output: String,
     },
+    /// BIRD's control socket failed or refused a command.
+    #[error(transparent)]
+    Bird(#[from] bgp::BirdError),
     /// ifconfig printed something that is not in a known format.
     #[error(transparent)]
     Output(#[from] carp::output::ParseError),
