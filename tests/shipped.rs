@@ -142,6 +142,7 @@ fn the_key_probe_finds_every_section() {
             "control",
             "duty",
             "failover",
+            "failover.bgp",
             "failover.carp",
             "failover.command",
             "failover.keepalived",

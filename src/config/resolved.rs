@@ -274,32 +274,7 @@ pub(super) fn resolve(config: Config, path: Option<PathBuf>) -> Resolved {
         hooks,
         duty,
     } = config;
-    let backend_kind = failover.backend();
-    let backend = match backend_kind {
-        BackendKind::None => Backend::None,
-        BackendKind::Command => match failover.command {
-            Some(command) => Backend::Command(command.into_inner()),
-            None => Backend::None,
-        },
-        BackendKind::Keepalived => Backend::Keepalived(
-            failover
-                .keepalived
-                .map(toml::Spanned::into_inner)
-                .unwrap_or_default(),
-        ),
-        BackendKind::Carp => Backend::Carp(
-            failover
-                .carp
-                .map(toml::Spanned::into_inner)
-                .unwrap_or_default(),
-        ),
-        BackendKind::Bgp => Backend::Bgp(
-            failover
-                .bgp
-                .map(toml::Spanned::into_inner)
-                .unwrap_or_default(),
-        ),
-    };
+    let backend = backend(&failover);
     let consul = consul.map(|section| ConsulConfig {
         vips: backend.vips(),
         several_masters: backend.several_masters(),
@@ -383,4 +358,22 @@ fn health_check(health: HealthConfig) -> Option<HealthCheck> {
         rise: health.rise,
         fall: health.fall,
     })
+}
+
+/// The backend `failover` names, with its section (its defaults where the
+/// section is missing, which `validate` refuses for a file).
+fn backend(failover: &super::FailoverConfig) -> Backend {
+    fn section<T: Clone + Default>(section: Option<&toml::Spanned<T>>) -> T {
+        section.map(|s| s.get_ref().clone()).unwrap_or_default()
+    }
+    match failover.backend() {
+        BackendKind::None => Backend::None,
+        BackendKind::Command => match &failover.command {
+            Some(command) => Backend::Command(command.get_ref().clone()),
+            None => Backend::None,
+        },
+        BackendKind::Keepalived => Backend::Keepalived(section(failover.keepalived.as_ref())),
+        BackendKind::Carp => Backend::Carp(section(failover.carp.as_ref())),
+        BackendKind::Bgp => Backend::Bgp(section(failover.bgp.as_ref())),
+    }
 }

@@ -296,6 +296,36 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "2:9",
         "does not exist",
     ),
+    (
+        "[failover]\nbackend = \"bgp\"\n",
+        "2:11",
+        "needs a [failover.bgp] section",
+    ),
+    (
+        "[failover]\nbackend = \"bgp\"\n[failover.bgp]\nsessions = [\"uplink\"]\n",
+        "3:1",
+        "prefixes is empty",
+    ),
+    (
+        "[failover]\nbackend = \"bgp\"\n[failover.bgp]\nprefixes = [\"192.0.2.53/24\"]\n",
+        "4:12",
+        "host bits set",
+    ),
+    (
+        "[failover]\nbackend = \"bgp\"\n[failover.bgp]\nprefixes = [\"192.0.2.53/32\"]\nsessions = [\"up link\"]\n",
+        "5:12",
+        "not a BIRD protocol name",
+    ),
+    (
+        "[failover]\nbackend = \"bgp\"\n[failover.bgp]\nprefixes = [\"192.0.2.53/32\"]\nstandby_protocol = \"handoff_up\"\n",
+        "3:1",
+        "standby needs a protocol of its own",
+    ),
+    (
+        "[failover]\nbackend = \"bgp\"\n[failover.bgp]\nprefixes = [\"192.0.2.53/32\"]\n[[duty]]\nname = \"renew\"\ncommand = [\"true\"]\nevery = \"1h\"\n",
+        "6:8",
+        "several masters at once",
+    ),
     ("[http]\nlisten = \"localhost\"\n", "2:10", "is not ip:port"),
     ("[log]\nlevel = \"infoo\"\n", "2:9", "is not a level"),
     ("[log]\nlevel = \"handoff=loud\"\n", "2:9", "log level"),
@@ -581,7 +611,7 @@ fn resolved_defaults_are_applied_once() {
 #[test]
 fn each_backend_carries_its_own_section() {
     // (config, backend, handover, vips)
-    let table: [(&str, BackendKind, Handover, &[&str]); 4] = [
+    let table: [(&str, BackendKind, Handover, &[&str]); 6] = [
         (
             "[failover]\nbackend = \"keepalived\"\n[failover.keepalived]\nvip = [\"192.0.2.10\", \"2001:db8::10\"]\n",
             BackendKind::Keepalived,
@@ -605,6 +635,18 @@ fn each_backend_carries_its_own_section() {
             BackendKind::Command,
             Handover::Fast,
             &[],
+        ),
+        (
+            "[failover]\nbackend = \"bgp\"\n[failover.bgp]\nprefixes = [\"192.0.2.53/32\", \"2001:db8::/48\"]\n",
+            BackendKind::Bgp,
+            Handover::Graceful,
+            &["192.0.2.53", "2001:db8::"],
+        ),
+        (
+            "[failover]\nbackend = \"bgp\"\n[failover.bgp]\nprefixes = [\"192.0.2.53/32\"]\nhandover = \"fast\"\n",
+            BackendKind::Bgp,
+            Handover::Fast,
+            &["192.0.2.53"],
         ),
     ];
     for (text, kind, handover, vips) in table {

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod anycast;
 pub mod carp_sim;
 pub mod consul;
 pub mod hook_log;
