@@ -44,6 +44,17 @@ fn start_edge(
     (handoff, config)
 }
 
+/// Both edges healthy and announcing at full preference: a's path the
+/// router's best (the lower router id breaks the tie), b's its second.
+fn both_edges(lab: &Lab, net: &Anycast) -> [(common::Handoff, std::path::PathBuf); 2] {
+    let a = start_edge(lab, net, "a", "");
+    let b = start_edge(lab, net, "b", "");
+    net.wait_paths("two paths, a best", HEALTHY, |p| {
+        p.len() == 2 && p.iter().any(|p| p.best && p.node == "a")
+    });
+    [a, b]
+}
+
 fn nginx_pid(lab: &Lab, config: &std::path::Path) -> i32 {
     let status = lab.status_json(config);
     let pid = status["proxy"]["pid"].as_i64().expect("the proxy's pid");
@@ -55,6 +66,8 @@ fn nginx_pid(lab: &Lab, config: &std::path::Path) -> i32 {
 #[derive(Debug, Default)]
 struct Seen {
     best_moved: Option<f64>,
+    /// The router's table at that look (a's path still there, prepended).
+    during: String,
     path_gone: Option<f64>,
     nginx_gone: Option<f64>,
     /// A look found a's nginx gone while the router's best path still led
@@ -76,6 +89,7 @@ fn watch_stop(net: &Anycast, nginx: i32, done: &AtomicBool) -> Seen {
         let has_a = paths.iter().any(|p| p.node == "a");
         if !best_a && seen.best_moved.is_none() {
             seen.best_moved = Some(at);
+            seen.during = show(&paths);
         }
         if !has_a && seen.path_gone.is_none() {
             seen.path_gone = Some(at);
@@ -93,7 +107,12 @@ fn watch_stop(net: &Anycast, nginx: i32, done: &AtomicBool) -> Seen {
 }
 
 fn table(net: &Anycast) -> String {
-    net.router_paths()
+    show(&net.router_paths())
+}
+
+/// The router's paths as `a* [65001], b [65002]` (* the best).
+fn show(paths: &[common::anycast::RouterPath]) -> String {
+    paths
         .iter()
         .map(|p| {
             format!(
@@ -114,13 +133,7 @@ fn a_planned_stop_moves_the_best_path_then_withdraws_then_stops_nginx() {
     }
     let lab = Lab::new();
     let mut net = Anycast::new(&lab);
-    let (mut a, a_config) = start_edge(&lab, &net, "a", "");
-    let (_b, _) = start_edge(&lab, &net, "b", "");
-    // Both announce at full preference: a best (lower router id), b the
-    // router's second path.
-    net.wait_paths("two paths, a best", HEALTHY, |p| {
-        p.len() == 2 && p.iter().any(|p| p.best && p.node == "a")
-    });
+    let [(mut a, a_config), _b] = both_edges(&lab, &net);
     let before = table(&net);
     net.start_client();
     net.wait_answers("a", 0.0, 50, HEALTHY);
@@ -138,7 +151,10 @@ fn a_planned_stop_moves_the_best_path_then_withdraws_then_stops_nginx() {
     let after = table(&net);
     net.wait_answers("b", seen.best_moved.unwrap_or(0.0), 100, HEALTHY);
     let requests = net.stop_client();
-    eprintln!("router before: {before}; after: {after}; {seen:?} (stop at {stop_at:.3})");
+    eprintln!(
+        "router before: {before}; during: {}; after: {after}; {seen:?} (stop at {stop_at:.3})",
+        seen.during
+    );
     assert_eq!(
         code,
         0,
@@ -249,11 +265,7 @@ fn demote_keeps_a_less_preferred_path_that_takes_over_when_b_goes() {
     }
     let lab = Lab::new();
     let mut net = Anycast::new(&lab);
-    let (mut a, a_config) = start_edge(&lab, &net, "a", "");
-    let (b, b_config) = start_edge(&lab, &net, "b", "");
-    net.wait_paths("two paths, a best", HEALTHY, |p| {
-        p.len() == 2 && p.iter().any(|p| p.best && p.node == "a")
-    });
+    let [(mut a, a_config), (b, b_config)] = both_edges(&lab, &net);
     net.start_client();
     net.wait_answers("a", 0.0, 20, HEALTHY);
     let demoted = Instant::now();

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::{HANDOFF, Handoff, Lab, repo};
+use super::{HANDOFF, Handoff, Lab, netns::ip, repo};
 
 /// The service address every edge announces.
 pub const SERVICE: &str = "192.0.2.53";
@@ -41,15 +41,6 @@ pub fn lab_available() -> bool {
         "the BGP lab needs root={root}, ip, bird, birdc (bird2) and /usr/sbin/nginx={tools}"
     ));
     false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// One path of the router's table for the service prefix.

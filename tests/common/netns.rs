@@ -57,7 +57,8 @@ pub fn lab_available() -> bool {
     false
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip ARGS`, failing the test with its stderr.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
     assert!(
         out.status.success(),
