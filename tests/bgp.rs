@@ -46,9 +46,14 @@ fn start_edge(
 
 /// Both edges healthy and announcing at full preference: a's path the
 /// router's best (the lower router id breaks the tie), b's its second.
-fn both_edges(lab: &Lab, net: &Anycast) -> [(common::Handoff, std::path::PathBuf); 2] {
-    let a = start_edge(lab, net, "a", "");
-    let b = start_edge(lab, net, "b", "");
+/// `sections(node)` goes into each node's config.
+fn both_edges(
+    lab: &Lab,
+    net: &Anycast,
+    sections: impl Fn(&str) -> String,
+) -> [(common::Handoff, std::path::PathBuf); 2] {
+    let a = start_edge(lab, net, "a", &sections("a"));
+    let b = start_edge(lab, net, "b", &sections("b"));
     net.wait_paths("two paths, a best", HEALTHY, |p| {
         p.len() == 2 && p.iter().any(|p| p.best && p.node == "a")
     });
@@ -133,7 +138,7 @@ fn a_planned_stop_moves_the_best_path_then_withdraws_then_stops_nginx() {
     }
     let lab = Lab::new();
     let mut net = Anycast::new(&lab);
-    let [(mut a, a_config), _b] = both_edges(&lab, &net);
+    let [(mut a, a_config), _b] = both_edges(&lab, &net, |_| String::new());
     let before = table(&net);
     net.start_client();
     net.wait_answers("a", 0.0, 50, HEALTHY);
@@ -265,9 +270,39 @@ fn demote_keeps_a_less_preferred_path_that_takes_over_when_b_goes() {
     }
     let lab = Lab::new();
     let mut net = Anycast::new(&lab);
-    let [(mut a, a_config), (b, b_config)] = both_edges(&lab, &net);
+    // Consul on a Unix socket, which reaches into the namespaces.
+    let socket = lab.path("consul.sock");
+    let hcl = format!(
+        "addresses {{ http = \"127.0.0.1 unix://{}\" }}",
+        socket.display()
+    );
+    let consul = common::consul::Consul::start_with(&lab, Some(hcl), None);
+    let ttl = Duration::from_secs(1);
+    let [(mut a, a_config), (b, b_config)] = both_edges(&lab, &net, |node| {
+        format!(
+            "[consul]\naddress = \"unix://{}\"\nservice_id = \"edge-{node}\"\nttl = \"1s\"\n",
+            socket.display()
+        )
+    });
+    // Both announce at full preference: two masters, and no split brain
+    // (the watch would warn after 2 x ttl).
+    consul.wait_for_tag("edge-a", "master", HEALTHY);
+    consul.wait_for_tag("edge-b", "master", HEALTHY);
+    let meta = consul.service("edge-a").unwrap()["Meta"].clone();
+    assert_eq!(meta["vip"], common::anycast::SERVICE);
     net.start_client();
     net.wait_answers("a", 0.0, 20, HEALTHY);
+    std::thread::sleep(3 * ttl);
+    for (node, log, config) in [("a", a.log(), &a_config), ("b", b.log(), &b_config)] {
+        assert!(!log.contains("split brain"), "{node}:\n{log}");
+        let consul = &lab.status_json(config)["consul"];
+        assert_eq!(
+            consul["masters"].as_array().map(Vec::len),
+            Some(2),
+            "{node}: {consul}"
+        );
+        assert_eq!(consul["split_brain"], false, "{node}: {consul}");
+    }
     let demoted = Instant::now();
     let (code, out, err) = net.operator("a", &a_config, &["demote", "--reason", "test"]);
     assert_eq!(code, 0, "demote: {out}{err}");
@@ -289,6 +324,7 @@ fn demote_keeps_a_less_preferred_path_that_takes_over_when_b_goes() {
     );
     let status = lab.status_json(&a_config);
     assert_eq!(status["role"], "BACKUP", "{status}");
+    consul.wait_for_tag("edge-a", "maintenance", HEALTHY);
     net.wait_answers("b", wall(), 50, HEALTHY);
     // b's proxy dies: the router falls back to a's standby path.
     let nginx_b = nginx_pid(&lab, &b_config);

@@ -328,7 +328,7 @@ impl Anycast {
     }
 
     /// node's handoff config: nginx, checked at `health` (`/health` or
-    /// `/down`), on the bgp backend; `extra` goes into `[failover]`.
+    /// `/down`), on the bgp backend; `extra` (more sections) goes last.
     pub fn config(&self, node: &str, health: &str, extra: &str) -> PathBuf {
         let conf = self.nginx_conf(node);
         let prefix = conf.parent().unwrap();
@@ -339,10 +339,10 @@ impl Anycast {
                 "[proxy]\ncommand = [\"/usr/sbin/nginx\", \"-p\", \"{p}\", \"-c\", \"{c}\", \"-g\", \"daemon off;\"]\n\
                  preset = \"nginx\"\nstop_timeout = \"5s\"\nrestart = \"never\"\n\
                  [proxy.health]\nhttp = \"http://127.0.0.1:8081{health}\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 2\nfall = 1\n\
-                 [failover]\nbackend = \"bgp\"\nfailover_timeout = \"5s\"\n{extra}\n\
+                 [failover]\nbackend = \"bgp\"\nfailover_timeout = \"5s\"\n\
                  [failover.bgp]\nsocket = \"{s}\"\nprefixes = [\"{SERVICE}/32\"]\nsessions = [\"uplink\"]\n\
                  [control]\nsocket = \"{d}/handoff-{node}.sock\"\nstate_dir = \"{d}/state-{node}\"\n\
-                 [http]\nlisten = \"\"\n",
+                 [http]\nlisten = \"\"\n{extra}\n",
                 p = prefix.display(),
                 c = conf.display(),
                 s = self.bird_socket(node).display(),
