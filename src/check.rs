@@ -487,6 +487,46 @@ mod tests {
     }
 
     #[test]
+    fn bgp_warns_when_nothing_confirms_a_move_and_names_a_silent_bird() {
+        let base = "[failover]\nbackend = \"bgp\"\n{settle}[failover.bgp]\nprefixes = [\"192.0.2.53/32\"]\nsocket = \"/nonexistent/bird.ctl\"\n";
+        let cases = [
+            ("", "", Some("sessions is empty")),
+            ("sessions = [\"uplink\"]\n", "", None),
+            (
+                "sessions = [\"uplink\"]\nhandover = \"fast\"\n",
+                "",
+                Some("handover = \"fast\""),
+            ),
+            (
+                "sessions = [\"uplink\"]\nhandover = \"fast\"\n",
+                "settle = \"1s\"\n",
+                None,
+            ),
+            ("", "settle = \"1s\"\n", None),
+        ];
+        for (keys, settle, warned) in cases {
+            let text = format!("{}{keys}", base.replace("{settle}", settle));
+            let c = config(&text);
+            let Backend::Bgp(bgp) = c.backend.clone() else {
+                panic!("bgp expected: {:?}", c.backend)
+            };
+            let w = bgp_warnings(&c, &bgp);
+            match warned {
+                None => assert!(w.is_empty(), "{text}: {w:?}"),
+                Some(says) => assert!(w.len() == 1 && w[0].contains(says), "{text}: {w:?}"),
+            }
+            let report = host(&c, &ChildEnv::default());
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.contains("BIRD is not running")),
+                "{report:?}"
+            );
+        }
+    }
+
+    #[test]
     fn budget_over_kill_timeout_warns() {
         let c = config(
             "[failover]\nfailover_timeout = \"10s\"\nsettle = \"1s\"\n[proxy]\nstop_timeout = \"10s\"\n",

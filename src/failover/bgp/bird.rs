@@ -369,6 +369,22 @@ mod tests {
         assert!(!ProtocolState::Down.enabled() && ProtocolState::Start.enabled());
     }
 
+    #[tokio::test]
+    async fn a_silent_bird_costs_one_timeout_and_a_missing_one_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bird.ctl");
+        let missing = Connection::open(path.clone(), Duration::from_millis(100)).await;
+        assert!(missing.is_err_and(|e| e.not_running()));
+        // Accepts, never greets: a BIRD that hangs.
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let hold = tokio::spawn(async move { listener.accept().await });
+        let started = std::time::Instant::now();
+        let hung = Connection::open(path, Duration::from_millis(100)).await;
+        assert!(matches!(hung, Err(BirdError::Timeout { .. })));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        hold.abort();
+    }
+
     #[test]
     fn routes_from_show_route() {
         let none = reply("0000 ");
