@@ -1,14 +1,15 @@
 //! handoff: runs an edge reverse proxy as its child on a node that shares a
-//! floating IP (OpenBSD CARP, Linux keepalived), and makes sure the IP is only
-//! ever held by a node whose proxy is up.
+//! floating IP (OpenBSD CARP, Linux keepalived) or announces it by BGP
+//! anycast (BIRD 2), and makes sure the IP is only ever held (announced) by
+//! a node whose proxy is up.
 //!
 //! # Theory of operation
 //!
 //! handoff holds the node at one of three *levels* (up, standby, down) and
 //! adds or removes only its own share of the backend's demotion. It starts
 //! `down`, spawns the proxy, and goes `up` once the proxy is healthy. On a
-//! planned stop (SIGINT/SIGTERM) it goes `down` (keepalived's graceful
-//! handover: `standby` first, `down` once the VIP moved), waits until the IP
+//! planned stop (SIGINT/SIGTERM) it goes `down` (the graceful handover of
+//! keepalived and BGP: `standby` first, `down` once the IP moved), waits until the IP
 //! has moved (only if this node held it, at most `failover_timeout`; a
 //! `probe` can demand that the peer answers, and Consul's `confirm_peer`
 //! that the peer reports master), waits `settle`,
@@ -31,7 +32,8 @@
 //!   credentials, its supervisor's `NOTIFY_SOCKET`).
 //! * [`failover`]: the backends behind one trait, driven by a worker task:
 //!   CARP (a counted share of a group's demote counter, with a crash-safe
-//!   ledger), keepalived (a track file), commands, none.
+//!   ledger), keepalived (a track file), BGP (BIRD's static protocols,
+//!   switched over its control socket), commands, none.
 //! * [`health`]: the promotion gate; [`probe`]: proof the peer serves the VIP.
 //! * [`hooks`]: role-change hooks and master-only duties, run when the
 //!   machine asks; never waited for by the failover.
