@@ -329,6 +329,10 @@ impl Anycast {
 
     /// node's handoff config: nginx, checked at `health` (`/health` or
     /// `/down`), on the bgp backend; `extra` (more sections) goes last.
+    /// nginx gets a process group of its own: no supervisor kills the
+    /// agent's group here, so when a test SIGKILLs the agent (or drops it)
+    /// the sentinel's group kill is what takes nginx's workers, which
+    /// outlive their master (`process_group` in handoff.toml(5)).
     pub fn config(&self, node: &str, health: &str, extra: &str) -> PathBuf {
         let conf = self.nginx_conf(node);
         let prefix = conf.parent().unwrap();
@@ -337,7 +341,7 @@ impl Anycast {
             &path,
             format!(
                 "[proxy]\ncommand = [\"/usr/sbin/nginx\", \"-p\", \"{p}\", \"-c\", \"{c}\", \"-g\", \"daemon off;\"]\n\
-                 preset = \"nginx\"\nstop_timeout = \"5s\"\nrestart = \"never\"\n\
+                 preset = \"nginx\"\nstop_timeout = \"5s\"\nrestart = \"never\"\nprocess_group = \"own\"\n\
                  [proxy.health]\nhttp = \"http://127.0.0.1:8081{health}\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 2\nfall = 1\n\
                  [failover]\nbackend = \"bgp\"\nfailover_timeout = \"5s\"\n\
                  [failover.bgp]\nsocket = \"{s}\"\nprefixes = [\"{SERVICE}/32\"]\nsessions = [\"uplink\"]\n\
