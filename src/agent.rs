@@ -32,7 +32,7 @@ use crate::{
     loopback_vip::LoopbackVip,
     machine::{Machine, Policy, ReloadBy, ReloadPolicy},
     maintenance::Maintenance,
-    metrics::Metrics,
+    metrics::{self, Metrics},
     platform,
     process::Children,
     proxy_notify::NotifySocket,
@@ -201,7 +201,7 @@ async fn supervise(
         );
         let (inbox_tx, inbox_rx) = mpsc::channel(16);
         let inbox = Inbox(inbox_tx);
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::for_node(&node_metrics(config)));
         if let Some(addr) = config.http.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -389,5 +389,21 @@ fn policy(config: &Resolved, plan: &ReloadPlan) -> Policy {
         hooks: config.hooks.each().next().is_some(),
         duties: !config.duties.is_empty(),
         loopback_vip: LoopbackVip::from_config(&config.backend).is_some(),
+    }
+}
+
+/// What `handoff_info` and `handoff_stop_budget_seconds` say of this node.
+fn node_metrics(config: &Resolved) -> metrics::Node {
+    let service = config.consul.as_ref().map_or_else(
+        || crate::config::ConsulConfig::default().service,
+        |c| c.service.clone(),
+    );
+    let vips: Vec<String> = config.backend.vips().iter().map(ToString::to_string).collect();
+    metrics::Node {
+        service,
+        vips: vips.join(","),
+        backend: config.backend.name(),
+        several_masters: config.backend.several_masters(),
+        stop_budget: config.budget.total(),
     }
 }

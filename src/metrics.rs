@@ -29,6 +29,23 @@ fn hook_buckets() -> Histogram {
     Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0])
 }
 
+/// What `handoff_info` and `handoff_stop_budget_seconds` say of this node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `[consul] service`, or Consul's default `edge` without Consul: the
+    /// name alert rules group nodes by.
+    pub service: String,
+    /// The floating addresses, comma-separated (empty when the backend
+    /// names none).
+    pub vips: String,
+    /// `[failover] backend`.
+    pub backend: &'static str,
+    /// Several masters are normal on this backend.
+    pub several_masters: bool,
+    /// The whole stop budget.
+    pub stop_budget: std::time::Duration,
+}
+
 /// The metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -147,6 +164,31 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// All metrics, with the node's own: `handoff_info` (1, labelled with
+    /// what alert rules group and filter by) and
+    /// `handoff_stop_budget_seconds`.
+    pub fn for_node(node: &Node) -> Metrics {
+        let mut metrics = Metrics::new();
+        metrics.registry.register(
+            "handoff",
+            "This node: its service, floating addresses and backend (several_masters: a backend where every healthy node is master, BGP anycast)",
+            Info::new(vec![
+                ("service".to_owned(), node.service.clone()),
+                ("vip".to_owned(), node.vips.clone()),
+                ("backend".to_owned(), node.backend.to_owned()),
+                ("several_masters".to_owned(), node.several_masters.to_string()),
+            ]),
+        );
+        let budget: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        budget.set(node.stop_budget.as_secs_f64());
+        metrics.registry.register(
+            "handoff_stop_budget_seconds",
+            "The longest a planned stop can take (handoff check's stop budget)",
+            budget,
+        );
+        metrics
     }
 
     /// Sets the gauges from the machine's view after an event.
