@@ -88,9 +88,9 @@ job "edge-proxy" {
       kill_timeout = "25s"
 
       config {
-        command = "/usr/local/bin/handoff"
+        command = "/usr/bin/handoff"
         # `run` first: keepalived's vrrp_track_process (weight 0) matches
-        # `/usr/local/bin/handoff run`, so the node is FAULT whenever no
+        # `/usr/bin/handoff run`, so the node is FAULT whenever no
         # handoff runs (config/keepalived.conf). On Linux Nomad kills the
         # task's whole cgroup, handoff's sentinel included: there that
         # tracking is the net after a kill -9.
@@ -190,7 +190,7 @@ EOT
       #
       #     change_mode = "script"
       #     change_script {
-      #       command = "/usr/local/bin/handoff"
+      #       command = "/usr/bin/handoff"
       #       # No --config: `handoff reload` finds the agent at the default
       #       # socket, which the config above keeps (/run/handoff/handoff.sock;
       #       # an /etc/handoff.toml on the node, if any, must agree).
