@@ -60,7 +60,7 @@ pub fn abort_on_panic() {
 /// `handoff run`: the start sequence, in the order the lifecycle requires
 /// (handoff(8), START SEQUENCE; docs/design.md):
 ///
-/// 1. the config (without it the backend is unknown);
+/// 1. the config (without it the backend is unknown) and the proxy command;
 /// 2. the node's locks: the control socket's and the state dir's, so that a
 ///    second agent is refused before it touches the backend;
 /// 3. `down`, applied and confirmed by the backend (the CARP ledger settled
@@ -70,6 +70,9 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
     // Config errors exit 78 here, before anything is touched.
     let config = &config::load(&Location::find(flag))?;
     logging::init(&config.log);
+    // So is a missing proxy command (exit 64): nothing to supervise, so the
+    // backend is never touched.
+    let argv = proxy_argv(config, proxy)?;
     // What `check` refuses (ExecStartPre) is only a warning here: the
     // backend itself refuses a start it cannot serve, at step 3.
     let env = children_env(config);
@@ -139,7 +142,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
         };
         // Boxed: the supervisor's future is large (clippy::large_futures),
         // and lives for the whole run.
-        let result = Box::pin(supervise(config, proxy, start, backend)).await;
+        let result = Box::pin(supervise(config, argv, start, backend)).await;
         if let Some(sentinel) = sentinel {
             // Every exit but 75 comes after a confirmed `down` (a start that
             // failed after step 3 included).
@@ -154,7 +157,7 @@ pub fn run(flag: Option<&std::path::Path>, proxy: Vec<String>) -> Result<u8, Err
 /// node down.
 async fn supervise(
     config: &Resolved,
-    proxy: Vec<String>,
+    argv: Argv,
     start: Start,
     backend: AnyBackend,
 ) -> Result<u8, Error> {
@@ -167,7 +170,6 @@ async fn supervise(
         sentinel,
     } = start;
     {
-        let argv = proxy_argv(config, proxy)?;
         let control = claim.bind()?;
         // A node an operator put into maintenance stays at standby across restarts.
         let maintenance = Maintenance::load(state.path())?;
@@ -398,12 +400,56 @@ fn node_metrics(config: &Resolved) -> metrics::Node {
         || crate::config::ConsulConfig::default().service,
         |c| c.service.clone(),
     );
-    let vips: Vec<String> = config.backend.vips().iter().map(ToString::to_string).collect();
+    let vips: Vec<String> = config
+        .backend
+        .vips()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     metrics::Node {
         service,
         vips: vips.join(","),
         backend: config.backend.name(),
         several_masters: config.backend.several_masters(),
         stop_budget: config.budget.total(),
+        hooks: config.hooks.each().map(|(name, _)| name).collect(),
+        duties: config
+            .duties
+            .iter()
+            .map(|d| d.name.get_ref().clone())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use std::path::Path;
+
+    use super::{Metrics, node_metrics};
+
+    #[test]
+    fn handoff_info_names_the_service_the_vips_and_the_backend() {
+        let config = crate::config::parse(
+            Path::new("node.toml"),
+            "[failover]\nbackend = \"keepalived\"\n\
+             [failover.keepalived]\nvip = [\"192.0.2.10\", \"192.0.2.11\"]\n\
+             [consul]\nservice = \"web-edge\"\n",
+        )
+        .unwrap();
+        let text = Metrics::for_node(&node_metrics(&config)).encode();
+        assert!(
+            text.contains(
+                "handoff_info{service=\"web-edge\",vip=\"192.0.2.10,192.0.2.11\",\
+                 backend=\"keepalived\",several_masters=\"false\"} 1\n"
+            ),
+            "{text}"
+        );
+        let budget = config.budget.total().as_secs_f64();
+        assert!(
+            text.contains(&format!("handoff_stop_budget_seconds {budget:?}\n")),
+            "{budget}: {text}"
+        );
     }
 }

@@ -216,7 +216,7 @@ impl Hooks {
             }
             let took = started.elapsed();
             log_run("hook", hook.key(), outcome, exit, took);
-            metrics.hook_ran(hook.key(), outcome.name(), Some(took.as_secs_f64()));
+            metrics.hook_ran(hook.key(), outcome, Some(took.as_secs_f64()));
             let run = LastRun {
                 result: outcome,
                 exit,
@@ -229,7 +229,7 @@ impl Hooks {
     }
 
     fn record(&mut self, hook: HookName, result: Outcome, exit: Option<u8>, took: Duration) {
-        self.metrics.hook_ran(hook.key(), result.name(), None);
+        self.metrics.hook_ran(hook.key(), result, None);
         self.last.insert(
             hook,
             LastRun {
@@ -364,7 +364,7 @@ impl Duty {
                     Ok(spawned) => spawned,
                     Err(error) => {
                         tracing::error!(duty = %name, %error, "duty could not start");
-                        metrics.duty_ran(&name, Outcome::Failed.name());
+                        metrics.duty_ran(&name, Outcome::Failed);
                         continue;
                     }
                 };
@@ -384,7 +384,7 @@ impl Duty {
                 }
                 let took = started.elapsed();
                 log_run("duty", &name, outcome, exit, took);
-                metrics.duty_ran(&name, outcome.name());
+                metrics.duty_ran(&name, outcome);
                 let mut s = lock(&shared);
                 s.running = None;
                 s.last = Some(LastRun {

@@ -10,7 +10,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::failover::{Level, Role};
+use crate::{
+    failover::{Level, Role},
+    status::Outcome,
+};
 
 /// The roles `handoff_role` has a series for.
 const ROLES: [(Role, &str); 4] = [
@@ -44,6 +47,10 @@ pub struct Node {
     pub several_masters: bool,
     /// The whole stop budget.
     pub stop_budget: std::time::Duration,
+    /// The configured hooks (`on_master`...) and duties, by name.
+    pub hooks: Vec<&'static str>,
+    /// The configured duties, by name.
+    pub duties: Vec<String>,
 }
 
 /// The metrics and their registry.
@@ -183,6 +190,36 @@ impl Metrics {
         );
         let budget: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
         budget.set(node.stop_budget.as_secs_f64());
+        // Every configured hook and duty at zero for each result it can end
+        // with: a series that appears only with its first run makes
+        // increase() miss that run, and the dashboard show nothing.
+        for hook in &node.hooks {
+            for result in [
+                Outcome::Ok,
+                Outcome::Failed,
+                Outcome::Timeout,
+                Outcome::Skipped,
+            ] {
+                metrics
+                    .hook_runs
+                    .get_or_create_owned(&labels("hook", hook, result));
+            }
+            metrics
+                .hook_duration
+                .get_or_create_owned(&vec![("hook".to_owned(), (*hook).to_owned())]);
+        }
+        for duty in &node.duties {
+            for result in [
+                Outcome::Ok,
+                Outcome::Failed,
+                Outcome::Timeout,
+                Outcome::Stopped,
+            ] {
+                metrics
+                    .duty_runs
+                    .get_or_create_owned(&labels("duty", duty, result));
+            }
+        }
         metrics.registry.register(
             "handoff_stop_budget_seconds",
             "The longest a planned stop can take (handoff check's stop budget)",
@@ -216,12 +253,10 @@ impl Metrics {
     }
 
     /// A hook ended (`seconds`: how long it ran, for one that ran).
-    pub fn hook_ran(&self, hook: &str, result: &str, seconds: Option<f64>) {
-        let labels = vec![
-            ("hook".to_owned(), hook.to_owned()),
-            ("result".to_owned(), result.to_owned()),
-        ];
-        self.hook_runs.get_or_create(&labels).inc();
+    pub fn hook_ran(&self, hook: &str, result: Outcome, seconds: Option<f64>) {
+        self.hook_runs
+            .get_or_create(&labels("hook", hook, result))
+            .inc();
         if let Some(seconds) = seconds {
             self.hook_duration
                 .get_or_create(&vec![("hook".to_owned(), hook.to_owned())])
@@ -230,12 +265,10 @@ impl Metrics {
     }
 
     /// A duty's run ended.
-    pub fn duty_ran(&self, duty: &str, result: &str) {
-        let labels = vec![
-            ("duty".to_owned(), duty.to_owned()),
-            ("result".to_owned(), result.to_owned()),
-        ];
-        self.duty_runs.get_or_create(&labels).inc();
+    pub fn duty_ran(&self, duty: &str, result: Outcome) {
+        self.duty_runs
+            .get_or_create(&labels("duty", duty, result))
+            .inc();
     }
 
     /// A reload began.
@@ -278,6 +311,14 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The labels of one hook's or duty's (`kind`) runs that ended in `result`.
+fn labels(kind: &str, name: &str, result: Outcome) -> Labels {
+    vec![
+        (kind.to_owned(), name.to_owned()),
+        ("result".to_owned(), result.name().to_owned()),
+    ]
 }
 
 /// The operators' and the node's work besides the failover: reloads, hooks

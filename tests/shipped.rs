@@ -18,6 +18,14 @@ use std::{collections::BTreeMap, path::Path, process::Command};
 
 use common::{HANDOFF, Lab, have, output, repo};
 
+/// Where the Debian package installs handoff (Cargo.toml's
+/// `[package.metadata.deb]`): the path every Linux start names, and the one
+/// keepalived's process tracking matches.
+const LINUX_BIN: &str = "/usr/bin/handoff";
+/// Where OpenBSD's port installs it (`${PREFIX}/bin`, PREFIX /usr/local):
+/// the rc.d script's and rc.local's.
+const OPENBSD_BIN: &str = "/usr/local/bin/handoff";
+
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -391,7 +399,7 @@ fn the_keepalived_config_is_valid_and_moves_the_vip_as_it_says() {
         .and_then(|t| t.split('}').next())
         .expect("a vrrp_track_process block");
     for want in [
-        "process /usr/local/bin/handoff run",
+        &format!("process {LINUX_BIN} run"),
         "param_match partial",
         "weight 0",
     ] {
@@ -404,14 +412,14 @@ fn the_keepalived_config_is_valid_and_moves_the_vip_as_it_says() {
     let unit = read("systemd/handoff.service");
     assert!(
         unit.lines()
-            .any(|l| l.starts_with("ExecStart=/usr/local/bin/handoff run ")),
+            .any(|l| l.starts_with(&format!("ExecStart={LINUX_BIN} run "))),
         "{unit}"
     );
     let nomad = read("config/nomad/edge-proxy.nomad.hcl");
-    assert!(nomad.contains("command = \"/usr/local/bin/handoff\""));
+    assert!(nomad.contains(&format!("command = \"{LINUX_BIN}\"")));
     assert!(nomad.contains("args = [\n          \"run\","), "{nomad}");
     let rc = read("rc.d/handoff");
-    assert!(rc.contains("daemon=\"/usr/local/bin/handoff\""));
+    assert!(rc.contains(&format!("daemon=\"{OPENBSD_BIN}\"")));
     assert!(
         rc.contains("rc_exec \"${daemon} run ${daemon_flags}\""),
         "{rc}"
@@ -474,8 +482,10 @@ fn the_fast_keepalived_profile_differs_only_in_timing() {
     let fast = read("config/keepalived-fast.conf");
     for shared in [
         "track_file handoff {\n    file \"/var/lib/handoff/keepalived.track\"\n    weight 1\n}",
-        "vrrp_track_process handoff_agent {\n    process /usr/local/bin/handoff run\n    \
-         param_match partial\n    weight 0\n}",
+        &format!(
+            "vrrp_track_process handoff_agent {{\n    process {LINUX_BIN} run\n    \
+             param_match partial\n    weight 0\n}}"
+        ),
         "track_file {\n        handoff weight 1\n    }",
         "track_process {\n        handoff_agent\n    }",
         "notify_fifo /run/keepalived/notify.fifo",
@@ -515,7 +525,7 @@ fn the_openbsd_files_put_carp0_in_the_group_handoff_demotes() {
     assert!(
         rc_local
             .lines()
-            .any(|l| l == "/usr/local/bin/handoff --config /etc/handoff.toml down"),
+            .any(|l| l == format!("{OPENBSD_BIN} --config /etc/handoff.toml down")),
         "{rc_local}"
     );
     assert!(
@@ -680,11 +690,11 @@ fn the_systemd_unit_verifies_and_kills_only_handoff_first() {
     let unit = read("systemd/handoff.service");
     for want in [
         "Type=notify",
-        "ExecStartPre=/usr/local/bin/handoff check --config /etc/handoff.toml",
-        "ExecStart=/usr/local/bin/handoff run --config /etc/handoff.toml",
+        &format!("ExecStartPre={LINUX_BIN} check --config /etc/handoff.toml"),
+        &format!("ExecStart={LINUX_BIN} run --config /etc/handoff.toml"),
         // systemctl reload reports a broken config: handoff reload checks,
         // sends and waits for the confirmation (a kill -HUP would not).
-        "ExecReload=/usr/local/bin/handoff reload --config /etc/handoff.toml",
+        &format!("ExecReload={LINUX_BIN} reload --config /etc/handoff.toml"),
         "KillMode=mixed",
         "Restart=on-failure",
         "RuntimeDirectory=handoff",
@@ -727,7 +737,7 @@ fn the_systemd_unit_verifies_and_kills_only_handoff_first() {
     let lab = Lab::new();
     std::fs::write(
         lab.path("handoff.service"),
-        unit.replace("/usr/local/bin/handoff", HANDOFF),
+        unit.replace(LINUX_BIN, HANDOFF),
     )
     .unwrap();
     let base = analyze(lab.dir.path());
