@@ -106,10 +106,7 @@ fn every_alert_has_a_summary_and_a_runbook_section_in_operations_md() {
         .map(|l| anchor(l.trim_start_matches('#')))
         .collect();
     let alerts = alerts();
-    for (alert, block) in alerts
-        .iter()
-        .zip(rules.split("- alert: ").skip(1).map(|b| b.to_owned()))
-    {
+    for (alert, block) in alerts.iter().zip(rules.split("- alert: ").skip(1)) {
         assert!(block.contains("summary: \""), "{alert} has no summary");
         assert!(
             block.contains("severity: critical") || block.contains("severity: warning"),
@@ -281,6 +278,26 @@ fn every_metric_the_rules_their_tests_and_the_dashboard_name_is_exported() {
         );
         assert_eq!(panel["datasource"]["uid"], "${datasource}", "{panel}");
     }
+}
+
+#[test]
+fn handoff_8_lists_every_metric_family_handoff_exports() {
+    let metrics = live_metrics();
+    let documented = metric_names(&read("docs/handoff.8"));
+    let families: BTreeSet<String> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .map(|name| match name {
+            // An info family is named with its sample's suffix.
+            "handoff" => "handoff_info".to_owned(),
+            "handoff_build" => "handoff_build_info".to_owned(),
+            name => name.to_owned(),
+        })
+        .collect();
+    assert!(families.len() >= 18, "{families:?}");
+    let missing: Vec<&String> = families.difference(&documented).collect();
+    assert!(missing.is_empty(), "handoff(8) METRICS lacks {missing:?}");
 }
 
 #[test]

@@ -84,11 +84,10 @@ fn deb_assets() -> Vec<(String, String, String)> {
 }
 
 fn installed_as(assets: &[(String, String, String)], source: &str) -> String {
-    assets
-        .iter()
-        .find(|(s, _, _)| s == source)
-        .map(|(_, to, _)| to.clone())
-        .unwrap_or_else(|| panic!("the package does not install {source}"))
+    assets.iter().find(|(s, _, _)| s == source).map_or_else(
+        || panic!("the package does not install {source}"),
+        |(_, to, _)| to.clone(),
+    )
 }
 
 #[test]

@@ -41,7 +41,8 @@ fn the_proxy_starts_clean() {
         .args(["--ignore-rt", "40", "--"])
         .args([HANDOFF, "run", "--"])
         .args(lab.proxy(&[]))
-        .env("HANDOFF_CONFIG", "")
+        // The lab's own socket and state dir: the defaults are the host's.
+        .env("HANDOFF_CONFIG", lab.base_config())
         .env("NOTIFY_SOCKET", "/run/systemd/notify")
         .env("WATCHDOG_PID", "1")
         .env("WATCHDOG_USEC", "30000000");
