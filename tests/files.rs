@@ -132,6 +132,7 @@ fn symlinks_planted_at_the_names_a_running_agent_writes_are_never_followed() {
         assert_eq!(code, 0, "{args:?}: {err}");
         wait_track(&track, level);
     }
+    lab.wait_for("start");
     h.signal(SIGTERM);
     assert_eq!(h.code(SOON), 0, "{}", h.log());
     assert_untouched(&target);
@@ -267,6 +268,9 @@ fn the_socket_gets_a_directory_of_its_own() {
         }
         let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("status"));
         assert_eq!(code, 0, "{err}");
+        // The proxy handles SIGTERM only once it logged "start": earlier,
+        // the default action kills it and the agent exits 143.
+        lab.wait_for("start");
         h.signal(SIGTERM);
         assert_eq!(h.code(SOON), 0, "{}", h.log());
     }
@@ -306,6 +310,7 @@ fn a_socket_right_in_run_still_works_with_a_deprecation_warning() {
     let (code, _, err) = output(lab.handoff_command(Some(&config)).arg("status"));
     assert_eq!(code, 0, "{err}");
     assert_eq!(fs::metadata(&socket).unwrap().mode() & 0o777, 0o600);
+    lab.wait_for("start");
     h.signal(SIGTERM);
     let code = h.code(SOON);
     let _ = fs::remove_file(&lock);
