@@ -23,6 +23,22 @@ const ROLES: [(Role, &str); 4] = [
     (Role::Unknown, "unknown"),
 ];
 
+/// How a hook run can end: a superseded one is skipped, never stopped.
+const HOOK_OUTCOMES: [Outcome; 4] = [
+    Outcome::Ok,
+    Outcome::Failed,
+    Outcome::Timeout,
+    Outcome::Skipped,
+];
+
+/// How a duty run can end: one is stopped when the node leaves master.
+const DUTY_OUTCOMES: [Outcome; 4] = [
+    Outcome::Ok,
+    Outcome::Failed,
+    Outcome::Timeout,
+    Outcome::Stopped,
+];
+
 type RoleLabels = Vec<(String, String)>;
 type Labels = Vec<(String, String)>;
 
@@ -194,12 +210,7 @@ impl Metrics {
         // with: a series that appears only with its first run makes
         // increase() miss that run, and the dashboard show nothing.
         for hook in &node.hooks {
-            for result in [
-                Outcome::Ok,
-                Outcome::Failed,
-                Outcome::Timeout,
-                Outcome::Skipped,
-            ] {
+            for result in HOOK_OUTCOMES {
                 metrics
                     .hook_runs
                     .get_or_create_owned(&labels("hook", hook, result));
@@ -209,12 +220,7 @@ impl Metrics {
                 .get_or_create_owned(&vec![("hook".to_owned(), (*hook).to_owned())]);
         }
         for duty in &node.duties {
-            for result in [
-                Outcome::Ok,
-                Outcome::Failed,
-                Outcome::Timeout,
-                Outcome::Stopped,
-            ] {
+            for result in DUTY_OUTCOMES {
                 metrics
                     .duty_runs
                     .get_or_create_owned(&labels("duty", duty, result));
