@@ -30,8 +30,9 @@ use crate::{
     machine::{HookCall, HookName},
     metrics::Metrics,
     process::{Children, Group, ProcessEnd},
+    run_outcome::Outcome,
     sentinel::ProxyLink,
-    status::{DutyStatus, LastRun, Outcome},
+    status::{DutyStatus, LastRun},
 };
 
 /// After SIGTERM, how long a stopped duty's group gets before SIGKILL.

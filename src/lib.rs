@@ -36,7 +36,8 @@
 //!   switched over its control socket), commands, none.
 //! * [`health`]: the promotion gate; [`probe`]: proof the peer serves the VIP.
 //! * [`hooks`]: role-change hooks and master-only duties, run when the
-//!   machine asks; never waited for by the failover.
+//!   machine asks; never waited for by the failover; [`run_outcome`]: how
+//!   one run ended, for status and metrics.
 //! * [`reload`]: a reload's check, command and confirmations, run for the
 //!   machine's steps; [`proxy_notify`]: the proxy's own NOTIFY_SOCKET, whose
 //!   READY=1 confirms a reload (never its health).
@@ -80,6 +81,7 @@ pub mod proxy;
 pub mod proxy_notify;
 pub mod redact;
 pub mod reload;
+pub mod run_outcome;
 pub mod sentinel;
 pub mod signals;
 pub mod state;

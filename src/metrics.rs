@@ -12,7 +12,7 @@ use prometheus_client::{
 
 use crate::{
     failover::{Level, Role},
-    status::Outcome,
+    run_outcome::Outcome,
 };
 
 /// The roles `handoff_role` has a series for.

@@ -18,6 +18,7 @@ use crate::{
     health::HealthView,
     machine::PhaseName,
     maintenance::Maintenance,
+    run_outcome::Outcome,
 };
 
 /// Version of the schema below.
@@ -326,36 +327,6 @@ fn seconds(s: u64) -> String {
 
 fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
-}
-
-/// How a hook's or duty's run ended (`crate::hooks`), for status, logs and
-/// metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// Exit 0.
-    Ok,
-    /// Another exit, or killed by a signal, or it could not start.
-    Failed,
-    /// Killed past its timeout.
-    Timeout,
-    /// Superseded by a newer change before it ran.
-    Skipped,
-    /// A duty stopped because the node left `up` or master.
-    Stopped,
-}
-
-impl Outcome {
-    /// Its name in logs, metrics and status.
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Timeout => "timeout",
-            Outcome::Skipped => "skipped",
-            Outcome::Stopped => "stopped",
-        }
-    }
 }
 
 /// The last run of one hook or duty, as `status` shows it.
