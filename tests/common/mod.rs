@@ -482,12 +482,45 @@ impl Handoff {
 
 impl Drop for Handoff {
     fn drop(&mut self) {
-        // A failed test must not leave its handoff (and proxy) running.
+        // A failed test (or one that ends with its agent running) must not
+        // leave its handoff, proxy or sentinel running. The proxy shares the
+        // test runner's process group, and on the portable build no
+        // parent-death signal takes it with the agent; the agent's sentinel
+        // would kill it, but only after locking the state dir, which the
+        // lab's drop is about to remove. So: named first, killed after.
         if let Ok(None) = self.child.try_wait() {
+            let left = descendants(self.pid().as_raw());
             let _ = self.child.kill();
             let _ = self.child.wait();
+            for pid in left {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
         }
     }
+}
+
+/// Every process below `root` now (children first found through
+/// /proc/PID/task/*/children), bounded at 256 against a runaway walk.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() && found.len() < 256 {
+        let pid = found[next];
+        next += 1;
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            found.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+    }
+    found.remove(0);
+    found
 }
 
 /// Runs `cmd` to its end: (exit code, stdout, stderr). Fails the test if
