@@ -205,9 +205,7 @@ async fn supervise(
         let inbox = Inbox(inbox_tx);
         let metrics = Arc::new(Metrics::for_node(&node_metrics(config)));
         if let Some(addr) = config.http.listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Listen { addr, source })?;
+            let listener = http::listen(addr).map_err(|source| Error::Listen { addr, source })?;
             let local = listener.local_addr().map_or(addr, |a| a);
             tracing::info!(listen = %local, "http listening");
             let serve = http::serve(

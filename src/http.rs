@@ -32,7 +32,7 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    net::{IpAddr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, UNIX_EPOCH},
 };
@@ -46,7 +46,10 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::Semaphore,
+};
 
 use crate::{
     control::{Ask, Inbox},
@@ -139,6 +142,31 @@ fn client(peer: IpAddr) -> IpAddr {
             None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & (u128::MAX << 64))),
         },
     }
+}
+
+/// The listen backlog: connections the kernel completed that handoff has
+/// not accepted yet. tokio's `bind` asks for 128 (the standard library's
+/// value); while one client floods the port, 128 fill up between two turns
+/// of the accept loop on a loaded node, and the kernel drops the next SYN,
+/// a check's among them, which TCP sends again only after a second
+/// (tests/http.rs saw `/healthz` take 1.02 s, and nstat's ListenOverflows
+/// counted ~5 drops per flood). The kernel caps it at
+/// `net.core.somaxconn` (listen(2); 4096 on current Linux) or OpenBSD's
+/// `kern.somaxconn`.
+pub const BACKLOG: u32 = 1024;
+
+/// The endpoint's listening socket on `addr`, with [`BACKLOG`].
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's `bind` does: a restarted agent binds again while its old
+    // connections are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Serves until the task is dropped.

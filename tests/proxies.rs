@@ -590,28 +590,13 @@ impl Proc {
     }
 }
 
-/// `root` and every descendant, from /proc/PID/task/*/children.
+/// `root` and every descendant ([`common::descendants`]), each with its
+/// start time.
 fn process_tree(root: i32) -> Vec<Proc> {
-    let mut found: Vec<Proc> = Proc::of(root).into_iter().collect();
-    let mut next = 0;
-    // A proxy has a master and a few workers; 64 bounds a runaway walk.
-    while next < found.len() && found.len() < 64 {
-        let pid = found[next].pid;
-        next += 1;
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            found.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse().ok())
-                    .filter_map(Proc::of),
-            );
-        }
-    }
-    found
+    std::iter::once(root)
+        .chain(common::descendants(root))
+        .filter_map(Proc::of)
+        .collect()
 }
 
 /// Every process whose command line mentions `text`, as (pid, cmdline).
