@@ -447,13 +447,8 @@ pub fn run(flag: Option<&Path>) -> Result<u8, Error> {
     // as soon as it takes over.
     kill_groups(&groups);
     let Some(state) = lock_after(agent, &config.control.state_dir)? else {
-        // A new agent (Restart=on-failure, rc.d) already holds the node: it
-        // applies `down` itself before anything else. The dead agent's
-        // proxy is still ours to end: the new agent never knew it, and it
-        // holds the ports the new agent's proxy needs.
-        if let Some(proxy) = proxy {
-            kill_left_behind(proxy);
-        }
+        // A new agent (Restart=on-failure) already holds the node: it
+        // applies `down` itself before anything else.
         return Ok(crate::exit::OK);
     };
     apply_down(&config, state, DOWN_LIMIT)?;
